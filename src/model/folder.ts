@@ -1,0 +1,42 @@
+/**
+ * A model folder as users hand it to Capsule: `config.json`, safetensors weights (single file or
+ * sharded), and optionally a tokenizer. Loading resolves all three and the model fingerprint
+ * that capsules are bound to.
+ * @module
+ */
+import { loadModelConfig, type ModelConfig } from "./config.ts";
+import { Checkpoint } from "./safetensors.ts";
+import { loadWeights, type ModelWeights } from "./weights.ts";
+import { Tokenizer } from "./tokenizer.ts";
+import { fingerprintModel } from "../capsule/fingerprint.ts";
+
+/** Everything loaded from a model folder. */
+export interface ModelFolder {
+  dir: string;
+  /** Folder name, used as the model id in the API. */
+  id: string;
+  config: ModelConfig;
+  weights: ModelWeights;
+  tokenizer: Tokenizer | null;
+  /** Hex SHA-256 of the config, weight index and quantisation: capsules only resume under it. */
+  fingerprint: string;
+}
+
+/** Load a model folder (weights in f32 for the reference engine). */
+export async function loadModelFolder(dir: string, opts: { quantization?: string } = {}): Promise<ModelFolder> {
+  const config = await loadModelConfig(dir);
+  const checkpoint = await Checkpoint.open(dir);
+  try {
+    const weights = await loadWeights(checkpoint, config, dir);
+    const index = checkpoint.names().sort().map((name) => {
+      const info = checkpoint.info(name);
+      return { name, dtype: info.dtype, shape: [...info.shape] };
+    });
+    const fingerprint = await fingerprintModel(config, index, opts.quantization ?? "f32");
+    const tokenizer = await Tokenizer.load(dir);
+    const id = dir.replace(/\/+$/, "").split("/").pop() || dir;
+    return { dir, id, config, weights, tokenizer, fingerprint };
+  } finally {
+    checkpoint.close();
+  }
+}
