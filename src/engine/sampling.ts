@@ -20,12 +20,7 @@ export interface SamplingParams {
   seed: number;
 }
 
-/** The sampler's resumable state. */
-export interface SamplerState {
-  seed: number;
-  /** Random numbers drawn so far with this seed. */
-  draws: number;
-}
+export type { SamplerState } from "../capsule/snapshot.ts";
 
 /** Greedy defaults. */
 export const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 0 };
@@ -65,13 +60,13 @@ export function argmax(x: ArrayLike<number>): number {
 }
 
 /**
- * Choose the next token from `logits`. Greedy draws no random number; otherwise one draw is used
- * and `sampler.draws` advances by one.
+ * Choose the next token from `logits`. Greedy uses no randomness; otherwise the one uniform number
+ * is `uniform(seed, counter)`, where the engine passes the token's absolute position as `counter`,
+ * so generating in one call or in several (on any nodes) with one seed draws the same numbers.
  */
-export function sampleToken(logits: Float32Array, p: SamplingParams, sampler: SamplerState): number {
+export function sampleToken(logits: Float32Array, p: SamplingParams, counter: number): number {
   if (p.temperature === 0) return argmax(logits);
-  const u = uniform(sampler.seed, sampler.draws);
-  sampler.draws++;
+  const u = uniform(p.seed, counter);
   const n = logits.length;
   // Candidates sorted by logit descending (ties: lower id first), truncated to top-k.
   let idx = Array.from({ length: n }, (_, i) => i);

@@ -378,8 +378,12 @@ export async function loadWeights(src: TensorSource, config: ModelConfig, dir: s
         : await loadMla(r, config, `${lp}self_attn.`);
     }
     const m = config.mlp[i];
+    // Kimi's dense layers ship as `mlp.*`; transformers' own save writes them under `block_sparse_moe.*`.
+    const densePrefix = !r.has(`${lp}mlp.gate_proj.weight`) && r.has(`${lp}block_sparse_moe.gate_proj.weight`)
+      ? `${lp}block_sparse_moe.`
+      : `${lp}mlp.`;
     const mlp: LayerWeights["mlp"] = m.kind === "dense"
-      ? { kind: "dense", ...(await loadSwiGlu(r, `${lp}mlp.`, ["gate_proj", "up_proj", "down_proj"], H, m.intermediateSize)) }
+      ? { kind: "dense", ...(await loadSwiGlu(r, densePrefix, ["gate_proj", "up_proj", "down_proj"], H, m.intermediateSize)) }
       : await loadMoe(r, config, m, lp);
     layers.push({
       inputNorm: await norm(`${lp}input_layernorm.weight`),

@@ -1,0 +1,67 @@
+/**
+ * The in-process entry point: a loaded model on a backend, which opens sessions.
+ * @module
+ */
+import { loadModelFolder, type ModelFolder } from "../model/folder.ts";
+import { type BackendName, CpuBackend, type InferenceBackend } from "./backend.ts";
+import { Session } from "./session.ts";
+import type { SessionSnapshot } from "../capsule/snapshot.ts";
+import { CapsuleError } from "../errors.ts";
+import { Checkpoint } from "../model/safetensors.ts";
+
+/** Options of {@link Engine.load}. */
+export interface EngineOptions {
+  /** "auto" picks WebGPU when an adapter exists, else the CPU. Default "cpu". */
+  backend?: BackendName | "auto";
+}
+
+/** A model loaded on a backend. */
+export class Engine {
+  readonly model: ModelFolder;
+  readonly backend: InferenceBackend;
+
+  private constructor(model: ModelFolder, backend: InferenceBackend) {
+    this.model = model;
+    this.backend = backend;
+  }
+
+  /** Load a model folder onto a backend. */
+  static async load(dir: string, opts: EngineOptions = {}): Promise<Engine> {
+    const want = opts.backend ?? "cpu";
+    const model = await loadModelFolder(dir);
+    if (want === "cpu") return new Engine(model, new CpuBackend(model.config, model.weights));
+    let webgpu: typeof import("../backends/webgpu/backend.ts");
+    try {
+      webgpu = await import("../backends/webgpu/backend.ts");
+    } catch (e) {
+      if (want === "auto") return new Engine(model, new CpuBackend(model.config, model.weights));
+      throw new CapsuleError("no_gpu_adapter", `the WebGPU backend is unavailable: ${(e as Error).message}`);
+    }
+    const ckpt = await Checkpoint.open(dir);
+    try {
+      return new Engine(model, await webgpu.createWebGpuBackend(model.config, ckpt, dir));
+    } catch (e) {
+      if (want === "auto" && e instanceof CapsuleError && e.code === "no_gpu_adapter") {
+        return new Engine(model, new CpuBackend(model.config, model.weights));
+      }
+      throw e;
+    } finally {
+      ckpt.close();
+    }
+  }
+
+  /** A new, empty session. */
+  newSession(): Session {
+    return new Session(this.backend);
+  }
+
+  /** A session resumed from a snapshot (validated against this model). */
+  restore(snapshot: SessionSnapshot): Session {
+    return new Session(this.backend, snapshot);
+  }
+
+  /** Free device resources. */
+  dispose(): void {
+    this.backend.dispose();
+  }
+}
