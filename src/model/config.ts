@@ -197,8 +197,8 @@ const kimiSchema = z.object({
     head_dim: z.number().int().positive(),
     num_heads: z.number().int().positive(),
     short_conv_kernel_size: z.number().int().positive().default(4),
-    kda_layers: z.array(z.number().int().positive()),
-    full_attn_layers: z.array(z.number().int().positive()),
+    kda_layers: z.array(z.number().int().min(1, { message: "layer numbers are 1-based (≥ 1)" })),
+    full_attn_layers: z.array(z.number().int().min(1, { message: "layer numbers are 1-based (≥ 1)" })),
   }).loose(),
 }).loose();
 
