@@ -245,20 +245,21 @@ export class Tokenizer {
     return this.#hf.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
   }
 
-  /** Ids → text. Unknown ids are refused with `invalid_token_id`. */
+  /**
+   * Ids → text. Ids that are not integers ≥ 0 are refused with `invalid_token_id`. Integer ids
+   * without a token (the padding rows real checkpoints add to the embedding, which a model can
+   * still emit) decode to nothing, as Hugging Face tokenizers do.
+   */
   decode(ids: number[], opts: { skipSpecialTokens?: boolean } = {}): string {
     for (const id of ids) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize || this.#hf.id_to_token(id) === undefined) {
-        throw new CapsuleError(
-          "invalid_token_id",
-          `token id ${id} is not in the vocabulary of ${this.#dir}`,
-          {
-            id,
-            vocabSize: this.vocabSize,
-          },
-        );
+      if (!Number.isInteger(id) || id < 0) {
+        throw new CapsuleError("invalid_token_id", `token id ${id} is not a valid id for ${this.#dir}`, {
+          id,
+          vocabSize: this.vocabSize,
+        });
       }
     }
+    ids = ids.filter((id) => id < this.vocabSize && this.#hf.id_to_token(id) !== undefined);
     if (ids.length === 0) return ""; // the library refuses empty input
     return this.#hf.decode(ids, {
       skip_special_tokens: opts.skipSpecialTokens ?? false,

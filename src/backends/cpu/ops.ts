@@ -216,7 +216,10 @@ export function deltaRuleChunked(
   const U = new Float64Array(chunk * dv);
   const W = new Float64Array(chunk * dk);
   const qk = new Float64Array(chunk * chunk);
-  const decayAt = (i: number, j: number, c: number) => Math.exp(G[i * gw + (perChannel ? c : 0)] - G[j * gw + (perChannel ? c : 0)]);
+  const qDecayed = new Float64Array(chunk * dk); // e^{G_i} ⊙ q_i
+  const kTail = new Float64Array(chunk * dk); // k_m ⊙ e^{G_last − G_m}
+  const pair = new Float64Array(dk); // e^{G_i[c] − G_j[c]} for one (i, j)
+  const decayOf = (i: number, c: number) => G[i * gw + (perChannel ? c : 0)];
 
   for (let start = 0; start < t; start += chunk) {
     const L = Math.min(chunk, t - start);
@@ -233,11 +236,12 @@ export function deltaRuleChunked(
       const ki = (start + i) * dk;
       for (let j = 0; j <= i; j++) {
         const kj = (start + j) * dk;
+        if (perChannel) for (let c = 0; c < dk; c++) pair[c] = Math.exp(decayOf(i, c) - decayOf(j, c));
+        else pair.fill(Math.exp(G[i] - G[j]));
         let akk = 0, aqk = 0;
         for (let c = 0; c < dk; c++) {
-          const d = decayAt(i, j, c);
-          akk += k[ki + c] * k[kj + c] * d;
-          aqk += q[ki + c] * k[kj + c] * d;
+          akk += k[ki + c] * k[kj + c] * pair[c];
+          aqk += q[ki + c] * k[kj + c] * pair[c];
         }
         A[i * chunk + j] = j < i ? beta[start + i] * akk : 0;
         qk[i * chunk + j] = aqk;
@@ -247,9 +251,7 @@ export function deltaRuleChunked(
     for (let i = 0; i < L; i++) {
       const b = beta[start + i];
       for (let j = 0; j < dv; j++) U[i * dv + j] = b * v[(start + i) * dv + j];
-      for (let c = 0; c < dk; c++) {
-        W[i * dk + c] = b * Math.exp(G[i * gw + (perChannel ? c : 0)]) * k[(start + i) * dk + c];
-      }
+      for (let c = 0; c < dk; c++) W[i * dk + c] = b * Math.exp(decayOf(i, c)) * k[(start + i) * dk + c];
       for (let m = 0; m < i; m++) {
         const a = A[i * chunk + m];
         if (a === 0) continue;
@@ -265,26 +267,28 @@ export function deltaRuleChunked(
         U[i * dv + j] -= ws;
       }
     }
-    // Outputs.
+    // Outputs: inter-chunk read of the carried state plus the intra-chunk causal part.
     for (let i = 0; i < L; i++) {
-      const qi = (start + i) * dk;
+      for (let c = 0; c < dk; c++) qDecayed[i * dk + c] = Math.exp(decayOf(i, c)) * q[(start + i) * dk + c];
+    }
+    for (let i = 0; i < L; i++) {
       for (let j = 0; j < dv; j++) {
         let o = 0;
-        for (let c = 0; c < dk; c++) o += Math.exp(G[i * gw + (perChannel ? c : 0)]) * q[qi + c] * state[c * dv + j];
+        for (let c = 0; c < dk; c++) o += qDecayed[i * dk + c] * state[c * dv + j];
         for (let m = 0; m <= i; m++) o += qk[i * chunk + m] * U[m * dv + j];
         out[(start + i) * dv + j] = o;
       }
     }
     // Carry the state to the next chunk.
     const last = L - 1;
+    for (let m = 0; m < L; m++) {
+      for (let c = 0; c < dk; c++) kTail[m * dk + c] = k[(start + m) * dk + c] * Math.exp(decayOf(last, c) - decayOf(m, c));
+    }
     for (let c = 0; c < dk; c++) {
-      const gl = G[last * gw + (perChannel ? c : 0)];
-      const f = Math.exp(gl);
+      const f = Math.exp(decayOf(last, c));
       for (let j = 0; j < dv; j++) {
         let acc = f * state[c * dv + j];
-        for (let m = 0; m < L; m++) {
-          acc += k[(start + m) * dk + c] * Math.exp(gl - G[m * gw + (perChannel ? c : 0)]) * U[m * dv + j];
-        }
+        for (let m = 0; m < L; m++) acc += kTail[m * dk + c] * U[m * dv + j];
         state[c * dv + j] = acc;
       }
     }
