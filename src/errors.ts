@@ -42,7 +42,21 @@ export type ErrorCode =
   | "payload_too_large"
   | "unauthorized"
   | "deadline_exceeded"
-  | "internal";
+  | "internal"
+  // HTTP service
+  | "invalid_json"
+  | "route_not_found"
+  | "not_ready"
+  // capsules (sealing)
+  | "capsule_not_sealed"
+  | "capsule_wrong_key"
+  // HTTP client (raised on the client side only)
+  | "connection_failed"
+  | "invalid_response"
+  // agent memory (sidecar)
+  | "checkpoint_not_found"
+  // local cluster (deno task cluster)
+  | "cluster_start_failed";
 
 /** An error Capsule raises on purpose: `code` says what, `message` says where and why. */
 export class CapsuleError extends Error {

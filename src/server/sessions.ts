@@ -1,0 +1,281 @@
+/**
+ * Sessions as the service sees them: loaded from the shared store (or this node's cache of the
+ * same version), run on the engine, and committed back with compare-and-set on the version they
+ * were loaded at. A node keeps nothing that only it knows: the cache is only a copy of committed
+ * versions, checked against the store's current version before use.
+ * @module
+ */
+import type { Engine } from "../engine/engine.ts";
+import type { SessionSnapshot } from "../capsule/snapshot.ts";
+import { encodeCapsuleBytes } from "../capsule/encode.ts";
+import { decodeCapsule } from "../capsule/decode.ts";
+import type { SealOptions } from "../capsule/seal.ts";
+import type { SessionMeta, SessionRecord, SessionStore } from "../store/types.ts";
+import { NAME_PATTERN } from "../store/validate.ts";
+import { CapsuleError, isCapsuleError } from "../errors.ts";
+import type { Metrics } from "./metrics.ts";
+
+/** A session version with its decoded state. */
+export interface LoadedSession {
+  record: SessionRecord;
+  snapshot: SessionSnapshot;
+}
+
+interface CacheEntry {
+  version: number;
+  snapshot: SessionSnapshot;
+  bytes: number;
+}
+
+/**
+ * A bounded LRU of decoded snapshots keyed by (tenant, id), each tagged with its version. An entry
+ * is only used when the store says the session is still at that version.
+ */
+export class SnapshotCache {
+  readonly #entries = new Map<string, CacheEntry>();
+  readonly #maxEntries: number;
+  readonly #maxBytes: number;
+  #bytes = 0;
+
+  constructor(maxEntries = 256, maxBytes = 256 << 20) {
+    this.#maxEntries = maxEntries;
+    this.#maxBytes = maxBytes;
+  }
+
+  static #key(tenant: string, id: string): string {
+    return `${tenant}\u0000${id}`;
+  }
+
+  /** Whether any version of the session is cached. */
+  has(tenant: string, id: string): boolean {
+    return this.#entries.has(SnapshotCache.#key(tenant, id));
+  }
+
+  /** The cached snapshot of exactly `version`, or null. */
+  get(tenant: string, id: string, version: number): SessionSnapshot | null {
+    const key = SnapshotCache.#key(tenant, id);
+    const e = this.#entries.get(key);
+    if (!e || e.version !== version) return null;
+    // Re-insert: Map order is the LRU order.
+    this.#entries.delete(key);
+    this.#entries.set(key, e);
+    return e.snapshot;
+  }
+
+  /** Caches a committed version (replacing older ones of the session). Snapshots are never mutated. */
+  put(tenant: string, id: string, version: number, snapshot: SessionSnapshot, bytes: number): void {
+    if (this.#maxEntries === 0 || bytes > this.#maxBytes) return;
+    this.delete(tenant, id);
+    this.#entries.set(SnapshotCache.#key(tenant, id), { version, snapshot, bytes });
+    this.#bytes += bytes;
+    for (const [key, e] of this.#entries) {
+      if (this.#entries.size <= this.#maxEntries && this.#bytes <= this.#maxBytes) break;
+      this.#entries.delete(key);
+      this.#bytes -= e.bytes;
+    }
+  }
+
+  /** Forgets a session. */
+  delete(tenant: string, id: string): void {
+    const key = SnapshotCache.#key(tenant, id);
+    const e = this.#entries.get(key);
+    if (e) {
+      this.#entries.delete(key);
+      this.#bytes -= e.bytes;
+    }
+  }
+}
+
+/** Random session ids: `ses_` and 24 base-32 characters (120 bits). */
+export function newSessionId(): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz234567";
+  const bytes = crypto.getRandomValues(new Uint8Array(24));
+  return "ses_" + Array.from(bytes, (b) => alphabet[b & 31]).join("");
+}
+
+function notFound(id: string): CapsuleError {
+  return new CapsuleError("session_not_found", `session ${JSON.stringify(id)} does not exist`, { id });
+}
+
+function conflict(id: string, expected: number, current: number | null): CapsuleError {
+  return new CapsuleError(
+    "version_conflict",
+    `session ${JSON.stringify(id)} is at version ${current ?? "(none)"}, not ${expected}`,
+    { current },
+  );
+}
+
+/** Options of {@link SessionService}. */
+export interface SessionServiceOptions {
+  engine: Engine;
+  store: SessionStore;
+  metrics: Metrics;
+  cache?: SnapshotCache;
+  /** Largest capsule accepted on import. */
+  maxCapsuleBytes: number;
+}
+
+/** Load, encode, decode and commit sessions for one model. */
+export class SessionService {
+  readonly engine: Engine;
+  readonly store: SessionStore;
+  readonly #metrics: Metrics;
+  readonly #cache: SnapshotCache;
+  readonly #maxCapsuleBytes: number;
+
+  constructor(opts: SessionServiceOptions) {
+    this.engine = opts.engine;
+    this.store = opts.store;
+    this.#metrics = opts.metrics;
+    this.#cache = opts.cache ?? new SnapshotCache();
+    this.#maxCapsuleBytes = opts.maxCapsuleBytes;
+  }
+
+  /** Checks a session id from a URL: one that cannot exist is simply not found. */
+  checkId(id: string): void {
+    if (!NAME_PATTERN.test(id)) throw notFound(id);
+  }
+
+  /** The current record; `session_not_found` when absent, `version_conflict` when not at `ifVersion`. */
+  async head(tenant: string, id: string, ifVersion?: number): Promise<SessionRecord> {
+    this.checkId(id);
+    const rec = await this.store.head(tenant, id);
+    if (!rec) throw notFound(id);
+    if (ifVersion !== undefined && rec.version !== ifVersion) {
+      this.#metrics.conflicts.inc();
+      throw conflict(id, ifVersion, rec.version);
+    }
+    return rec;
+  }
+
+  /**
+   * The current version with its state. The cache answers when the store's current version is
+   * the cached one; otherwise the capsule is read and decoded.
+   */
+  async load(tenant: string, id: string, ifVersion?: number): Promise<LoadedSession> {
+    this.checkId(id);
+    if (this.#cache.has(tenant, id)) {
+      const record = await this.head(tenant, id, ifVersion);
+      const snapshot = this.#cache.get(tenant, id, record.version);
+      if (snapshot) {
+        this.#metrics.resumes.inc({ source: "cache" });
+        return { record, snapshot };
+      }
+    }
+    const got = await this.store.get(tenant, id);
+    if (!got) throw notFound(id);
+    if (ifVersion !== undefined && got.record.version !== ifVersion) {
+      this.#metrics.conflicts.inc();
+      throw conflict(id, ifVersion, got.record.version);
+    }
+    const snapshot = await this.decodeStored(got.capsule, id);
+    this.#cache.put(tenant, id, got.record.version, snapshot, got.capsule.length);
+    this.#metrics.resumes.inc({ source: "store" });
+    return { record: got.record, snapshot };
+  }
+
+  /** The stored capsule bytes of the current version. */
+  async capsule(tenant: string, id: string): Promise<{ record: SessionRecord; capsule: Uint8Array }> {
+    this.checkId(id);
+    const got = await this.store.get(tenant, id);
+    if (!got) throw notFound(id);
+    return got;
+  }
+
+  /** Encodes a snapshot as this node stores it: exact f32 state, unsealed (the store is trusted). */
+  encode(snapshot: SessionSnapshot, seal?: SealOptions): Promise<Uint8Array> {
+    const m = this.engine.model;
+    return encodeCapsuleBytes(snapshot, {
+      fingerprint: m.fingerprint,
+      config: m.config,
+      ...(seal ? { seal } : {}),
+    });
+  }
+
+  /** Decodes a capsule from the store; a capsule this model cannot resume is reported, not hidden. */
+  async decodeStored(capsule: Uint8Array, id: string): Promise<SessionSnapshot> {
+    const m = this.engine.model;
+    try {
+      return await decodeCapsule(capsule, { fingerprint: m.fingerprint, config: m.config });
+    } catch (e) {
+      if (isCapsuleError(e) && e.code === "capsule_model_mismatch") {
+        throw new CapsuleError(
+          "capsule_model_mismatch",
+          `session ${JSON.stringify(id)} was produced by another model; this node serves ${m.id}`,
+        );
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Decodes a capsule a client uploaded: every capsule check, then the engine's own check that the
+   * state can be resumed. `seal` is required when the node seals capsules.
+   */
+  async decodeUpload(capsule: Uint8Array, seal?: SealOptions): Promise<SessionSnapshot> {
+    const m = this.engine.model;
+    const snapshot = await decodeCapsule(capsule, {
+      fingerprint: m.fingerprint,
+      config: m.config,
+      maxBytes: this.#maxCapsuleBytes,
+      ...(seal ? { seal } : {}),
+    });
+    this.engine.restore(snapshot); // throws state_mismatch / invalid_token_id on a state it cannot run
+    return snapshot;
+  }
+
+  /**
+   * Commits a new version: `base` is the record it was loaded from (null to create). Conflicts are
+   * `version_conflict` with the current version. `capsule` may be given when already encoded.
+   */
+  async commit(
+    tenant: string,
+    id: string,
+    snapshot: SessionSnapshot,
+    base: SessionRecord | null,
+    extra: { parent?: string; capsule?: Uint8Array } = {},
+  ): Promise<SessionRecord> {
+    const bytes = extra.capsule ?? await this.encode(snapshot);
+    const now = new Date().toISOString();
+    const meta: SessionMeta = {
+      model: this.engine.model.fingerprint,
+      tokens: snapshot.tokens.length,
+      createdAt: base?.meta.createdAt ?? now,
+      updatedAt: now,
+    };
+    const parent = extra.parent ?? base?.meta.parent;
+    if (parent !== undefined) meta.parent = parent;
+    if (base?.meta.labels) meta.labels = { ...base.meta.labels };
+    let record: SessionRecord;
+    try {
+      record = await this.store.commit(tenant, id, bytes, meta, base ? base.version : null);
+    } catch (e) {
+      if (isCapsuleError(e, "version_conflict")) {
+        this.#metrics.conflicts.inc();
+        const current = (e.details?.current ?? null) as number | null;
+        if (base === null) {
+          throw new CapsuleError("version_conflict", `session ${JSON.stringify(id)} already exists`, {
+            current,
+          });
+        }
+        throw conflict(id, base.version, current);
+      }
+      throw e;
+    }
+    this.#metrics.capsuleBytes.observe({ op: "commit" }, bytes.length);
+    this.#cache.put(tenant, id, record.version, snapshot, bytes.length);
+    return record;
+  }
+
+  /** Deletes a session (optionally only at `ifVersion`); `session_not_found` when absent. */
+  async delete(tenant: string, id: string, ifVersion?: number): Promise<void> {
+    this.checkId(id);
+    this.#cache.delete(tenant, id);
+    const deleted = await this.store.delete(tenant, id, ifVersion);
+    if (deleted) return;
+    const rec = await this.store.head(tenant, id);
+    if (!rec) throw notFound(id);
+    this.#metrics.conflicts.inc();
+    throw conflict(id, ifVersion ?? rec.version, rec.version);
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * Format freeze: the committed v1.0 vectors must keep decoding, to the same bits, in every later
+ * version; while the format is 1.0, encoding their snapshots must reproduce them byte for byte.
+ */
+import { assert, assertEquals, assertLess } from "@std/assert";
+import { createHash } from "node:crypto";
+import {
+  decodeCapsule,
+  encodeCapsuleBytes,
+  inspectCapsule,
+  VERSION_MAJOR,
+  VERSION_MINOR,
+} from "../../src/capsule/mod.ts";
+import type { SessionState } from "../../src/engine/state.ts";
+import { GOLDEN_DIR, GOLDEN_FINGERPRINT, goldenConfig, goldenSnapshot, VECTORS } from "./golden/vectors.ts";
+import { relL2, snapshotDiff } from "./helpers.ts";
+
+/** SHA-256 of the file, and of the decoded state's f32 bits, as first written (v1.0). */
+const FROZEN: Record<string, { file: string; state: string }> = {
+  "v1.0-qwen3_5-f32-raw.capsule": {
+    file: "4e48e42f9dbdf60569ad9a8942109fd0c48d40e43e1e47f653d374ac1c64f862",
+    state: "a22023a3fb78cbe6a41e788c28925c089801476fbffedc0296156396ee2b25bb",
+  },
+  "v1.0-kimi-bf16-int4.capsule": {
+    file: "bc0f047b3c4eebd4b83281ad2f261887a7e84b67a453353fa61dfad7b5500742",
+    state: "6d11a2890c0bc543ed8c7e7c9955d14b0bdf29848f035980b52cbdea20a8a24b",
+  },
+  "v1.0-qwen3_next-f16-int8-deflate-sealed.capsule": {
+    file: "c791780eae8fc60ee953c804f3ed394349a3ad027a1d4cfdbe9dba0e46ba5522",
+    state: "f382f2a685fe84bf596a6746506061b0837dcd88833086d8b3aeff40ec76c534",
+  },
+};
+
+function stateHash(s: SessionState): string {
+  const h = createHash("sha256");
+  for (const l of s.layers) {
+    for (const a of l.kind === "linear" ? [l.conv, l.recurrent] : [l.keys.view(), l.values.view()]) {
+      h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+    }
+  }
+  return h.digest("hex");
+}
+
+for (const v of VECTORS) {
+  Deno.test(`golden ${v.file} decodes to its frozen state`, async () => {
+    const bytes = await Deno.readFile(`${GOLDEN_DIR}${v.file}`);
+    assertEquals(
+      createHash("sha256").update(bytes).digest("hex"),
+      FROZEN[v.file].file,
+      "the vector file itself changed",
+    );
+    const config = goldenConfig(v.family);
+    const snap = await decodeCapsule(bytes, { fingerprint: GOLDEN_FINGERPRINT, config, seal: v.opts.seal });
+    assertEquals(stateHash(snap.state), FROZEN[v.file].state);
+    const want = goldenSnapshot(config, v.position);
+    assertEquals(snap.tokens, want.tokens);
+    assertEquals(snap.sampler, want.sampler);
+    if (!v.opts.stateCodec && !v.opts.kvCodec) assertEquals(snapshotDiff(snap, want), null);
+    else assertLess(relL2(want.state, snap.state, "kv"), 0.15);
+    const info = await inspectCapsule(bytes);
+    assertEquals(info.version, "1.0");
+    assert(info.checks.sha256);
+  });
+}
+
+Deno.test("while the format is 1.0, encoding the golden snapshots reproduces the vectors byte for byte", async () => {
+  if (VERSION_MAJOR !== 1 || VERSION_MINOR !== 0) return; // newer writers only have to read them
+  for (const v of VECTORS.filter((x) => x.deterministic)) {
+    const config = goldenConfig(v.family);
+    const bytes = await encodeCapsuleBytes(goldenSnapshot(config, v.position), {
+      fingerprint: GOLDEN_FINGERPRINT,
+      config,
+      ...v.opts,
+    });
+    assertEquals(bytes, await Deno.readFile(`${GOLDEN_DIR}${v.file}`), v.file);
+  }
+});
