@@ -22,17 +22,33 @@ export interface ModelFolder {
   fingerprint: string;
 }
 
+/** The fingerprint of an open checkpoint: config, weight index (name, dtype, shape) and quantisation. */
+export async function checkpointFingerprint(config: ModelConfig, checkpoint: Checkpoint, quantization: string): Promise<string> {
+  const index = checkpoint.names().sort().map((name) => {
+    const info = checkpoint.info(name);
+    return { name, dtype: info.dtype, shape: [...info.shape] };
+  });
+  return await fingerprintModel(config, index, quantization);
+}
+
+/** A folder's config and fingerprint, without loading weights. */
+export async function folderFingerprint(dir: string, quantization = "f32"): Promise<{ fingerprint: string; config: ModelConfig }> {
+  const config = await loadModelConfig(dir);
+  const checkpoint = await Checkpoint.open(dir);
+  try {
+    return { fingerprint: await checkpointFingerprint(config, checkpoint, quantization), config };
+  } finally {
+    checkpoint.close();
+  }
+}
+
 /** Load a model folder (weights in f32 for the reference engine). */
 export async function loadModelFolder(dir: string, opts: { quantization?: string } = {}): Promise<ModelFolder> {
   const config = await loadModelConfig(dir);
   const checkpoint = await Checkpoint.open(dir);
   try {
     const weights = await loadWeights(checkpoint, config, dir);
-    const index = checkpoint.names().sort().map((name) => {
-      const info = checkpoint.info(name);
-      return { name, dtype: info.dtype, shape: [...info.shape] };
-    });
-    const fingerprint = await fingerprintModel(config, index, opts.quantization ?? "f32");
+    const fingerprint = await checkpointFingerprint(config, checkpoint, opts.quantization ?? "f32");
     const tokenizer = await Tokenizer.load(dir);
     const id = dir.replace(/\/+$/, "").split("/").pop() || dir;
     return { dir, id, config, weights, tokenizer, fingerprint };

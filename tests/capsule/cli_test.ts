@@ -4,7 +4,7 @@
  */
 import { assert, assertEquals } from "@std/assert";
 import { encodeCapsuleBytes } from "../../src/capsule/mod.ts";
-import { folderFingerprint } from "../../src/cli/capsule.ts";
+import { folderFingerprint } from "../../src/model/folder.ts";
 import { FIXTURE_ROOT, randomSnapshot, rng } from "./helpers.ts";
 
 const CLI = new URL("../../src/cli/capsule.ts", import.meta.url).pathname;
