@@ -142,13 +142,17 @@ export function chooseGroup(headDim: number, preferred: number): number {
   return headDim % preferred === 0 ? preferred : headDim;
 }
 
-/** The v1 encoder's quantisation of a tensor with `heads × headDim` rows. */
+/**
+ * The v1 encoder's quantisation of a tensor with `heads × headDim` rows. int4 uses groups of 16:
+ * with groups of 32, top-1 agreement of the default model after an int4 resume was 96.9 %; with 16
+ * it is 98.4 % (bench/fidelity.ts), for one more bit of scale per 16 values.
+ */
 export function defaultQuantSpec(codec: "int8" | "int4", heads: number, headDim: number): QuantSpec {
   return codec === "int8" ? { bits: 8, heads, headDim, group: chooseGroup(headDim, 64), rotated: false } : {
     bits: 4,
     heads,
     headDim,
-    group: chooseGroup(headDim, 32),
+    group: chooseGroup(headDim, 16),
     rotated: isPowerOfTwo(headDim) && headDim > 1,
   };
 }

@@ -106,11 +106,11 @@ Deno.test("f16 and bf16 refuse finite values that would become infinite", () => 
 Deno.test("int8 and int4 records have the documented sizes", () => {
   // Qwen3.5 KV: 2 heads of 256. int8 groups of 64 → 8 bf16 scales + 512 codes.
   assertEquals(quantRecordBytes(defaultQuantSpec("int8", 2, 256)), 16 + 512);
-  // int4 groups of 32 → 16 scales + 256 bytes of nibbles.
-  assertEquals(quantRecordBytes(defaultQuantSpec("int4", 2, 256)), 32 + 256);
+  // int4 groups of 16 → 32 scales + 256 bytes of nibbles.
+  assertEquals(quantRecordBytes(defaultQuantSpec("int4", 2, 256)), 64 + 256);
   // Kimi MLA rope part: one head of 64; int8 → 1 scale padded to 4 bytes.
   assertEquals(quantRecordBytes(defaultQuantSpec("int8", 1, 64)), 4 + 64);
-  // A head dim that is not a power of two is not rotated and uses whole-head groups when 32 does not divide it.
+  // A head dim that is not a power of two is not rotated and uses whole-head groups when 16 does not divide it.
   assertEquals(defaultQuantSpec("int4", 3, 24), {
     bits: 4,
     heads: 3,

@@ -22,8 +22,8 @@ const FROZEN: Record<string, { file: string; state: string }> = {
     state: "a22023a3fb78cbe6a41e788c28925c089801476fbffedc0296156396ee2b25bb",
   },
   "v1.0-kimi-bf16-int4.capsule": {
-    file: "bc0f047b3c4eebd4b83281ad2f261887a7e84b67a453353fa61dfad7b5500742",
-    state: "6d11a2890c0bc543ed8c7e7c9955d14b0bdf29848f035980b52cbdea20a8a24b",
+    file: "2100b9aae4e52311f3866b2d2043fd1b50acf9a4e5c0203ad1ef3bcdfe01ede8",
+    state: "81947d660ead6effa4a06dc10870fdffc23e20e5ac0106756f530517f5628ddc",
   },
   "v1.0-qwen3_next-f16-int8-deflate-sealed.capsule": {
     file: "c791780eae8fc60ee953c804f3ed394349a3ad027a1d4cfdbe9dba0e46ba5522",
