@@ -38,7 +38,7 @@ async function promptsFor(engine: Engine, dir: string, length: number, count: nu
   const tok = engine.model.tokenizer;
   if (tok) {
     try {
-      const items = await readEvalSet(`${REPO_ROOT}/tools/train/eval.jsonl`);
+      const items = await readEvalSet(`${REPO_ROOT}/tools/train/eval.jsonl.gz`);
       for (const it of items.filter((i) => i.distance === 1000).slice(0, count)) {
         prompts.push(tok.encode(it.prompt, { addSpecialTokens: false }));
       }
