@@ -67,7 +67,13 @@ for (const dir of folders) {
   for (const prompt of await promptsFor(engine, dir, Number(values.prompt), Number(values.prompts))) {
     const session = engine.newSession();
     await session.append(prompt);
-    const reports = await measureFidelity(engine.backend, session.snapshot(), engine.model.fingerprint, ALL_CODECS, Number(values.steps));
+    const reports = await measureFidelity(
+      engine.backend,
+      session.snapshot(),
+      engine.model.fingerprint,
+      ALL_CODECS,
+      Number(values.steps),
+    );
     for (const r of reports) {
       const key = `${r.stateCodec}/${r.kvCodec}`;
       const t = total.get(key);
@@ -80,7 +86,9 @@ for (const dir of folders) {
       t.top1Agree += r.top1Agree;
       t.steps += r.steps;
       // Earliest divergence over the prompts.
-      if (r.greedyDivergence !== null) t.greedyDivergence = Math.min(t.greedyDivergence ?? Infinity, r.greedyDivergence);
+      if (r.greedyDivergence !== null) {
+        t.greedyDivergence = Math.min(t.greedyDivergence ?? Infinity, r.greedyDivergence);
+      }
       t.bitIdentical &&= r.bitIdentical;
     }
   }
@@ -88,12 +96,18 @@ for (const dir of folders) {
   engine.dispose();
 }
 
-console.log(`| model | state | KV | capsule bytes (max) | logits rel_l2 (max) | top-1 agree | earliest greedy divergence | bit-identical |`);
+console.log(
+  `| model | state | KV | capsule bytes (max) | logits rel_l2 (max) | top-1 agree | earliest greedy divergence | bit-identical |`,
+);
 console.log(`| --- | --- | --- | --- | --- | --- | --- | --- |`);
 for (const r of rows) {
   console.log(
-    `| ${r.model} | ${r.stateCodec} | ${r.kvCodec} | ${r.capsuleBytes} | ${r.maxLogitsRelL2.toExponential(1)} | ` +
-      `${r.top1Agree}/${r.steps} (${((100 * r.top1Agree) / r.steps).toFixed(1)}%) | ${r.greedyDivergence ?? "never"} | ${r.bitIdentical ? "yes" : "no"} |`,
+    `| ${r.model} | ${r.stateCodec} | ${r.kvCodec} | ${r.capsuleBytes} | ${
+      r.maxLogitsRelL2.toExponential(1)
+    } | ` +
+      `${r.top1Agree}/${r.steps} (${((100 * r.top1Agree) / r.steps).toFixed(1)}%) | ${
+        r.greedyDivergence ?? "never"
+      } | ${r.bitIdentical ? "yes" : "no"} |`,
   );
 }
 console.log(JSON.stringify({ backend: values.backend, steps: Number(values.steps), rows }));

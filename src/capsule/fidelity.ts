@@ -29,7 +29,11 @@ export interface FidelityReport {
 }
 
 /** Logits of `steps` teacher-forced steps continuing from a snapshot with the given tokens. */
-async function forcedLogits(backend: InferenceBackend, snap: SessionSnapshot, feed: number[]): Promise<Float32Array[]> {
+async function forcedLogits(
+  backend: InferenceBackend,
+  snap: SessionSnapshot,
+  feed: number[],
+): Promise<Float32Array[]> {
   const s = new Session(backend, snap);
   const out: Float32Array[] = [];
   let pending = snap.tokens.slice(snap.state.position);

@@ -38,11 +38,16 @@ const bucket = (d: number) => `${Math.round(d / 1000)}k`;
 export async function readEvalSet(path: string): Promise<EvalItem[]> {
   let bytes = await Deno.readFile(path);
   if (path.endsWith(".gz")) {
-    bytes = new Uint8Array(await new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"))).arrayBuffer());
+    bytes = new Uint8Array(
+      await new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip")))
+        .arrayBuffer(),
+    );
   }
   return new TextDecoder().decode(bytes).split("\n").filter((l) => l.trim()).map((l, i) => {
     const o = JSON.parse(l);
-    if (typeof o.prompt !== "string" || typeof o.answer !== "string" || !["recall", "two_hop"].includes(o.kind)) {
+    if (
+      typeof o.prompt !== "string" || typeof o.answer !== "string" || !["recall", "two_hop"].includes(o.kind)
+    ) {
       throw new CapsuleError("invalid_argument", `${path}:${i + 1}: not an eval item`);
     }
     return o as EvalItem;
@@ -50,7 +55,11 @@ export async function readEvalSet(path: string): Promise<EvalItem[]> {
 }
 
 /** Greedy continuation long enough to contain the answer; returns the ids and the text. */
-async function continueGreedy(session: Session, engine: Engine, answer: string): Promise<{ ids: number[]; text: string }> {
+async function continueGreedy(
+  session: Session,
+  engine: Engine,
+  answer: string,
+): Promise<{ ids: number[]; text: string }> {
   const tok = engine.model.tokenizer!;
   const budget = tok.encode(answer, { addSpecialTokens: false }).length + 2;
   const ids: number[] = [];
@@ -81,7 +90,10 @@ async function main(): Promise<number> {
     args: Deno.args,
     options: {
       quick: { type: "boolean", default: false },
-      model: { type: "string", default: fromFileUrl(new URL("../../models/capsule-qwen35-tiny", import.meta.url)) },
+      model: {
+        type: "string",
+        default: fromFileUrl(new URL("../../models/capsule-qwen35-tiny", import.meta.url)),
+      },
       set: { type: "string" },
       backend: { type: "string", default: "cpu" },
       "per-bucket": { type: "string" },
@@ -103,7 +115,9 @@ async function main(): Promise<number> {
   const backend = values.backend as "cpu" | "webgpu" | "auto";
   const nodeA = await Engine.load(dir, { backend });
   const nodeB = await Engine.load(dir, { backend }); // "another node": shares nothing but capsule bytes
-  if (!nodeA.model.tokenizer) throw new CapsuleError("no_tokenizer", `${dir} has no tokenizer.json; eval needs text`);
+  if (!nodeA.model.tokenizer) {
+    throw new CapsuleError("no_tokenizer", `${dir} has no tokenizer.json; eval needs text`);
+  }
   const capsuleOpts = { fingerprint: nodeA.model.fingerprint, config: nodeA.model.config };
 
   const plain: Tally = {}, resumed: Tally = {};
@@ -128,14 +142,26 @@ async function main(): Promise<number> {
     if (r.ids.join() === a.ids.join()) agree.raw.same++;
 
     for (const c of CODECS) {
-      const bytes = await encodeCapsuleBytes(snap, { ...capsuleOpts, stateCodec: c.stateCodec, kvCodec: c.kvCodec });
-      const o = await continueGreedy(nodeB.restore(await decodeCapsule(bytes, capsuleOpts)), nodeB, it.answer);
+      const bytes = await encodeCapsuleBytes(snap, {
+        ...capsuleOpts,
+        stateCodec: c.stateCodec,
+        kvCodec: c.kvCodec,
+      });
+      const o = await continueGreedy(
+        nodeB.restore(await decodeCapsule(bytes, capsuleOpts)),
+        nodeB,
+        it.answer,
+      );
       count(codecs[c.name], it.kind, bucket(b), o.text.startsWith(it.answer));
       agree[c.name].n++;
       if (o.ids.join() === a.ids.join()) agree[c.name].same++;
     }
     const secs = ((performance.now() - started) / 1000).toFixed(0);
-    console.error(`[${i + 1}/${items.length}] ${it.kind} ${bucket(b)} ${ids.length} tokens: ${JSON.stringify(a.text)} vs ${JSON.stringify(it.answer)} (${secs}s)`);
+    console.error(
+      `[${i + 1}/${items.length}] ${it.kind} ${bucket(b)} ${ids.length} tokens: ${
+        JSON.stringify(a.text)
+      } vs ${JSON.stringify(it.answer)} (${secs}s)`,
+    );
   }
   nodeA.dispose();
   nodeB.dispose();
@@ -149,16 +175,27 @@ async function main(): Promise<number> {
     two_hop: rates(plain).two_hop ?? {},
     resumed: { ...rates(resumed), identical_tokens: `${agree.raw.same}/${agree.raw.n}` },
     codecs: Object.fromEntries(
-      CODECS.map((c) => [c.name, { ...rates(codecs[c.name]), same_tokens_as_uninterrupted: `${agree[c.name].same}/${agree[c.name].n}` }]),
+      CODECS.map((
+        c,
+      ) => [c.name, {
+        ...rates(codecs[c.name]),
+        same_tokens_as_uninterrupted: `${agree[c.name].same}/${agree[c.name].n}`,
+      }]),
     ),
   };
   console.log(`\n${"".padEnd(14)} ${distances.map((d) => bucket(d).padStart(6)).join(" ")}`);
   const row = (label: string, t: Record<string, number> | undefined) =>
-    console.log(`${label.padEnd(14)} ${distances.map((d) => (t?.[bucket(d)]?.toFixed(2) ?? "-").padStart(6)).join(" ")}`);
+    console.log(
+      `${label.padEnd(14)} ${
+        distances.map((d) => (t?.[bucket(d)]?.toFixed(2) ?? "-").padStart(6)).join(" ")
+      }`,
+    );
   row("recall", result.recall);
   row("two-hop", result.two_hop);
-  row("resumed recall", result.resumed.recall);
-  for (const c of CODECS) row(`${c.name}`, (result.codecs[c.name] as Record<string, Record<string, number>>).recall);
+  row("resumed recall", rates(resumed).recall);
+  for (const c of CODECS) {
+    row(c.name, rates(codecs[c.name]).recall);
+  }
   console.log(JSON.stringify(result));
   return 0;
 }
@@ -176,7 +213,10 @@ async function defaultSet(modelDir: string): Promise<string> {
       return c;
     } catch { /* next */ }
   }
-  throw new CapsuleError("invalid_argument", `no eval set found (looked for ${candidates.join(", ")}); pass --set`);
+  throw new CapsuleError(
+    "invalid_argument",
+    `no eval set found (looked for ${candidates.join(", ")}); pass --set`,
+  );
 }
 
 if (import.meta.main) {

@@ -42,19 +42,29 @@ async function main(): Promise<number> {
   const backendName = values.backend as keyof typeof TOLERANCE;
   const backend = await openBackend(dir, backendName);
   const files = await goldenFiles(dir);
-  if (files.length === 0) throw new CapsuleError("invalid_argument", `${dir}: no golden*.safetensors files to verify against`);
+  if (files.length === 0) {
+    throw new CapsuleError("invalid_argument", `${dir}: no golden*.safetensors files to verify against`);
+  }
   const reports = [];
   for (const f of files) reports.push(await verifyCase(backend, f));
   backend.dispose();
   const tolerance = TOLERANCE[backendName];
   for (const r of reports) {
-    console.log(`\n${r.case}: ${r.promptTokens}-token prompt, ${r.decodeSteps} decode steps, greedy ${r.greedyMatched}/${r.greedyTotal}`);
+    console.log(
+      `\n${r.case}: ${r.promptTokens}-token prompt, ${r.decodeSteps} decode steps, greedy ${r.greedyMatched}/${r.greedyTotal}`,
+    );
     console.log(`  ${"tensor".padEnd(40)} ${"rel_l2".padStart(10)}  ok`);
     for (const c of r.checks) {
-      console.log(`  ${c.tensor.padEnd(40)} ${c.relL2.toExponential(2).padStart(10)}  ${c.relL2 <= tolerance ? "✓" : "✗"}`);
+      console.log(
+        `  ${c.tensor.padEnd(40)} ${c.relL2.toExponential(2).padStart(10)}  ${
+          c.relL2 <= tolerance ? "✓" : "✗"
+        }`,
+      );
     }
   }
-  const prefill = backendName === "cpu" ? "chunked" : (backend as { prefillMode?: string }).prefillMode ?? "chunked";
+  const prefill = backendName === "cpu"
+    ? "chunked"
+    : (backend as { prefillMode?: string }).prefillMode ?? "chunked";
   const summary = summarise(dir.split("/").pop()!, backendName, prefill, reports, tolerance);
   console.log(JSON.stringify(summary));
   return summary.pass ? 0 : 1;

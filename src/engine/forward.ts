@@ -83,7 +83,10 @@ export class ReferenceModel {
     for (let t = 0; t < T; t++) {
       const id = ids[t];
       if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
-        throw new CapsuleError("invalid_token_id", `token id ${id} at index ${t} is outside 0..${c.vocabSize - 1}`);
+        throw new CapsuleError(
+          "invalid_token_id",
+          `token id ${id} at index ${t} is outside 0..${c.vocabSize - 1}`,
+        );
       }
     }
     const mode: LinearMode = opts.linearMode ?? (T > 1 ? "chunked" : "recurrent");
@@ -114,24 +117,43 @@ export class ReferenceModel {
     return { logits, hidden };
   }
 
-  #mixer(lw: LayerWeights, ls: SessionState["layers"][number], u: Float32Array, T: number, pos: number, mode: LinearMode) {
+  #mixer(
+    lw: LayerWeights,
+    ls: SessionState["layers"][number],
+    u: Float32Array,
+    T: number,
+    pos: number,
+    mode: LinearMode,
+  ) {
     const m = lw.mixer;
     switch (m.kind) {
       case "gdn":
       case "kda":
-        if (ls.kind !== "linear") throw new CapsuleError("state_mismatch", "linear layer without a linear state");
+        if (ls.kind !== "linear") {
+          throw new CapsuleError("state_mismatch", "linear layer without a linear state");
+        }
         return this.#linearAttention(m, ls, u, T, mode);
       case "gated":
-        if (ls.kind !== "attention") throw new CapsuleError("state_mismatch", "attention layer without a KV cache");
+        if (ls.kind !== "attention") {
+          throw new CapsuleError("state_mismatch", "attention layer without a KV cache");
+        }
         return this.#gatedAttention(m, ls, u, T, pos);
       case "mla":
-        if (ls.kind !== "attention") throw new CapsuleError("state_mismatch", "attention layer without a KV cache");
+        if (ls.kind !== "attention") {
+          throw new CapsuleError("state_mismatch", "attention layer without a KV cache");
+        }
         return this.#mla(m, ls, u, T, pos);
     }
   }
 
   /** Gated DeltaNet (scalar decay, SiLU-gated norm) or KDA (per-channel decay, sigmoid-gated norm). */
-  #linearAttention(w: GdnWeights | KdaWeights, s: LinearLayerState, u: Float32Array, T: number, mode: LinearMode) {
+  #linearAttention(
+    w: GdnWeights | KdaWeights,
+    s: LinearLayerState,
+    u: Float32Array,
+    T: number,
+    mode: LinearMode,
+  ) {
     const c = this.config, l = c.linear;
     const hk = l.numKeyHeads, hv = l.numValueHeads, dk = l.keyHeadDim, dv = l.valueHeadDim;
     const C = convChannels(c), Dk = hk * dk, Dv = hv * dv, ratio = hv / hk;

@@ -30,10 +30,14 @@ export function validateSampling(p: SamplingParams): void {
   const bad = (field: string, why: string): never => {
     throw new CapsuleError("invalid_argument", `${field} ${why}`);
   };
-  if (!(p.temperature >= 0) || !Number.isFinite(p.temperature)) bad("temperature", "must be a finite number ≥ 0");
+  if (!(p.temperature >= 0) || !Number.isFinite(p.temperature)) {
+    bad("temperature", "must be a finite number ≥ 0");
+  }
   if (!Number.isInteger(p.topK) || p.topK < 0) bad("top_k", "must be an integer ≥ 0");
   if (!(p.topP > 0 && p.topP <= 1)) bad("top_p", "must be in (0, 1]");
-  if (!Number.isInteger(p.seed) || p.seed < 0 || p.seed > 0xffffffff) bad("seed", "must be an integer in 0..4294967295");
+  if (!Number.isInteger(p.seed) || p.seed < 0 || p.seed > 0xffffffff) {
+    bad("seed", "must be an integer in 0..4294967295");
+  }
 }
 
 /** A 32-bit avalanche hash of `(seed, counter)` (murmur3 finaliser over a Weyl-mixed input). */

@@ -46,7 +46,9 @@ export class Session {
       }
       const V = backend.config.vocabSize;
       const bad = snapshot.tokens.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= V);
-      if (bad >= 0) throw new CapsuleError("invalid_token_id", `snapshot token ${bad} is outside 0..${V - 1}`);
+      if (bad >= 0) {
+        throw new CapsuleError("invalid_token_id", `snapshot token ${bad} is outside 0..${V - 1}`);
+      }
       this.#state = cloneState(snapshot.state);
       this.#tokens = [...snapshot.tokens];
       this.#sampler = snapshot.sampler ? { ...snapshot.sampler } : null;
@@ -97,7 +99,10 @@ export class Session {
    */
   async *generate(opts: GenerateOptions): AsyncGenerator<number, FinishReason> {
     if (this.#tokens.length === 0) {
-      throw new CapsuleError("invalid_argument", "cannot generate from an empty session: append a prompt first");
+      throw new CapsuleError(
+        "invalid_argument",
+        "cannot generate from an empty session: append a prompt first",
+      );
     }
     if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 0) {
       throw new CapsuleError("invalid_argument", "max_tokens must be a non-negative integer");
@@ -110,7 +115,7 @@ export class Session {
     };
     validateSampling(params);
     const stops = new Set(opts.stopIds ?? []);
-    if (!opts.ignoreEos) for (const e of this.backend.config.eosTokenIds) stops.add(e);
+    if (!opts.ignoreEos) { for (const e of this.backend.config.eosTokenIds) stops.add(e); }
     for (let n = 0; n < opts.maxTokens; n++) {
       if (opts.signal?.aborted) return "abort";
       const pending = this.#tokens.slice(this.#state.position);
@@ -118,7 +123,10 @@ export class Session {
       const position = this.#tokens.length;
       const id = sampleToken(logits, params, position);
       if (params.temperature > 0) {
-        this.#sampler = { seed: params.seed, draws: (this.#sampler?.seed === params.seed ? this.#sampler.draws : 0) + 1 };
+        this.#sampler = {
+          seed: params.seed,
+          draws: (this.#sampler?.seed === params.seed ? this.#sampler.draws : 0) + 1,
+        };
       }
       this.#tokens.push(id);
       yield id;
@@ -129,7 +137,11 @@ export class Session {
 
   /** A deep copy of the session's snapshot (what a capsule stores). */
   snapshot(): SessionSnapshot {
-    return { state: cloneState(this.#state), tokens: [...this.#tokens], sampler: this.#sampler ? { ...this.#sampler } : null };
+    return {
+      state: cloneState(this.#state),
+      tokens: [...this.#tokens],
+      sampler: this.#sampler ? { ...this.#sampler } : null,
+    };
   }
 
   /** An independent session with the same state. */

@@ -88,7 +88,9 @@ export class KvRows {
 
   /** Drop rows past `rows` (used when rewinding). */
   truncate(rows: number): void {
-    if (rows < 0 || rows > this.#length) throw new CapsuleError("state_mismatch", `cannot truncate to ${rows} rows`);
+    if (rows < 0 || rows > this.#length) {
+      throw new CapsuleError("state_mismatch", `cannot truncate to ${rows} rows`);
+    }
     this.#length = rows;
   }
 
@@ -166,16 +168,26 @@ export function validateState(c: ModelConfig, s: SessionState): void {
   const fail = (msg: string): never => {
     throw new CapsuleError("state_mismatch", msg);
   };
-  if (!Number.isInteger(s.position) || s.position < 0) fail(`position ${s.position} is not a non-negative integer`);
+  if (!Number.isInteger(s.position) || s.position < 0) {
+    fail(`position ${s.position} is not a non-negative integer`);
+  }
   if (s.layers.length !== c.numLayers) fail(`state has ${s.layers.length} layers, model has ${c.numLayers}`);
   s.layers.forEach((l, i) => {
-    if (l.kind !== c.layerKinds[i]) fail(`layer ${i} is ${l.kind} in the state but ${c.layerKinds[i]} in the model`);
+    if (l.kind !== c.layerKinds[i]) {
+      fail(`layer ${i} is ${l.kind} in the state but ${c.layerKinds[i]} in the model`);
+    }
     if (l.kind === "linear") {
-      if (l.conv.length !== g.convChannels * g.convKernel) fail(`layer ${i} conv window has ${l.conv.length} values`);
+      if (l.conv.length !== g.convChannels * g.convKernel) {
+        fail(`layer ${i} conv window has ${l.conv.length} values`);
+      }
       const r = g.recurrentShape[0] * g.recurrentShape[1] * g.recurrentShape[2];
-      if (l.recurrent.length !== r) fail(`layer ${i} recurrent state has ${l.recurrent.length} values, expected ${r}`);
+      if (l.recurrent.length !== r) {
+        fail(`layer ${i} recurrent state has ${l.recurrent.length} values, expected ${r}`);
+      }
     } else {
-      if (l.keys.rowSize !== g.keyRow || l.values.rowSize !== g.valueRow) fail(`layer ${i} KV row sizes differ`);
+      if (l.keys.rowSize !== g.keyRow || l.values.rowSize !== g.valueRow) {
+        fail(`layer ${i} KV row sizes differ`);
+      }
       if (l.keys.length !== s.position || l.values.length !== s.position) {
         fail(`layer ${i} holds ${l.keys.length}/${l.values.length} KV rows at position ${s.position}`);
       }

@@ -13,7 +13,9 @@ import { CapsuleError } from "../errors.ts";
 
 /** `‖a − b‖ / ‖b‖` (0 when both are zero). */
 export function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new CapsuleError("state_mismatch", `length ${a.length} vs reference ${b.length}`);
+  if (a.length !== b.length) {
+    throw new CapsuleError("state_mismatch", `length ${a.length} vs reference ${b.length}`);
+  }
   let num = 0, den = 0;
   for (let i = 0; i < a.length; i++) {
     const d = a[i] - b[i];
@@ -42,7 +44,12 @@ export interface CaseReport {
 }
 
 /** Which group each checked tensor belongs to in the summary. */
-export type CheckGroup = "prefill_logits" | "hidden_states" | "prefill_state" | "decode_logits" | "final_state";
+export type CheckGroup =
+  | "prefill_logits"
+  | "hidden_states"
+  | "prefill_state"
+  | "decode_logits"
+  | "final_state";
 
 /** Summary over all cases of a folder: the worst rel_l2 per group. */
 export interface VerifySummary {
@@ -77,7 +84,9 @@ async function compareState(
   for (let l = 0; l < state.layers.length; l++) {
     const ls = state.layers[l];
     if (ls.kind === "linear") {
-      for (const [name, ours] of [["conv_states.0", ls.conv], ["recurrent_states.0", ls.recurrent]] as const) {
+      for (
+        const [name, ours] of [["conv_states.0", ls.conv], ["recurrent_states.0", ls.recurrent]] as const
+      ) {
         const key = `${prefix}.${l}.${name}`;
         if (!golden.tensors.has(key)) throw new CapsuleError("missing_tensor", `${golden.path}: no ${key}`);
         out.push({ tensor: key, relL2: relL2(ours, await golden.readF32(key)) });
@@ -127,7 +136,9 @@ export async function verifyCase(backend: InferenceBackend, path: string): Promi
     if (wantHidden && pre.hidden) {
       const ref = await golden.readF32("hidden_states");
       const per = T * config.hiddenSize;
-      pre.hidden.forEach((h, i) => add(`hidden_states[${i}]`, relL2(h, ref.subarray(i * per, (i + 1) * per))));
+      pre.hidden.forEach((h, i) =>
+        add(`hidden_states[${i}]`, relL2(h, ref.subarray(i * per, (i + 1) * per)))
+      );
     }
     for (const c of await compareState(golden, "prefill_state", state, config)) add(c.tensor, c.relL2);
 
@@ -141,7 +152,14 @@ export async function verifyCase(backend: InferenceBackend, path: string): Promi
       previous = step.logits;
     }
     for (const c of await compareState(golden, "final_state", state, config)) add(c.tensor, c.relL2);
-    return { case: caseName, promptTokens: T, decodeSteps: decodeIds.length, checks, greedyMatched, greedyTotal: decodeIds.length };
+    return {
+      case: caseName,
+      promptTokens: T,
+      decodeSteps: decodeIds.length,
+      checks,
+      greedyMatched,
+      greedyTotal: decodeIds.length,
+    };
   } finally {
     golden.close();
   }

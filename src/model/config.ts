@@ -183,7 +183,9 @@ const kimiSchema = z.object({
   moe_router_activation_func: z.literal("sigmoid").default("sigmoid"),
   moe_renormalize: z.boolean().default(true),
   routed_scaling_factor: z.number().positive().default(1),
-  num_expert_group: z.literal(1, { message: "group-limited routing with more than one group is not supported" })
+  num_expert_group: z.literal(1, {
+    message: "group-limited routing with more than one group is not supported",
+  })
     .default(1),
   topk_group: z.literal(1).default(1),
   first_k_dense_replace: z.number().int().nonnegative().default(0),
@@ -227,7 +229,10 @@ function qwenLayerKinds(
   file: string,
 ): LayerKind[] {
   const types = layerTypes ??
-    Array.from({ length: numLayers }, (_, i) => (i + 1) % interval === 0 ? "full_attention" : "linear_attention");
+    Array.from(
+      { length: numLayers },
+      (_, i) => (i + 1) % interval === 0 ? "full_attention" : "linear_attention",
+    );
   if (types.length !== numLayers) {
     throw configError(file, `layer_types has ${types.length} entries but num_hidden_layers is ${numLayers}`);
   }
@@ -291,7 +296,9 @@ function parseQwen35Text(raw: unknown, tieFallback: boolean | undefined, file: s
       routedScalingFactor: 1,
     };
   } else {
-    if (c.intermediate_size === undefined) throw configError(file, "intermediate_size is required for qwen3_5_text");
+    if (c.intermediate_size === undefined) {
+      throw configError(file, "intermediate_size is required for qwen3_5_text");
+    }
     mlp = { kind: "dense", intermediateSize: c.intermediate_size };
   }
   return {
@@ -306,7 +313,8 @@ function parseQwen35Text(raw: unknown, tieFallback: boolean | undefined, file: s
 function parseQwenNext(raw: unknown, file: string): ModelConfig {
   const c = parseWith(qwenNextSchema, raw, file);
   const mlp = Array.from({ length: c.num_hidden_layers }, (_, i): DenseMlpConfig | MoeConfig => {
-    const sparse = !c.mlp_only_layers.includes(i) && c.num_experts > 0 && (i + 1) % c.decoder_sparse_step === 0;
+    const sparse = !c.mlp_only_layers.includes(i) && c.num_experts > 0 &&
+      (i + 1) % c.decoder_sparse_step === 0;
     if (!sparse) return { kind: "dense", intermediateSize: c.intermediate_size };
     return {
       kind: "moe",
@@ -336,7 +344,10 @@ function parseKimi(raw: unknown, file: string): ModelConfig {
   for (const [list, kind] of [[la.kda_layers, "linear"], [la.full_attn_layers, "attention"]] as const) {
     for (const oneBased of list) {
       if (oneBased < 1 || oneBased > n) {
-        throw configError(file, `linear_attn_config lists layer ${oneBased}, outside 1..${n} (the lists are 1-based)`);
+        throw configError(
+          file,
+          `linear_attn_config lists layer ${oneBased}, outside 1..${n} (the lists are 1-based)`,
+        );
       }
       if (layerKinds[oneBased - 1] !== undefined) {
         throw configError(file, `linear_attn_config lists layer ${oneBased} twice`);

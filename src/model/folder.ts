@@ -23,7 +23,11 @@ export interface ModelFolder {
 }
 
 /** The fingerprint of an open checkpoint: config, weight index (name, dtype, shape) and quantisation. */
-export async function checkpointFingerprint(config: ModelConfig, checkpoint: Checkpoint, quantization: string): Promise<string> {
+export async function checkpointFingerprint(
+  config: ModelConfig,
+  checkpoint: Checkpoint,
+  quantization: string,
+): Promise<string> {
   const index = checkpoint.names().sort().map((name) => {
     const info = checkpoint.info(name);
     return { name, dtype: info.dtype, shape: [...info.shape] };
@@ -32,7 +36,10 @@ export async function checkpointFingerprint(config: ModelConfig, checkpoint: Che
 }
 
 /** A folder's config and fingerprint, without loading weights. */
-export async function folderFingerprint(dir: string, quantization = "f32"): Promise<{ fingerprint: string; config: ModelConfig }> {
+export async function folderFingerprint(
+  dir: string,
+  quantization = "f32",
+): Promise<{ fingerprint: string; config: ModelConfig }> {
   const config = await loadModelConfig(dir);
   const checkpoint = await Checkpoint.open(dir);
   try {
@@ -43,7 +50,10 @@ export async function folderFingerprint(dir: string, quantization = "f32"): Prom
 }
 
 /** Load a model folder (weights in f32 for the reference engine). */
-export async function loadModelFolder(dir: string, opts: { quantization?: string } = {}): Promise<ModelFolder> {
+export async function loadModelFolder(
+  dir: string,
+  opts: { quantization?: string } = {},
+): Promise<ModelFolder> {
   const config = await loadModelConfig(dir);
   const checkpoint = await Checkpoint.open(dir);
   try {

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Matrix } from "../backends/cpu/ops.ts";
-import type { MoeConfig, ModelConfig } from "./config.ts";
+import type { ModelConfig, MoeConfig } from "./config.ts";
 import { convChannels } from "./config.ts";
 import { CapsuleError } from "../errors.ts";
 
@@ -210,7 +210,12 @@ async function loadGdn(r: Reader, c: ModelConfig, p: string): Promise<GdnWeights
     const group = 2 * dk + 2 * rr * dv;
     const qkvz = await r.mat(`${p}in_proj_qkvz.weight`, hk * group, H);
     const ba = await r.mat(`${p}in_proj_ba.weight`, 2 * hv, H);
-    const qs: Matrix[] = [], ks: Matrix[] = [], vs: Matrix[] = [], zs: Matrix[] = [], bs: Matrix[] = [], as: Matrix[] = [];
+    const qs: Matrix[] = [],
+      ks: Matrix[] = [],
+      vs: Matrix[] = [],
+      zs: Matrix[] = [],
+      bs: Matrix[] = [],
+      as: Matrix[] = [];
     for (let g = 0; g < hk; g++) {
       const base = g * group;
       qs.push(sliceRows(qkvz, base, dk));
@@ -243,7 +248,9 @@ async function loadGdn(r: Reader, c: ModelConfig, p: string): Promise<GdnWeights
 async function loadKda(r: Reader, c: ModelConfig, p: string): Promise<KdaWeights> {
   const l = c.linear, H = c.hiddenSize, hh = l.numValueHeads, dk = l.keyHeadDim, dv = l.valueHeadDim;
   const P = hh * dk, K = l.convKernel;
-  if (l.numKeyHeads !== hh || dk !== dv) throw new CapsuleError("invalid_config", "KDA needs equal key/value heads and dims");
+  if (l.numKeyHeads !== hh || dk !== dv) {
+    throw new CapsuleError("invalid_config", "KDA needs equal key/value heads and dims");
+  }
   const convOf = async (x: string) => await r.vec(`${p}${x}_conv1d.weight`, [P, 1, K]);
   const conv = new Float32Array(3 * P * K);
   conv.set(await convOf("q"), 0);
@@ -298,7 +305,13 @@ async function loadMla(r: Reader, c: ModelConfig, p: string): Promise<MlaWeights
   };
 }
 
-async function loadSwiGlu(r: Reader, p: string, names: [string, string, string], H: number, I: number): Promise<SwiGluWeights> {
+async function loadSwiGlu(
+  r: Reader,
+  p: string,
+  names: [string, string, string],
+  H: number,
+  I: number,
+): Promise<SwiGluWeights> {
   return {
     gate: await r.mat(`${p}${names[0]}.weight`, I, H),
     up: await r.mat(`${p}${names[1]}.weight`, I, H),
@@ -311,14 +324,22 @@ async function loadMoe(r: Reader, c: ModelConfig, m: MoeConfig, layer: string): 
   const experts: SwiGluWeights[] = [];
   if (c.family === "kimi_linear") {
     const p = `${layer}block_sparse_moe.`;
-    for (let e = 0; e < E; e++) experts.push(await loadSwiGlu(r, `${p}experts.${e}.`, ["w1", "w3", "w2"], H, I));
+    for (let e = 0; e < E; e++) {
+      experts.push(await loadSwiGlu(r, `${p}experts.${e}.`, ["w1", "w3", "w2"], H, I));
+    }
     return {
       kind: "moe",
       router: await r.mat(`${p}gate.weight`, E, H),
       routerBias: await r.vec(`${p}gate.e_score_correction_bias`, [E]),
       experts,
       shared: m.sharedIntermediateSize > 0
-        ? await loadSwiGlu(r, `${p}shared_experts.`, ["gate_proj", "up_proj", "down_proj"], H, m.sharedIntermediateSize)
+        ? await loadSwiGlu(
+          r,
+          `${p}shared_experts.`,
+          ["gate_proj", "up_proj", "down_proj"],
+          H,
+          m.sharedIntermediateSize,
+        )
         : null,
       sharedGate: null,
     };
@@ -348,14 +369,24 @@ async function loadMoe(r: Reader, c: ModelConfig, m: MoeConfig, layer: string): 
     routerBias: null,
     experts,
     shared: hasShared
-      ? await loadSwiGlu(r, `${p}shared_expert.`, ["gate_proj", "up_proj", "down_proj"], H, m.sharedIntermediateSize)
+      ? await loadSwiGlu(
+        r,
+        `${p}shared_expert.`,
+        ["gate_proj", "up_proj", "down_proj"],
+        H,
+        m.sharedIntermediateSize,
+      )
       : null,
     sharedGate: hasShared ? await r.mat(`${p}shared_expert_gate.weight`, 1, H) : null,
   };
 }
 
 /** Load every decoder weight of `config` from `src` as f32, checking each tensor's shape. */
-export async function loadWeights(src: TensorSource, config: ModelConfig, dir: string): Promise<ModelWeights> {
+export async function loadWeights(
+  src: TensorSource,
+  config: ModelConfig,
+  dir: string,
+): Promise<ModelWeights> {
   const prefix = detectPrefix(src, dir);
   const r = new Reader(src, prefix, dir);
   const H = config.hiddenSize, V = config.vocabSize;
@@ -383,7 +414,10 @@ export async function loadWeights(src: TensorSource, config: ModelConfig, dir: s
       ? `${lp}block_sparse_moe.`
       : `${lp}mlp.`;
     const mlp: LayerWeights["mlp"] = m.kind === "dense"
-      ? { kind: "dense", ...(await loadSwiGlu(r, densePrefix, ["gate_proj", "up_proj", "down_proj"], H, m.intermediateSize)) }
+      ? {
+        kind: "dense",
+        ...(await loadSwiGlu(r, densePrefix, ["gate_proj", "up_proj", "down_proj"], H, m.intermediateSize)),
+      }
       : await loadMoe(r, config, m, lp);
     layers.push({
       inputNorm: await norm(`${lp}input_layernorm.weight`),

@@ -14,7 +14,13 @@ for (const name of ["qwen3_5-tiny", "qwen3_next-tiny", "kimi_linear-tiny"] as co
     using g = await SafetensorsFile.open(`${fixture(name)}/golden-long.safetensors`);
     const session = engine.newSession();
     await session.append(Array.from(await g.readInt32("input_ids")));
-    const reports = await measureFidelity(engine.backend, session.snapshot(), engine.model.fingerprint, ALL_CODECS, 32);
+    const reports = await measureFidelity(
+      engine.backend,
+      session.snapshot(),
+      engine.model.fingerprint,
+      ALL_CODECS,
+      32,
+    );
     const [exact, int8, int4, f16, bf16] = reports;
     assertEquals([exact.stateCodec, exact.kvCodec], ["f32", "raw"]);
     assert(exact.bitIdentical, "raw/f32 must reproduce every logit bit and token");

@@ -7,7 +7,7 @@ import { Session } from "../../src/engine/session.ts";
 import { createState, type SessionState } from "../../src/engine/state.ts";
 import { relL2 } from "../../src/engine/verify.ts";
 import { CapsuleError } from "../../src/errors.ts";
-import { fixture, FIXTURE_MODELS } from "../support/fixtures.ts";
+import { fixture, type FIXTURE_MODELS } from "../support/fixtures.ts";
 
 const backends = new Map<string, CpuBackend>();
 async function backendFor(name: (typeof FIXTURE_MODELS)[number]): Promise<CpuBackend> {
@@ -22,11 +22,16 @@ async function backendFor(name: (typeof FIXTURE_MODELS)[number]): Promise<CpuBac
 
 async function goldenIds(name: (typeof FIXTURE_MODELS)[number], file = "golden-long") {
   using g = await SafetensorsFile.open(`${fixture(name)}/${file}.safetensors`);
-  return { prompt: Array.from(await g.readInt32("input_ids")), decode: Array.from(await g.readInt32("decode_ids")) };
+  return {
+    prompt: Array.from(await g.readInt32("input_ids")),
+    decode: Array.from(await g.readInt32("decode_ids")),
+  };
 }
 
 function flatState(s: SessionState): Float32Array {
-  const parts = s.layers.flatMap((l) => l.kind === "linear" ? [l.conv, l.recurrent] : [l.keys.view(), l.values.view()]);
+  const parts = s.layers.flatMap((l) =>
+    l.kind === "linear" ? [l.conv, l.recurrent] : [l.keys.view(), l.values.view()]
+  );
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
   for (const p of parts) {

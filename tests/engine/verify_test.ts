@@ -4,7 +4,7 @@ import { Checkpoint } from "../../src/model/safetensors.ts";
 import { loadWeights } from "../../src/model/weights.ts";
 import { CpuBackend } from "../../src/engine/backend.ts";
 import { goldenFiles, summarise, verifyCase } from "../../src/engine/verify.ts";
-import { FIXTURE_MODELS, fixture, REPO_ROOT } from "../support/fixtures.ts";
+import { fixture, FIXTURE_MODELS, REPO_ROOT } from "../support/fixtures.ts";
 
 for (const name of FIXTURE_MODELS) {
   Deno.test(`CPU reference reproduces transformers on ${name} (every golden case within 1e-4)`, async () => {
@@ -38,7 +38,15 @@ Deno.test("deno task verify prints the JSON summary last and exits 0 on a passin
   assertEquals(summary.backend, "cpu");
   assertEquals(summary.greedy_match, "20/20");
   assertEquals(summary.pass, true);
-  for (const k of ["prefill_logits_rel_l2", "hidden_states_rel_l2", "prefill_state_rel_l2", "decode_logits_rel_l2", "final_state_rel_l2"]) {
+  for (
+    const k of [
+      "prefill_logits_rel_l2",
+      "hidden_states_rel_l2",
+      "prefill_state_rel_l2",
+      "decode_logits_rel_l2",
+      "final_state_rel_l2",
+    ]
+  ) {
     assert(summary[k] <= 1e-4, k);
   }
 });
@@ -46,7 +54,9 @@ Deno.test("deno task verify prints the JSON summary last and exits 0 on a passin
 Deno.test("deno task verify exits non-zero with a clear error on a folder without golden files", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    for (const f of ["config.json", "model.safetensors"]) await Deno.copyFile(`${fixture("qwen3_5-tiny")}/${f}`, `${dir}/${f}`);
+    for (const f of ["config.json", "model.safetensors"]) {
+      await Deno.copyFile(`${fixture("qwen3_5-tiny")}/${f}`, `${dir}/${f}`);
+    }
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", `${REPO_ROOT}/src/cli/verify.ts`, dir],
       stdout: "piped",

@@ -22,7 +22,10 @@ Deno.test("the multimodal qwen3_5 config reads its nested text_config", async ()
 });
 
 Deno.test("text-only and hub qwen3_5 configs normalise to the same config", async () => {
-  assertEquals(await loadModelConfig(fixture("qwen3_5-tiny")), await loadModelConfig(fixture("qwen3_5-tiny-hub")));
+  assertEquals(
+    await loadModelConfig(fixture("qwen3_5-tiny")),
+    await loadModelConfig(fixture("qwen3_5-tiny-hub")),
+  );
 });
 
 Deno.test("kimi_linear derives layer kinds from 1-based lists and dense layers from first_k_dense_replace", async () => {
@@ -56,9 +59,21 @@ Deno.test("bad configs are refused with specific codes naming the field", () => 
     [{ model_type: "llama" }, "unsupported_model", "llama"],
     [[], "invalid_config", "JSON object"],
     [{ ...raw, hidden_size: "big" }, "invalid_config", "hidden_size"],
-    [{ ...raw, linear_attn_config: { ...raw.linear_attn_config, kda_layers: [0, 1, 2] } }, "invalid_config", "1-based"],
-    [{ ...raw, linear_attn_config: { ...raw.linear_attn_config, kda_layers: [1, 2] } }, "invalid_config", "layer 3"],
-    [{ ...raw, linear_attn_config: { ...raw.linear_attn_config, kda_layers: [1, 2, 3, 4] } }, "invalid_config", "twice"],
+    [
+      { ...raw, linear_attn_config: { ...raw.linear_attn_config, kda_layers: [0, 1, 2] } },
+      "invalid_config",
+      "1-based",
+    ],
+    [
+      { ...raw, linear_attn_config: { ...raw.linear_attn_config, kda_layers: [1, 2] } },
+      "invalid_config",
+      "layer 3",
+    ],
+    [
+      { ...raw, linear_attn_config: { ...raw.linear_attn_config, kda_layers: [1, 2, 3, 4] } },
+      "invalid_config",
+      "twice",
+    ],
     [{ ...raw, mla_use_nope: false }, "invalid_config", "mla_use_nope"],
   ];
   for (const [input, code, text] of cases) {

@@ -8,11 +8,17 @@ import { relL2 } from "../../src/engine/verify.ts";
 import { CapsuleError } from "../../src/errors.ts";
 import { fixture } from "../support/fixtures.ts";
 
-async function withCopy(name: Parameters<typeof fixture>[0], edit: (dir: string) => Promise<void>, body: (dir: string) => Promise<void>) {
+async function withCopy(
+  name: Parameters<typeof fixture>[0],
+  edit: (dir: string) => Promise<void>,
+  body: (dir: string) => Promise<void>,
+) {
   const dir = await Deno.makeTempDir();
   try {
     for await (const e of Deno.readDir(fixture(name))) {
-      if (e.isFile && !e.name.startsWith("golden")) await Deno.copyFile(`${fixture(name)}/${e.name}`, `${dir}/${e.name}`);
+      if (e.isFile && !e.name.startsWith("golden")) {
+        await Deno.copyFile(`${fixture(name)}/${e.name}`, `${dir}/${e.name}`);
+      }
     }
     await edit(dir);
     await body(dir);
@@ -25,26 +31,36 @@ async function withCopy(name: Parameters<typeof fixture>[0], edit: (dir: string)
 async function rewrite(dir: string, change: (t: Record<string, TensorSpec>) => void) {
   using ck = await Checkpoint.open(dir);
   const tensors: Record<string, TensorSpec> = {};
-  for (const n of ck.names()) tensors[n] = { dtype: "F32", shape: [...ck.info(n).shape], data: await ck.readF32(n) };
+  for (const n of ck.names()) {
+    tensors[n] = { dtype: "F32", shape: [...ck.info(n).shape], data: await ck.readF32(n) };
+  }
   change(tensors);
   await Deno.writeFile(`${dir}/model.safetensors`, encodeSafetensors(tensors));
 }
 
 Deno.test("a missing tensor is named with the folder", async () => {
-  await withCopy("qwen3_5-tiny", (d) => rewrite(d, (t) => delete t["model.layers.2.linear_attn.A_log"]), async (dir) => {
-    const config = await loadModelConfig(dir);
-    using ck = await Checkpoint.open(dir);
-    const e = await assertRejects(() => loadWeights(ck, config, dir), CapsuleError);
-    assertEquals(e.code, "missing_tensor");
-    assertStringIncludes(e.message, "model.layers.2.linear_attn.A_log");
-    assertStringIncludes(e.message, dir);
-  });
+  await withCopy(
+    "qwen3_5-tiny",
+    (d) => rewrite(d, (t) => delete t["model.layers.2.linear_attn.A_log"]),
+    async (dir) => {
+      const config = await loadModelConfig(dir);
+      using ck = await Checkpoint.open(dir);
+      const e = await assertRejects(() => loadWeights(ck, config, dir), CapsuleError);
+      assertEquals(e.code, "missing_tensor");
+      assertStringIncludes(e.message, "model.layers.2.linear_attn.A_log");
+      assertStringIncludes(e.message, dir);
+    },
+  );
 });
 
 Deno.test("a mis-shaped tensor is named with its file and both shapes", async () => {
   await withCopy("qwen3_5-tiny", (d) =>
     rewrite(d, (t) => {
-      t["model.layers.3.self_attn.k_proj.weight"] = { dtype: "F32", shape: [63, 128], data: new Float32Array(63 * 128) };
+      t["model.layers.3.self_attn.k_proj.weight"] = {
+        dtype: "F32",
+        shape: [63, 128],
+        data: new Float32Array(63 * 128),
+      };
     }), async (dir) => {
     const config = await loadModelConfig(dir);
     using ck = await Checkpoint.open(dir);
@@ -87,7 +103,11 @@ Deno.test("fused hub experts (gate_up_proj / down_proj) load the same as per-exp
         gu.set(await ck.readF32(`${p}up_proj.weight`), e * 2 * I * H + I * H);
         dn.set(await ck.readF32(`${p}down_proj.weight`), e * H * I);
       }
-      tensors[`model.layers.${l}.mlp.experts.gate_up_proj`] = { dtype: "F32", shape: [E, 2 * I, H], data: gu };
+      tensors[`model.layers.${l}.mlp.experts.gate_up_proj`] = {
+        dtype: "F32",
+        shape: [E, 2 * I, H],
+        data: gu,
+      };
       tensors[`model.layers.${l}.mlp.experts.down_proj`] = { dtype: "F32", shape: [E, H, I], data: dn };
     }
     const fusedDir = await Deno.makeTempDir();

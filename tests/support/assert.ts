@@ -17,7 +17,13 @@ function format(v: unknown): string {
   if (typeof v === "string") return JSON.stringify(v);
   if (typeof v === "bigint") return `${v}n`;
   try {
-    return Deno.inspect(v, { depth: 8, sorted: true, trailingComma: false, compact: true, iterableLimit: 50 });
+    return Deno.inspect(v, {
+      depth: 8,
+      sorted: true,
+      trailingComma: false,
+      compact: true,
+      iterableLimit: 50,
+    });
   } catch {
     return String(v);
   }
@@ -89,7 +95,9 @@ export function assert(expr: unknown, msg = ""): asserts expr {
 /** Asserts that `actual` deeply equals `expected`. */
 export function assertEquals<T>(actual: T, expected: T, msg?: string): void {
   if (equal(actual, expected)) return;
-  throw new AssertionError(`Values are not equal${suffix(msg)}\n  actual:   ${format(actual)}\n  expected: ${format(expected)}`);
+  throw new AssertionError(
+    `Values are not equal${suffix(msg)}\n  actual:   ${format(actual)}\n  expected: ${format(expected)}`,
+  );
 }
 
 /** Asserts that `actual` does not deeply equal `expected`. */
@@ -101,7 +109,11 @@ export function assertNotEquals<T>(actual: T, expected: T, msg?: string): void {
 /** Asserts `Object.is(actual, expected)`. */
 export function assertStrictEquals<T>(actual: unknown, expected: T, msg?: string): asserts actual is T {
   if (Object.is(actual, expected)) return;
-  throw new AssertionError(`Values are not strictly equal${suffix(msg)}\n  actual:   ${format(actual)}\n  expected: ${format(expected)}`);
+  throw new AssertionError(
+    `Values are not strictly equal${suffix(msg)}\n  actual:   ${format(actual)}\n  expected: ${
+      format(expected)
+    }`,
+  );
 }
 
 /** Asserts that `actual` is within `tolerance` of `expected` (default 1e-7, relative to magnitude as std does). */
@@ -112,7 +124,9 @@ export function assertAlmostEquals(actual: number, expected: number, tolerance?:
   if (delta <= tol) return;
   const f = (n: number) => (Number.isInteger(n) ? n : n.toExponential());
   throw new AssertionError(
-    `Expected actual: "${f(actual)}" to be close to "${f(expected)}": delta "${f(delta)}" is greater than "${f(tol)}"${suffix(msg)}`,
+    `Expected actual: "${f(actual)}" to be close to "${f(expected)}": delta "${f(delta)}" is greater than "${
+      f(tol)
+    }"${suffix(msg)}`,
   );
 }
 
@@ -131,7 +145,9 @@ export function assertInstanceOf<T extends abstract new (...args: any[]) => any>
   msg?: string,
 ): asserts actual is InstanceType<T> {
   if (actual instanceof expectedType) return;
-  throw new AssertionError(msg ?? `Expected object to be an instance of "${expectedType.name}" but was ${format(actual)}.`);
+  throw new AssertionError(
+    msg ?? `Expected object to be an instance of "${expectedType.name}" but was ${format(actual)}.`,
+  );
 }
 
 /** Asserts that `actual` matches the RegExp. */
@@ -166,7 +182,11 @@ export function assertArrayIncludes<T>(actual: ArrayLike<T>, expected: ArrayLike
     if (!found) missing.push(expected[i]);
   }
   if (missing.length === 0) return;
-  throw new AssertionError(`Expected actual: "${format(actual)}" to include: "${format(expected)}"${suffix(msg)}\nmissing: ${format(missing)}`);
+  throw new AssertionError(
+    `Expected actual: "${format(actual)}" to include: "${format(expected)}"${suffix(msg)}\nmissing: ${
+      format(missing)
+    }`,
+  );
 }
 
 /** Asserts `actual > expected`. */
@@ -230,16 +250,25 @@ export function assertFalse(expr: unknown, msg = ""): asserts expr is false | 0 
 
 type ErrorClass<E extends Error> = abstract new (...args: never[]) => E;
 
-function checkError<E extends Error>(e: unknown, ErrorClass?: ErrorClass<E>, msgIncludes?: string, msg?: string): E {
+function checkError<E extends Error>(
+  e: unknown,
+  ErrorClass?: ErrorClass<E>,
+  msgIncludes?: string,
+  msg?: string,
+): E {
   if (ErrorClass) {
     if (!(e instanceof ErrorClass)) {
       throw new AssertionError(
-        `Expected error to be instance of "${ErrorClass.name}", but was "${(e as Error)?.constructor?.name ?? typeof e}"${suffix(msg)}\n${(e as Error)?.message ?? ""}`,
+        `Expected error to be instance of "${ErrorClass.name}", but was "${
+          (e as Error)?.constructor?.name ?? typeof e
+        }"${suffix(msg)}\n${(e as Error)?.message ?? ""}`,
       );
     }
     if (msgIncludes !== undefined && !String((e as Error).message).includes(msgIncludes)) {
       throw new AssertionError(
-        `Expected error message to include ${JSON.stringify(msgIncludes)}, but got ${JSON.stringify((e as Error).message)}${suffix(msg)}`,
+        `Expected error message to include ${JSON.stringify(msgIncludes)}, but got ${
+          JSON.stringify((e as Error).message)
+        }${suffix(msg)}`,
       );
     }
   }

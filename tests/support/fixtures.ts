@@ -5,7 +5,12 @@ import { fileURLToPath as fromFileUrl } from "node:url";
 export const FIXTURES_DIR: string = fromFileUrl(new URL("../../../shared/fixtures", import.meta.url));
 
 /** The four fixture model folders. */
-export const FIXTURE_MODELS = ["qwen3_5-tiny", "qwen3_5-tiny-hub", "qwen3_next-tiny", "kimi_linear-tiny"] as const;
+export const FIXTURE_MODELS = [
+  "qwen3_5-tiny",
+  "qwen3_5-tiny-hub",
+  "qwen3_next-tiny",
+  "kimi_linear-tiny",
+] as const;
 
 /** Absolute path of a fixture model folder. */
 export function fixture(name: (typeof FIXTURE_MODELS)[number]): string {

@@ -28,7 +28,12 @@ export function matvec(w: Matrix, x: Float32Array, out = new Float32Array(w.rows
  * `Y[t, o] = Σ_i W[o, i] · X[t, i]` for `T` input rows (`X` is `[T, cols]`).
  * Four tokens share each weight row load.
  */
-export function matmulT(w: Matrix, x: Float32Array, t: number, out = new Float32Array(t * w.rows)): Float32Array {
+export function matmulT(
+  w: Matrix,
+  x: Float32Array,
+  t: number,
+  out = new Float32Array(t * w.rows),
+): Float32Array {
   const { rows, cols, data } = w;
   let s = 0;
   for (; s + 4 <= t; s += 4) {
@@ -236,7 +241,7 @@ export function deltaRuleChunked(
       const ki = (start + i) * dk;
       for (let j = 0; j <= i; j++) {
         const kj = (start + j) * dk;
-        if (perChannel) for (let c = 0; c < dk; c++) pair[c] = Math.exp(decayOf(i, c) - decayOf(j, c));
+        if (perChannel) { for (let c = 0; c < dk; c++) pair[c] = Math.exp(decayOf(i, c) - decayOf(j, c)); }
         else pair.fill(Math.exp(G[i] - G[j]));
         let akk = 0, aqk = 0;
         for (let c = 0; c < dk; c++) {
@@ -282,7 +287,9 @@ export function deltaRuleChunked(
     // Carry the state to the next chunk.
     const last = L - 1;
     for (let m = 0; m < L; m++) {
-      for (let c = 0; c < dk; c++) kTail[m * dk + c] = k[(start + m) * dk + c] * Math.exp(decayOf(last, c) - decayOf(m, c));
+      for (let c = 0; c < dk; c++) {
+        kTail[m * dk + c] = k[(start + m) * dk + c] * Math.exp(decayOf(last, c) - decayOf(m, c));
+      }
     }
     for (let c = 0; c < dk; c++) {
       const f = Math.exp(decayOf(last, c));
@@ -312,7 +319,13 @@ export function softmaxInPlace(x: Float32Array | Float64Array, n = x.length): vo
  * Rotate-half RoPE on the first `rotaryDim` values of each `headDim`-sized head in `x`, in place,
  * for absolute position `pos`. `invFreq` has `rotaryDim / 2` entries.
  */
-export function applyRope(x: Float32Array, headDim: number, rotaryDim: number, invFreq: Float32Array, pos: number): void {
+export function applyRope(
+  x: Float32Array,
+  headDim: number,
+  rotaryDim: number,
+  invFreq: Float32Array,
+  pos: number,
+): void {
   const half = rotaryDim / 2;
   for (let i = 0; i < half; i++) {
     const angle = Math.fround(pos * invFreq[i]);
