@@ -452,7 +452,7 @@ async function main(): Promise<void> {
     "",
     "Codecs: the state codec applies to the linear layers' conv windows and recurrent memories, the KV",
     "codec to the global-attention layers. `raw` KV is the engine's f32 (twice a bf16 cache); int8 has",
-    'one bf16 scale per 64 values, int4 one per 32 values after a Hadamard rotation. "all-full" is the',
+    'one bf16 scale per 64 values, int4 one per 16 values after a Hadamard rotation. "all-full" is the',
     "same model with a global-attention layer (same KV geometry) in every layer and no linear state.",
     "A session of `N` tokens also stores its `N` token ids (4 bytes each), included everywhere.",
     "",
