@@ -7,6 +7,8 @@
  * @module
  */
 
+import { redisBinary as binary, startRedis as startRedisProcess } from "../../src/cluster/redis.ts";
+
 /** A running redis-server. */
 export interface RedisServer {
   /** `redis://127.0.0.1:<port>` */
@@ -14,11 +16,6 @@ export interface RedisServer {
   readonly port: number;
   /** Stops the server (SIGTERM, then waits for exit) and removes its temp dir. Idempotent. */
   stop(): Promise<void>;
-}
-
-/** The redis-server binary: `$REDIS_SERVER` or `redis-server` on PATH. */
-function binary(): string {
-  return Deno.env.get("REDIS_SERVER") || "redis-server";
 }
 
 /** True when running under CI, where redis-server is required. */
@@ -50,81 +47,6 @@ export async function skipWithoutRedis(): Promise<boolean> {
   return true;
 }
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-/** Sends PING on a fresh connection; true on +PONG. */
-async function ping(port: number): Promise<boolean> {
-  let conn: Deno.TcpConn | undefined;
-  try {
-    conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    await conn.write(new TextEncoder().encode("PING\r\n"));
-    const buf = new Uint8Array(64);
-    const n = await conn.read(buf);
-    return n !== null && new TextDecoder().decode(buf.subarray(0, n)).startsWith("+PONG");
-  } catch {
-    return false;
-  } finally {
-    conn?.close();
-  }
-}
-
-/** Starts one attempt; null when the port was taken (the server exited) before it became ready. */
-async function tryStart(dir: string, fixedPort?: number): Promise<RedisServer | null> {
-  const port = fixedPort ?? freePort();
-  const child = new Deno.Command(binary(), {
-    args: [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--dir",
-      dir,
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--daemonize",
-      "no",
-      "--logfile",
-      `${dir}/redis.log`,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
-  // Wait for readiness by asking the server itself; bounded so a broken binary cannot hang tests.
-  for (let i = 0; i < 400 && !exited; i++) {
-    if (await ping(port)) {
-      let stopped = false;
-      return {
-        url: `redis://127.0.0.1:${port}`,
-        port,
-        async stop() {
-          if (stopped) return;
-          stopped = true;
-          if (!exited) child.kill("SIGTERM");
-          await status;
-          await Deno.remove(dir, { recursive: true }).catch(() => {});
-        },
-      };
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  if (!exited) child.kill("SIGKILL");
-  await status;
-  return null;
-}
-
 /**
  * Starts a redis-server (on `port` when given, e.g. to restart one; else on a free port); throws
  * (with the log) if it cannot, including when it is not installed.
@@ -137,11 +59,21 @@ export async function startRedis(port?: number): Promise<RedisServer> {
     );
   }
   const dir = await Deno.makeTempDir({ prefix: "capsule-redis-" });
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const server = await tryStart(dir, port);
-    if (server) return server;
+  try {
+    const redis = await startRedisProcess(dir, { port });
+    let stopped = false;
+    return {
+      url: redis.url,
+      port: redis.port,
+      async stop() {
+        if (stopped) return;
+        stopped = true;
+        await redis.process.stop("SIGTERM");
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+      },
+    };
+  } catch (e) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw e;
   }
-  const log = await Deno.readTextFile(`${dir}/redis.log`).catch(() => "(no log)");
-  await Deno.remove(dir, { recursive: true }).catch(() => {});
-  throw new Error(`redis-server did not start after 5 attempts; last log:\n${log}`);
 }
