@@ -1,0 +1,314 @@
+/**
+ * Causal attention prefill (`kernels/prefill_attention.wgsl`) over a KV cache that this call
+ * appends to: T queries at absolute positions p0 … p0+T−1 attend to cache rows 0 … their own
+ * position (GQA, online softmax, tiled). Also the two preparation kernels that append the new
+ * rows: Qwen's q/k RMSNorm + partial RoPE, and Kimi MLA's latent RMSNorm. CPU twins: `attendGqa`,
+ * `applyRope`, `rmsNormRows` and the MLA loop of `ReferenceModel#mla`.
+ * @module
+ */
+import { CapsuleError } from "../../../errors.ts";
+import type { PlanLimits, PrefillContext } from "./context.ts";
+import { tokenGrid } from "./norm.ts";
+
+/** Arguments of {@link encodeGatedAttentionPrep}. */
+export interface GatedPrepArgs {
+  T: number;
+  /** Absolute position of the first new token. */
+  p0: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  rotaryDim: number;
+  eps: number;
+  /**
+   * Projection rows: token t at `src[srcOffset + t·srcStride + …]` holding, per query head h,
+   * `[q_h | gate_h]` (2·d values), then k (`kvHeads·d`), then v (`kvHeads·d`).
+   */
+  src: GPUBuffer;
+  srcOffset?: number;
+  srcStride: number;
+  /** `q_norm [d]` then `k_norm [d]` (effective scales). */
+  norms: GPUBuffer;
+  /** `[rotaryDim / 2]` inverse frequencies (`ropeInvFreq`). */
+  invFreq: GPUBuffer;
+  /** Output queries `[T, heads, d]` (normed, rotated). */
+  q: GPUBuffer;
+  /** KV cache: position q's row `[kvHeads, d]` at row `cacheRow0 + q` of `keys` and `values`. */
+  keys: GPUBuffer;
+  values: GPUBuffer;
+  cacheRow0?: number;
+}
+
+/** Per-invocation loop count of the Qwen preparation kernel. */
+export function gatedPrepLoopBound(headDim: number): number {
+  return 3 * Math.ceil(headDim / 64) + 6;
+}
+
+/** Per-invocation loop count of the MLA preparation kernel. */
+export function mlaPrepLoopBound(rank: number, ropeDim: number): number {
+  return Math.max(Math.ceil(ropeDim / 64), 2 * Math.ceil(rank / 64) + Math.ceil(ropeDim / 64) + 6);
+}
+
+/** Append Qwen's new K/V rows (normed, rotated keys) and write the prepared queries. */
+export function encodeGatedAttentionPrep(
+  ctx: PrefillContext,
+  pass: GPUComputePassEncoder,
+  a: GatedPrepArgs,
+): void {
+  if (a.T === 0) return;
+  const k = ctx.kernel("prefill_attention.wgsl", {
+    PREP_GATED: 1,
+    PREP_MLA: 0,
+    ATTN: 0,
+    HQ: a.heads,
+    HKV: a.kvHeads,
+    D: a.headDim,
+    ROT: a.rotaryDim,
+    EPS: a.eps,
+  }, "urrrwww");
+  const params = ctx.uniform(
+    attnParams({
+      T: a.T,
+      p0: a.p0,
+      row0: a.cacheRow0 ?? 0,
+      srcOff: a.srcOffset ?? 0,
+      srcStride: a.srcStride,
+    }),
+  );
+  ctx.dispatch(pass, k, [params, a.src, a.norms, a.invFreq, a.q, a.keys, a.values], [
+    a.heads + a.kvHeads,
+    ...tokenGrid(a.T),
+  ], gatedPrepLoopBound(a.headDim));
+}
+
+/** Arguments of {@link encodeMlaPrep}. */
+export interface MlaPrepArgs {
+  T: number;
+  p0: number;
+  heads: number;
+  /** kv_lora_rank r, qk_rope_head_dim dr, qk_nope_head_dim dn. */
+  rank: number;
+  ropeDim: number;
+  nopeDim: number;
+  eps: number;
+  /** Rows: q `[heads, dn + dr]` then ckv `[r + dr]`, token t from `srcOffset + t·srcStride`. */
+  src: GPUBuffer;
+  srcOffset?: number;
+  srcStride: number;
+  /** `[r]` latent norm weight. */
+  kvNorm: GPUBuffer;
+  /** Absorbed queries `[T, heads, r + dr]`: this writes the rope slice of each. */
+  q: GPUBuffer;
+  /** Latent cache rows `[r]` and rope-key rows `[dr]` for position q at row `cacheRow0 + q`. */
+  latent: GPUBuffer;
+  ropeKeys: GPUBuffer;
+  cacheRow0?: number;
+}
+
+/** Append MLA's latent rows and copy the query rope slices next to the absorbed queries. */
+export function encodeMlaPrep(ctx: PrefillContext, pass: GPUComputePassEncoder, a: MlaPrepArgs): void {
+  if (a.T === 0) return;
+  const k = ctx.kernel("prefill_attention.wgsl", {
+    PREP_GATED: 0,
+    PREP_MLA: 1,
+    ATTN: 0,
+    HH: a.heads,
+    R: a.rank,
+    DR: a.ropeDim,
+    DN: a.nopeDim,
+    EPS: a.eps,
+  }, "urrwww");
+  const params = ctx.uniform(
+    attnParams({
+      T: a.T,
+      p0: a.p0,
+      row0: a.cacheRow0 ?? 0,
+      srcOff: a.srcOffset ?? 0,
+      srcStride: a.srcStride,
+    }),
+  );
+  ctx.dispatch(pass, k, [params, a.src, a.kvNorm, a.q, a.latent, a.ropeKeys], [
+    a.heads + 1,
+    ...tokenGrid(a.T),
+  ], mlaPrepLoopBound(a.rank, a.ropeDim));
+}
+
+/** Arguments of {@link encodeAttention}. */
+export interface AttentionArgs {
+  T: number;
+  p0: number;
+  heads: number;
+  kvHeads: number;
+  /** Query/key width, of which the first `keyDim1` come from `keys1` (the rest from `keys2`). */
+  qkDim: number;
+  keyDim1: number;
+  valueDim: number;
+  scale: number;
+  /** Queries `[T, heads, qkDim]` from value 0. */
+  q: GPUBuffer;
+  /** Key rows `[kvHeads, keyDim1]` at row `cacheRow0 + position`. */
+  keys1: GPUBuffer;
+  /** Key rows `[qkDim − keyDim1]` (MLA's rope keys; kvHeads must be 1). */
+  keys2?: GPUBuffer;
+  /** Value rows `[kvHeads, valueDim]`; omitted: the first `valueDim` key dims (MLA's latent). */
+  values?: GPUBuffer;
+  cacheRow0?: number;
+  /**
+   * Qwen's sigmoid output gate: head h, dim i of token t at
+   * `gate[gateOffset + t·gateStride + h·2·valueDim + valueDim + i]`.
+   */
+  gate?: { buf: GPUBuffer; offset: number; stride: number };
+  /** Output: head h of token t at `out[outOffset + t·outStride + h·valueDim + i]`. */
+  out: GPUBuffer;
+  outOffset?: number;
+  outStride: number;
+}
+
+/** The tile plan of an attention shape on this device. */
+export interface AttentionPlan {
+  BQ: number;
+  BKV: number;
+  TPR: number;
+  WG: number;
+  /** Loop iterations per key tile of one invocation. */
+  perTile: number;
+  /** Keys one pass covers (a multiple of BKV). */
+  keysPerPass: number;
+}
+
+/** Plan tiles for an attention shape within `ctx`'s workgroup memory and loop budget. */
+export function attentionPlan(
+  ctx: PlanLimits,
+  a: Pick<AttentionArgs, "heads" | "kvHeads" | "qkDim" | "valueDim" | "values">,
+): AttentionPlan {
+  const G = a.heads / a.kvHeads;
+  const fail = (m: string): never => {
+    throw new CapsuleError("unsupported_model", `prefill attention: ${m}`);
+  };
+  if (!Number.isInteger(G)) fail(`${a.heads} heads are not a multiple of ${a.kvHeads} KV heads`);
+  if (a.qkDim % 4 !== 0 || a.valueDim % 4 !== 0) fail("head widths must be multiples of 4");
+  const BQ = Math.max(1, Math.floor(32 / G));
+  const RQ = BQ * G;
+  if (RQ > 256) fail(`${G} query heads per KV head exceed 256`);
+  let TPR = Math.min(8, Math.floor(256 / RQ));
+  while (TPR > 1 && (a.valueDim / 4) % TPR !== 0) TPR--;
+  const WG = RQ * TPR;
+  const vFromK = !a.values;
+  let BKV = 16;
+  const bytes = (b: number) => b * (a.qkDim / 4 + 1) * 16 + (vFromK ? 0 : b * a.valueDim * 4) + RQ * b * 4;
+  while (BKV > TPR && (bytes(BKV) > ctx.maxWorkgroupStorage || BKV % TPR !== 0)) BKV /= 2;
+  if (bytes(BKV) > ctx.maxWorkgroupStorage || BKV % TPR !== 0) {
+    fail("the key tile does not fit in workgroup memory");
+  }
+  const perTile = 1 + Math.ceil((BKV * a.qkDim) / 4 / WG) +
+    (vFromK ? 0 : Math.ceil((BKV * a.valueDim) / 4 / WG)) +
+    a.qkDim / 4 + 2 * BKV;
+  const tiles = Math.floor((ctx.loopBudget - 8) / perTile);
+  if (tiles < 1) fail("one key tile exceeds the loop budget");
+  return { BQ, BKV, TPR, WG, perTile, keysPerPass: tiles * BKV };
+}
+
+/** Per-invocation loop count of one pass covering `keys` keys. */
+export function attentionLoopBound(plan: AttentionPlan, keys: number): number {
+  return Math.ceil(keys / plan.BKV) * plan.perTile + 1;
+}
+
+/**
+ * Record causal attention of T queries over cache rows 0 … p0+T−1 (the new rows must already be
+ * appended). Long contexts run as several passes over key ranges, carrying (m, l, O) between them.
+ */
+export function encodeAttention(ctx: PrefillContext, pass: GPUComputePassEncoder, a: AttentionArgs): void {
+  if (a.T === 0) return;
+  const plan = attentionPlan(ctx, a);
+  if (a.keys2 && a.kvHeads !== 1) {
+    throw new CapsuleError("unsupported_model", "prefill attention: split keys need one KV head");
+  }
+  if (!a.keys2 && a.keyDim1 !== a.qkDim) {
+    throw new CapsuleError("invalid_argument", "prefill attention: keys2 missing");
+  }
+  const k = ctx.kernel("prefill_attention.wgsl", {
+    PREP_GATED: 0,
+    PREP_MLA: 0,
+    ATTN: 1,
+    HQ: a.heads,
+    HKV: a.kvHeads,
+    DQK: a.qkDim,
+    DK1: a.keyDim1,
+    DV: a.valueDim,
+    BQ: plan.BQ,
+    BKV: plan.BKV,
+    TPR: plan.TPR,
+    WG: plan.WG,
+    SCALE: a.scale,
+    VFROMK: !a.values,
+    GATE: !!a.gate,
+  }, "urrrrrww");
+  const ml = ctx.scratch("attnML", a.T * a.heads * 8);
+  const blocks = Math.ceil(a.T / plan.BQ);
+  const total = a.p0 + a.T;
+  for (let kStart = 0; kStart < total; kStart += plan.keysPerPass) {
+    const kEnd = kStart + plan.keysPerPass;
+    const qb0 = kStart <= a.p0 ? 0 : Math.floor((kStart - a.p0) / plan.BQ);
+    const params = ctx.uniform(attnParams({
+      T: a.T,
+      p0: a.p0,
+      row0: a.cacheRow0 ?? 0,
+      kStart,
+      kEnd,
+      qb0,
+      qStride: a.qkDim / 4,
+      oOff: a.outOffset ?? 0,
+      oStride: a.outStride,
+      gOff: a.gate?.offset ?? 0,
+      gStride: a.gate?.stride ?? 0,
+    }));
+    const keys = Math.min(plan.keysPerPass, total - kStart);
+    ctx.dispatch(
+      pass,
+      k,
+      [params, a.q, a.keys1, a.keys2 ?? a.keys1, a.values ?? a.keys1, a.gate?.buf ?? a.q, a.out, ml],
+      [blocks - qb0, a.kvHeads],
+      attentionLoopBound(plan, keys),
+    );
+  }
+}
+
+function attnParams(
+  v: Partial<
+    Record<
+      | "T"
+      | "p0"
+      | "row0"
+      | "kStart"
+      | "kEnd"
+      | "qb0"
+      | "qStride"
+      | "oOff"
+      | "oStride"
+      | "gOff"
+      | "gStride"
+      | "srcOff"
+      | "srcStride",
+      number
+    >
+  >,
+): Uint32Array {
+  return new Uint32Array([
+    v.T ?? 0,
+    v.p0 ?? 0,
+    v.row0 ?? 0,
+    v.kStart ?? 0,
+    v.kEnd ?? 0,
+    v.qb0 ?? 0,
+    v.qStride ?? 0,
+    v.oOff ?? 0,
+    v.oStride ?? 0,
+    v.gOff ?? 0,
+    v.gStride ?? 0,
+    v.srcOff ?? 0,
+    v.srcStride ?? 0,
+    0,
+    0,
+    0,
+  ]);
+}

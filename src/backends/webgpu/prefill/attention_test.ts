@@ -1,0 +1,275 @@
+import { assertGreater, assertLess } from "@std/assert";
+import { applyRope, attendGqa, rmsNormRows, ropeInvFreq, sigmoid, softmaxInPlace } from "../../cpu/ops.ts";
+import type { PrefillContext } from "./context.ts";
+import { attentionPlan, encodeAttention, encodeGatedAttentionPrep, encodeMlaPrep } from "./attention.ts";
+import { readF32, upload, zeros } from "./gpu.ts";
+import { checkLoops, randomArray, randomPieces, relL2, rng, run, testContext } from "./testing.ts";
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+
+interface GatedShape {
+  hq: number;
+  hkv: number;
+  d: number;
+  rot: number;
+}
+
+/** CPU: forward.ts's gated attention after the projections, for tokens at p0 … p0+T−1. */
+function cpuGated(
+  s: GatedShape,
+  proj: Float32Array,
+  PS: number,
+  T: number,
+  p0: number,
+  keys: Float32Array,
+  values: Float32Array,
+  norms: Float32Array,
+  invFreq: Float32Array,
+) {
+  const { hq, hkv, d, rot } = s;
+  const kvRow = hkv * d;
+  const K = new Float32Array((p0 + T) * kvRow), V = new Float32Array((p0 + T) * kvRow);
+  K.set(keys.subarray(0, p0 * kvRow));
+  V.set(values.subarray(0, p0 * kvRow));
+  const out = new Float32Array(T * hq * d);
+  for (let t = 0; t < T; t++) {
+    const row = proj.subarray(t * PS, (t + 1) * PS);
+    const q = new Float32Array(hq * d), gate = new Float32Array(hq * d);
+    for (let h = 0; h < hq; h++) {
+      q.set(row.subarray(h * 2 * d, h * 2 * d + d), h * d);
+      gate.set(row.subarray(h * 2 * d + d, (h + 1) * 2 * d), h * d);
+    }
+    rmsNormRows(q, norms.subarray(0, d), 1e-6);
+    const k = rmsNormRows(row.slice(hq * 2 * d, hq * 2 * d + kvRow), norms.subarray(d, 2 * d), 1e-6);
+    applyRope(q, d, rot, invFreq, p0 + t);
+    applyRope(k, d, rot, invFreq, p0 + t);
+    K.set(k, (p0 + t) * kvRow);
+    V.set(row.subarray(hq * 2 * d + kvRow, hq * 2 * d + 2 * kvRow), (p0 + t) * kvRow);
+    const o = attendGqa(q, K, V, p0 + t + 1, hq, hkv, d, 1 / Math.sqrt(d));
+    for (let j = 0; j < hq * d; j++) out[t * hq * d + j] = o[j] * sigmoid(gate[j]);
+  }
+  return { out, K, V };
+}
+
+async function gatedCase(
+  ctx: PrefillContext,
+  s: GatedShape,
+  T: number,
+  p0: number,
+  pieces: number[],
+  seed: number,
+) {
+  const rand = rng(seed);
+  const { hq, hkv, d, rot } = s;
+  const PS = hq * 2 * d + 2 * hkv * d + 4;
+  const proj = randomArray(rand, T * PS, -2, 2);
+  const kvRow = hkv * d;
+  const keys = randomArray(rand, p0 * kvRow), values = randomArray(rand, p0 * kvRow);
+  const norms = randomArray(rand, 2 * d, 0.5, 1.5);
+  const invFreq = ropeInvFreq(rot, 10000);
+  const want = cpuGated(s, proj, PS, T, p0, keys, values, norms, invFreq);
+
+  const dev = ctx.device;
+  const ROW0 = 3; // the session's rows start at row 3 of the cache buffers
+  const K = zeros(dev, (ROW0 + p0 + T) * kvRow), V = zeros(dev, (ROW0 + p0 + T) * kvRow);
+  dev.queue.writeBuffer(K, ROW0 * kvRow * 4, keys);
+  dev.queue.writeBuffer(V, ROW0 * kvRow * 4, values);
+  const projBuf = upload(dev, proj), normBuf = upload(dev, norms), freqBuf = upload(dev, invFreq);
+  const qbuf = zeros(dev, T * hq * d), out = zeros(dev, T * hq * d);
+  let done = 0;
+  for (const n of pieces) {
+    await run(ctx, (pass) => {
+      encodeGatedAttentionPrep(ctx, pass, {
+        T: n,
+        p0: p0 + done,
+        heads: hq,
+        kvHeads: hkv,
+        headDim: d,
+        rotaryDim: rot,
+        eps: 1e-6,
+        src: projBuf,
+        srcOffset: done * PS,
+        srcStride: PS,
+        norms: normBuf,
+        invFreq: freqBuf,
+        q: qbuf,
+        keys: K,
+        values: V,
+        cacheRow0: ROW0,
+      });
+      encodeAttention(ctx, pass, {
+        T: n,
+        p0: p0 + done,
+        heads: hq,
+        kvHeads: hkv,
+        qkDim: d,
+        keyDim1: d,
+        valueDim: d,
+        scale: 1 / Math.sqrt(d),
+        q: qbuf,
+        keys1: K,
+        values: V,
+        cacheRow0: ROW0,
+        gate: { buf: projBuf, offset: done * PS, stride: PS },
+        out,
+        outOffset: done * hq * d,
+        outStride: hq * d,
+      });
+    });
+    done += n;
+  }
+  const got = await readF32(dev, out, T * hq * d);
+  const gotK = await readF32(dev, K, (p0 + T) * kvRow, ROW0 * kvRow);
+  const gotV = await readF32(dev, V, (p0 + T) * kvRow, ROW0 * kvRow);
+  return { out: relL2(got, want.out), K: relL2(gotK, want.K), V: relL2(gotV, want.V) };
+}
+
+Deno.test(
+  "gated attention prefill (q/k norm, partial RoPE, GQA, output gate) equals the CPU path, appending to a cache",
+  opts,
+  async () => {
+    const ctx = await testContext();
+    const rand = rng(31);
+    const s = { hq: 4, hkv: 2, d: 32, rot: 8 };
+    for (const T of [1, 63, 64, 65, 200]) {
+      const p0 = Math.floor(rand() * 40);
+      for (const pieces of [[T], randomPieces(rand, T, 3)]) {
+        const e = await gatedCase(ctx, s, T, p0, pieces, 100 + T);
+        assertLess(e.out, 1e-5, `T=${T} p0=${p0} pieces=${pieces} out ${e.out}`);
+        assertLess(e.K, 1e-5, `K ${e.K}`);
+        assertLess(e.V, 1e-7, `V ${e.V}`);
+      }
+    }
+    await checkLoops(ctx);
+  },
+);
+
+Deno.test(
+  "gated attention prefill splits long contexts into passes that carry the online softmax",
+  opts,
+  async () => {
+    // A small loop budget forces passes of a few key tiles each.
+    const ctx = await testContext({ loopBudget: 1200 });
+    const s = { hq: 8, hkv: 1, d: 16, rot: 16 };
+    const plan = attentionPlan(ctx, {
+      heads: 8,
+      kvHeads: 1,
+      qkDim: 16,
+      valueDim: 16,
+      values: ctx.scratch("dummy", 16),
+    });
+    const e = await gatedCase(ctx, s, 300, 700, [300], 7);
+    assertLess(e.out, 1e-5, `out ${e.out} (keys per pass ${plan.keysPerPass})`);
+    assertGreater(Math.ceil(1000 / plan.keysPerPass), 1, "the test needs several passes");
+    await checkLoops(ctx, 1200);
+  },
+);
+
+interface MlaShape {
+  hh: number;
+  r: number;
+  dr: number;
+  dn: number;
+}
+
+Deno.test("MLA attention prefill over the latent cache equals the absorbed CPU form", opts, async () => {
+  const ctx = await testContext();
+  const rand = rng(41);
+  const s: MlaShape = { hh: 4, r: 32, dr: 8, dn: 16 };
+  const { hh, r, dr, dn } = s;
+  const QW = r + dr;
+  for (const [T, p0] of [[1, 0], [65, 10], [200, 3]]) {
+    const PS = hh * (dn + dr) + r + dr;
+    const proj = randomArray(rand, T * PS, -2, 2);
+    const kvNorm = randomArray(rand, r, 0.5, 1.5);
+    const oldC = randomArray(rand, p0 * r), oldKr = randomArray(rand, p0 * dr);
+    // The absorbed queries' latent part is an input here (the GEMM is tested on its own).
+    const qc = randomArray(rand, T * hh * r);
+    // CPU: cache rows, then softmax over them with scores qc·c + q_rope·kr.
+    const C = new Float32Array((p0 + T) * r), KR = new Float32Array((p0 + T) * dr);
+    C.set(oldC);
+    KR.set(oldKr);
+    for (let t = 0; t < T; t++) {
+      const row = proj.subarray(t * PS + hh * (dn + dr), (t + 1) * PS);
+      C.set(rmsNormRows(row.slice(0, r), kvNorm, 1e-5), (p0 + t) * r);
+      KR.set(row.subarray(r, r + dr), (p0 + t) * dr);
+    }
+    const want = new Float32Array(T * hh * r);
+    for (let t = 0; t < T; t++) {
+      const n = p0 + t + 1;
+      for (let h = 0; h < hh; h++) {
+        const p = new Float64Array(n);
+        for (let m = 0; m < n; m++) {
+          let sc = 0;
+          for (let j = 0; j < r; j++) sc += qc[(t * hh + h) * r + j] * C[m * r + j];
+          for (let j = 0; j < dr; j++) sc += proj[t * PS + h * (dn + dr) + dn + j] * KR[m * dr + j];
+          p[m] = sc / Math.sqrt(dn + dr);
+        }
+        softmaxInPlace(p, n);
+        for (let j = 0; j < r; j++) {
+          let acc = 0;
+          for (let m = 0; m < n; m++) acc += p[m] * C[m * r + j];
+          want[(t * hh + h) * r + j] = acc;
+        }
+      }
+    }
+    const dev = ctx.device;
+    const latent = zeros(dev, (p0 + T) * r), ropeKeys = zeros(dev, (p0 + T) * dr);
+    if (p0) {
+      dev.queue.writeBuffer(latent, 0, oldC);
+      dev.queue.writeBuffer(ropeKeys, 0, oldKr);
+    }
+    const qHost = new Float32Array(T * hh * QW);
+    for (let i = 0; i < T * hh; i++) qHost.set(qc.subarray(i * r, (i + 1) * r), i * QW);
+    const q = upload(dev, qHost), out = zeros(dev, T * hh * r), src = upload(dev, proj);
+    await run(ctx, (pass) => {
+      encodeMlaPrep(ctx, pass, {
+        T,
+        p0,
+        heads: hh,
+        rank: r,
+        ropeDim: dr,
+        nopeDim: dn,
+        eps: 1e-5,
+        src,
+        srcStride: PS,
+        kvNorm: upload(dev, kvNorm),
+        q,
+        latent,
+        ropeKeys,
+      });
+      encodeAttention(ctx, pass, {
+        T,
+        p0,
+        heads: hh,
+        kvHeads: 1,
+        qkDim: QW,
+        keyDim1: r,
+        valueDim: r,
+        scale: 1 / Math.sqrt(dn + dr),
+        q,
+        keys1: latent,
+        keys2: ropeKeys,
+        out,
+        outStride: hh * r,
+      });
+    });
+    const got = await readF32(dev, out, T * hh * r);
+    assertLess(relL2(got, want), 1e-5, `T=${T} p0=${p0}`);
+    assertLess(relL2(await readF32(dev, latent, (p0 + T) * r), C), 1e-6);
+    assertLess(relL2(await readF32(dev, ropeKeys, (p0 + T) * dr), KR), 1e-7);
+  }
+  await checkLoops(ctx);
+});
+
+Deno.test(
+  "gated attention prefill at Qwen3.5's head size (d = 256, rotary 64, 4 query heads per KV head)",
+  opts,
+  async () => {
+    const ctx = await testContext();
+    const e = await gatedCase(ctx, { hq: 8, hkv: 2, d: 256, rot: 64 }, 40, 9, [25, 15], 61);
+    assertLess(e.out, 1e-5, `out ${e.out}`);
+    assertLess(e.K, 1e-5, `K ${e.K}`);
+    await checkLoops(ctx);
+  },
+);
