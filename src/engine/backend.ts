@@ -7,6 +7,8 @@ import type { ModelConfig } from "../model/config.ts";
 import type { ModelWeights } from "../model/weights.ts";
 import type { SessionState } from "./state.ts";
 import { type ForwardOptions, type ForwardResult, ReferenceModel } from "./forward.ts";
+import type { SamplingParams } from "./sampling.ts";
+import type { FinishReason } from "./session.ts";
 
 /** Names of the available backends. */
 export type BackendName = "cpu" | "webgpu";
@@ -19,6 +21,21 @@ export interface InferenceBackend {
   forward(state: SessionState, ids: ArrayLike<number>, opts?: ForwardOptions): Promise<ForwardResult>;
   /** Release device resources. */
   dispose(): void;
+  /**
+   * Optional device-resident fast path: feed `pending` (the tokens not yet consumed, at least
+   * one), then sample up to `maxTokens` tokens on the device, yielding each; returns why it
+   * stopped. The token at absolute position p is drawn with RNG counter p (`firstPosition` is the
+   * position of the first generated token). `state.position` is kept current; the rest of the
+   * state may stay on the device until {@link syncState}.
+   */
+  generate?(
+    state: SessionState,
+    pending: number[],
+    params: SamplingParams,
+    opts: { maxTokens: number; stopIds: number[]; firstPosition: number; signal?: AbortSignal },
+  ): AsyncGenerator<number, FinishReason>;
+  /** Make the CPU copy of a device-resident state current (bit-exact), e.g. before a snapshot. */
+  syncState?(state: SessionState): Promise<void>;
 }
 
 /** The f32 CPU reference backend. */

@@ -1,0 +1,528 @@
+/**
+ * Decode benchmark of the WebGPU backend on synthetic checkpoints: random weights (generated
+ * on the GPU, never written anywhere) in the real shapes of Qwen3.5-0.8B, Qwen3.5-9B and
+ * Kimi-Linear-48B-A3B (attention, state and 8 active experts; fewer experts in total). KV caches
+ * and linear states are filled with random values at the requested context instead of being
+ * prefilled. Measures steady-state decode tokens/s through the real generate() path (worker,
+ * batching, GPU sampling, batched readback), and reports the bytes each step must read, the
+ * achieved bandwidth against a measured read bandwidth, and dispatches per step.
+ * @module
+ */
+import { type ModelConfig, type MoeConfig, parseModelConfig } from "../src/model/config.ts";
+import { createSyntheticWebGpuBackend, type WebGpuBackend } from "../src/backends/webgpu/backend.ts";
+import type { SessionState } from "../src/engine/state.ts";
+import { GREEDY } from "../src/engine/sampling.ts";
+
+/** A benchmark model: its config.json object and how many experts the synthetic copy keeps. */
+export interface BenchModel {
+  name: string;
+  raw: Record<string, unknown>;
+}
+
+const qwenLayers = (n: number) =>
+  Array.from({ length: n }, (_, i) => (i + 1) % 4 === 0 ? "full_attention" : "linear_attention");
+
+/** Shapes from ../shared/reference/models.md §5. */
+export const MODELS: Record<string, BenchModel> = {
+  "qwen3.5-0.8b": {
+    name: "Qwen3.5-0.8B",
+    raw: {
+      model_type: "qwen3_5_text",
+      vocab_size: 248320,
+      hidden_size: 1024,
+      num_hidden_layers: 24,
+      num_attention_heads: 8,
+      num_key_value_heads: 2,
+      head_dim: 256,
+      intermediate_size: 3584,
+      linear_key_head_dim: 128,
+      linear_value_head_dim: 128,
+      linear_num_key_heads: 16,
+      linear_num_value_heads: 16,
+      linear_conv_kernel_dim: 4,
+      layer_types: qwenLayers(24),
+      rope_parameters: { rope_theta: 1e7, partial_rotary_factor: 0.25 },
+      rms_norm_eps: 1e-6,
+      tie_word_embeddings: true,
+      max_position_embeddings: 262144,
+      dtype: "bfloat16",
+    },
+  },
+  "qwen3.5-9b": {
+    name: "Qwen3.5-9B",
+    raw: {
+      model_type: "qwen3_5_text",
+      vocab_size: 248320,
+      hidden_size: 4096,
+      num_hidden_layers: 32,
+      num_attention_heads: 16,
+      num_key_value_heads: 4,
+      head_dim: 256,
+      intermediate_size: 12288,
+      linear_key_head_dim: 128,
+      linear_value_head_dim: 128,
+      linear_num_key_heads: 16,
+      linear_num_value_heads: 32,
+      linear_conv_kernel_dim: 4,
+      layer_types: qwenLayers(32),
+      rope_parameters: { rope_theta: 1e7, partial_rotary_factor: 0.25 },
+      rms_norm_eps: 1e-6,
+      tie_word_embeddings: false,
+      max_position_embeddings: 262144,
+      dtype: "bfloat16",
+    },
+  },
+  "tiny-qwen": {
+    name: "tiny Qwen3.5 (smoke test)",
+    raw: {
+      model_type: "qwen3_5_text",
+      vocab_size: 4096,
+      hidden_size: 256,
+      num_hidden_layers: 4,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      head_dim: 64,
+      intermediate_size: 512,
+      linear_key_head_dim: 32,
+      linear_value_head_dim: 32,
+      linear_num_key_heads: 2,
+      linear_num_value_heads: 4,
+      layer_types: qwenLayers(4),
+      tie_word_embeddings: true,
+      dtype: "bfloat16",
+    },
+  },
+  "tiny-kimi": {
+    name: "tiny Kimi Linear (smoke test)",
+    raw: {
+      model_type: "kimi_linear",
+      vocab_size: 4096,
+      hidden_size: 256,
+      intermediate_size: 512,
+      moe_intermediate_size: 128,
+      num_hidden_layers: 4,
+      num_attention_heads: 4,
+      kv_lora_rank: 64,
+      qk_nope_head_dim: 32,
+      qk_rope_head_dim: 16,
+      v_head_dim: 32,
+      mla_use_nope: true,
+      num_experts: 8,
+      num_experts_per_token: 2,
+      first_k_dense_replace: 1,
+      linear_attn_config: { head_dim: 32, num_heads: 4, kda_layers: [1, 2, 3], full_attn_layers: [4] },
+    },
+  },
+  "kimi-48b": {
+    name: "Kimi-Linear-48B-A3B (32 of 256 experts)",
+    raw: {
+      model_type: "kimi_linear",
+      vocab_size: 163840,
+      hidden_size: 2304,
+      intermediate_size: 9216,
+      moe_intermediate_size: 1024,
+      num_hidden_layers: 27,
+      num_attention_heads: 32,
+      kv_lora_rank: 512,
+      q_lora_rank: null,
+      qk_nope_head_dim: 128,
+      qk_rope_head_dim: 64,
+      v_head_dim: 128,
+      mla_use_nope: true,
+      rms_norm_eps: 1e-5,
+      num_experts: 32,
+      num_experts_per_token: 8,
+      num_shared_experts: 1,
+      moe_router_activation_func: "sigmoid",
+      moe_renormalize: true,
+      routed_scaling_factor: 2.446,
+      first_k_dense_replace: 1,
+      moe_layer_freq: 1,
+      tie_word_embeddings: false,
+      linear_attn_config: {
+        head_dim: 128,
+        num_heads: 32,
+        short_conv_kernel_size: 4,
+        kda_layers: Array.from({ length: 27 }, (_, i) => i + 1).filter((l) => l % 4 !== 0 && l !== 27),
+        full_attn_layers: [4, 8, 12, 16, 20, 24, 27],
+      },
+    },
+  },
+};
+
+/** Bytes one decode step reads for a batch of `b` sessions at context `ctx`. */
+export interface StepBytes {
+  /** Weights (read once per step; MoE experts once per session and chosen expert). */
+  weights: number;
+  /** Linear-attention state read + written, per session. */
+  state: number;
+  /** KV cache read, per session. */
+  kv: number;
+}
+
+/** The bytes a step must move, counted from the shapes (what a perfect kernel would read). */
+export function stepBytes(c: ModelConfig, fmt: "f16" | "int8", b: number, ctx: number): StepBytes {
+  const wb = fmt === "int8" ? 1 : 2;
+  const mat = (rows: number, cols: number, f = wb) => rows * cols * f + (f === 1 ? rows * 4 : 0);
+  const H = c.hiddenSize, l = c.linear, a = c.attention;
+  let weights = mat(c.vocabSize, H); // LM head (the embedding row per token is negligible)
+  let state = 0, kv = 0;
+  const Dv = l.numValueHeads * l.valueHeadDim, C = 2 * l.numKeyHeads * l.keyHeadDim + Dv;
+  c.layerKinds.forEach((kind, i) => {
+    if (kind === "linear") {
+      if (l.kind === "gdn") weights += mat(C + Dv + 2 * l.numValueHeads, H) + mat(H, Dv);
+      else {weights += mat(C + l.keyHeadDim + l.numValueHeads + l.valueHeadDim, H) +
+          mat(2 * Dv, l.keyHeadDim, 2) + mat(H, Dv);}
+      state += 2 * (l.numValueHeads * l.keyHeadDim * l.valueHeadDim * 4 + C * l.convKernel * 4);
+    } else if (a.kind === "gated") {
+      weights += mat(a.numHeads * 2 * a.headDim + 2 * a.numKvHeads * a.headDim, H) +
+        mat(H, a.numHeads * a.headDim);
+      kv += ctx * 2 * a.numKvHeads * a.headDim * 4;
+    } else {
+      weights += mat(a.numHeads * (a.qkNopeHeadDim + a.qkRopeHeadDim) + a.kvLoraRank + a.qkRopeHeadDim, H) +
+        mat(a.numHeads * (a.qkNopeHeadDim + a.vHeadDim), a.kvLoraRank, 2) + mat(H, a.numHeads * a.vHeadDim);
+      kv += ctx * (a.kvLoraRank + a.qkRopeHeadDim) * 4;
+    }
+    const m = c.mlp[i];
+    if (m.kind === "dense") weights += 3 * mat(m.intermediateSize, H);
+    else {
+      const mm = m as MoeConfig;
+      weights += mat(mm.numExperts, H, 2);
+      // Each session reads its own top-k experts (the kernel does not merge sessions' experts).
+      weights += b * mm.topK * 3 * mat(mm.expertIntermediateSize, H) + 3 * mat(mm.sharedIntermediateSize, H);
+    }
+  });
+  return { weights, state, kv };
+}
+
+/** One measured configuration. */
+export interface DecodeResult {
+  model: string;
+  weights: "f16" | "int8";
+  batch: number;
+  context: number;
+  tokensPerSecond: number;
+  tokensPerSecondPerSession: number;
+  stepMs: number;
+  bytesPerStep: number;
+  bytesPerToken: number;
+  achievedGBs: number;
+  bandwidthRatio: number | null;
+  dispatchesPerStep: number;
+  measuredSteps: number;
+  error?: string;
+}
+
+/** Options of {@link runDecodeBench}. */
+export interface DecodeBenchOptions {
+  models: string[];
+  batches: number[];
+  contexts: number[];
+  /** Read bandwidth of the device in GB/s (for the ratio), if measured. */
+  bandwidthGBs: number | null;
+  /** Seconds each measurement should last (steady state, after warm-up). */
+  seconds: number;
+  warmupSteps: number;
+  stepsPerChunk: number;
+  maxInflight: number;
+  log: (line: string) => void;
+  onResult?: (r: DecodeResult) => void | Promise<void>;
+  /** Also time encoding vs GPU execution of this many steps (first context, each batch). */
+  diagnoseSteps?: number;
+  onDiagnosis?: (d: Record<string, unknown>) => void | Promise<void>;
+}
+
+async function generateAll(
+  backend: WebGpuBackend,
+  states: SessionState[],
+  maxTokens: number,
+  onToken: (t: number) => void,
+): Promise<void> {
+  await Promise.all(states.map(async (s, i) => {
+    const it = backend.generate(s, [1 + i], GREEDY, {
+      maxTokens,
+      stopIds: [],
+      firstPosition: s.position + 1,
+    });
+    for await (const _ of it) onToken(performance.now());
+  }));
+}
+
+/**
+ * Measure steady-state decode of `batch` sessions at `context`: two runs from fresh states, of
+ * N1 and N2 steps, each timed from the generate calls to the last token; the rate is
+ * (N2 − N1) / (T2 − T1), which cancels start-up and readback latency (tokens come back in
+ * batches, at Deno's 10 ms polling granularity).
+ */
+async function measure(
+  backend: WebGpuBackend,
+  batch: number,
+  context: number,
+  o: DecodeBenchOptions,
+): Promise<{ tps: number; steps: number; dispatches: number }> {
+  let states: SessionState[] = [];
+  const fresh = async (room: number) => {
+    for (const s of states) await backend.release(s, false);
+    states = [];
+    for (let i = 0; i < batch; i++) {
+      states.push(await backend.randomResidentState(context, context + room, 1000 + i));
+    }
+  };
+  const timed = async (n: number) => {
+    await fresh(n + 8);
+    const t0 = performance.now();
+    await generateAll(backend, states, n, () => {});
+    return (performance.now() - t0) / 1000;
+  };
+  const n1 = Math.max(2 * o.stepsPerChunk, o.warmupSteps);
+  await timed(n1); // warm-up (pipelines, clocks)
+  const t1 = await timed(n1);
+  // Size the long run from an upper bound of the step time so it stays within budget.
+  const n2 = n1 + Math.max(2 * o.stepsPerChunk, Math.min(1024, Math.round(o.seconds / (t1 / n1))));
+  const t2 = await timed(n2);
+  const tps = (batch * (n2 - n1)) / Math.max(1e-6, t2 - t1);
+  const stats = await backend.stats();
+  for (const s of states) await backend.release(s, false);
+  return { tps, steps: n2 - n1, dispatches: stats.dispatchesPerStep };
+}
+
+/**
+ * Parse a model spec: `key[@f16|@int8][/batches/contexts]`, e.g. `qwen3.5-0.8b@int8/1+32/1k+32k`
+ * (the lists override the global --batch and --context for that model).
+ */
+export function parseModelSpec(
+  spec: string,
+): { key: string; weights: "f16" | "int8"; batches?: number[]; contexts?: number[] } {
+  const [head, b, c] = spec.split("/");
+  const [key, fmt = "f16"] = head.split("@");
+  if (!MODELS[key]) throw new Error(`unknown model "${key}" (known: ${Object.keys(MODELS).join(", ")})`);
+  if (fmt !== "f16" && fmt !== "int8") throw new Error(`unknown weight format "${fmt}" (f16 or int8)`);
+  const list = (x?: string) => x ? x.split("+").map(parseSize) : undefined;
+  return { key, weights: fmt, batches: list(b), contexts: list(c) };
+}
+
+/** "1k" → 1024, "32k" → 32768, "4096" → 4096. */
+export function parseSize(s: string): number {
+  const m = s.trim().toLowerCase().match(/^(\d+(?:\.\d+)?)(k|m)?$/);
+  if (!m) throw new Error(`bad size "${s}" (use e.g. 1k, 32k, 4096)`);
+  return Math.round(Number(m[1]) * (m[2] === "k" ? 1024 : m[2] === "m" ? 1048576 : 1));
+}
+
+/** Run the decode benchmark over models × batches × contexts. */
+export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResult[]> {
+  const results: DecodeResult[] = [];
+  for (const spec of o.models) {
+    const parsed = parseModelSpec(spec);
+    const { key, weights } = parsed;
+    const batches = parsed.batches ?? o.batches, contexts = parsed.contexts ?? o.contexts;
+    const maxBatch = Math.max(...batches);
+    const m = MODELS[key];
+    const config = parseModelConfig(m.raw, `${key}/config.json`);
+    const t0 = performance.now();
+    let backend: WebGpuBackend;
+    try {
+      backend = await createSyntheticWebGpuBackend(config, 7, {
+        weights,
+        maxSlots: maxBatch,
+        maxBatch,
+        groupSlots: maxBatch,
+      });
+    } catch (e) {
+      o.log(`${m.name} ${weights}: setup failed: ${(e as Error).message}`);
+      for (const b of batches) {
+        for (const ctx of contexts) {
+          const r = failed(m.name, weights, b, ctx, (e as Error).message);
+          results.push(r);
+          await o.onResult?.(r);
+        }
+      }
+      continue;
+    }
+    await backend.tune({ stepsPerChunk: o.stepsPerChunk, maxInflight: o.maxInflight });
+    o.log(
+      `${m.name} ${weights}: ready in ${
+        ((performance.now() - t0) / 1000).toFixed(1)
+      } s on ${backend.info.adapter}, ` +
+        `${(backend.info.bytesAllocated / 2 ** 30).toFixed(2)} GiB`,
+    );
+    for (const ctx of contexts) {
+      try {
+        await backend.reserve(ctx + 2200, maxBatch);
+      } catch (e) {
+        o.log(`  reserve ${ctx}: ${(e as Error).message}`);
+      }
+      for (const b of batches) {
+        if (o.diagnoseSteps && ctx === contexts[0]) {
+          try {
+            const states: SessionState[] = [];
+            for (let i = 0; i < b; i++) {
+              states.push(await backend.randomResidentState(ctx, ctx + 2 * o.diagnoseSteps + 8, 500 + i));
+            }
+            const d = await backend.diagnose(states, o.diagnoseSteps);
+            for (const s of states) await backend.release(s, false);
+            const line = { model: m.name, weights, batch: b, context: ctx, ...d };
+            o.log(`  diagnose ${JSON.stringify(line)}`);
+            await o.onDiagnosis?.(line);
+          } catch (e) {
+            o.log(`  diagnose failed: ${(e as Error).message}`);
+          }
+        }
+        let r: DecodeResult;
+        try {
+          const { tps, steps, dispatches } = await measure(backend, b, ctx, o);
+          const by = stepBytes(config, weights, b, ctx);
+          const perStep = by.weights + b * (by.state + by.kv);
+          const stepS = b / tps;
+          const gbs = perStep / stepS / 1e9;
+          r = {
+            model: m.name,
+            weights,
+            batch: b,
+            context: ctx,
+            tokensPerSecond: tps,
+            tokensPerSecondPerSession: tps / b,
+            stepMs: stepS * 1000,
+            bytesPerStep: perStep,
+            bytesPerToken: perStep / b,
+            achievedGBs: gbs,
+            bandwidthRatio: o.bandwidthGBs ? gbs / o.bandwidthGBs : null,
+            dispatchesPerStep: dispatches,
+            measuredSteps: steps,
+          };
+          o.log(
+            `  b=${b} ctx=${ctx}: ${tps.toFixed(1)} tok/s (${(stepS * 1000).toFixed(2)} ms/step, ` +
+              `${(perStep / 1e9).toFixed(3)} GB/step, ${gbs.toFixed(0)} GB/s, ${dispatches} dispatches/step)`,
+          );
+        } catch (e) {
+          r = failed(m.name, weights, b, ctx, (e as Error).message);
+          o.log(`  b=${b} ctx=${ctx}: failed: ${(e as Error).message}`);
+        }
+        results.push(r);
+        await o.onResult?.(r);
+      }
+    }
+    backend.dispose();
+  }
+  return results;
+}
+
+function failed(
+  model: string,
+  weights: "f16" | "int8",
+  batch: number,
+  context: number,
+  error: string,
+): DecodeResult {
+  return {
+    model,
+    weights,
+    batch,
+    context,
+    tokensPerSecond: 0,
+    tokensPerSecondPerSession: 0,
+    stepMs: 0,
+    bytesPerStep: 0,
+    bytesPerToken: 0,
+    achievedGBs: 0,
+    bandwidthRatio: null,
+    dispatchesPerStep: 0,
+    measuredSteps: 0,
+    error,
+  };
+}
+
+/** Measure the device's read bandwidth (GB/s) with a streaming-read kernel over `mib` MiB. */
+export async function measureReadBandwidth(
+  mib = 1024,
+  reps = 64,
+): Promise<{ adapter: string; readGBs: number; copyGBs: number } | null> {
+  const adapter = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) return null;
+  const size = Math.min(mib * 2 ** 20, adapter.limits.maxStorageBufferBindingSize - 16) & ~0xfff;
+  const device = await adapter.requestDevice({
+    requiredLimits: {
+      maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+      maxBufferSize: adapter.limits.maxBufferSize,
+    },
+  });
+  const code = `
+@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> dst: array<vec4<u32>>;
+@group(0) @binding(2) var<uniform> mode: vec4<u32>;
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
+  let total = arrayLength(&src);
+  let stride = n.x * 256u;
+  var acc = vec4<u32>(0u);
+  for (var i = g.x; i < total; i += stride) {
+    if (mode.x == 1u) { dst[i] = src[i]; } else { acc ^= src[i]; }
+  }
+  if (mode.x == 0u && acc.x == 0xdeadbeefu) { dst[0] = acc; }
+}`;
+  const module = device.createShaderModule({ code });
+  const pipeline = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+  const src = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+  const dst = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE });
+  // Non-zero contents: fill src with a pattern through one copy of a small written buffer.
+  const pattern = new Uint32Array(1 << 20).map((_, i) => Math.imul(i, 2654435761) >>> 0);
+  for (let off = 0; off < size; off += pattern.byteLength) {
+    device.queue.writeBuffer(src, off, pattern, 0, Math.min(pattern.length, (size - off) / 4));
+  }
+  const run = async (m: number, n: number) => {
+    const u = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    device.queue.writeBuffer(u, 0, new Uint32Array([m, 0, 0, 0]));
+    const bind = device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [{ binding: 0, resource: { buffer: src } }, { binding: 1, resource: { buffer: dst } }, {
+        binding: 2,
+        resource: { buffer: u },
+      }],
+    });
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bind);
+    for (let i = 0; i < n; i++) pass.dispatchWorkgroups(Math.min(65535, Math.ceil(size / 16 / 256 / 8)));
+    pass.end();
+    device.queue.submit([enc.finish()]);
+    await device.queue.onSubmittedWorkDone();
+  };
+  await run(0, 2);
+  let t = performance.now();
+  await run(0, reps);
+  const readGBs = (size * reps) / ((performance.now() - t) / 1000) / 1e9;
+  await run(1, 2);
+  t = performance.now();
+  await run(1, reps);
+  const copyGBs = (2 * size * reps) / ((performance.now() - t) / 1000) / 1e9;
+  const name = adapter.info.description || adapter.info.device;
+  device.destroy();
+  return { adapter: name, readGBs, copyGBs };
+}
+
+/** A markdown table of results. */
+export function markdownTable(results: DecodeResult[]): string {
+  const lines = [
+    "| model | weights | batch | context | tokens/s (all) | tokens/s per session | ms/step | MB read/token | GB/s achieved | of measured BW | dispatches/step |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  ];
+  for (const r of results) {
+    if (r.error) {
+      lines.push(
+        `| ${r.model} | ${r.weights} | ${r.batch} | ${r.context} | failed: ${
+          r.error.replace(/\|/g, "/").slice(0, 120)
+        } | | | | | | |`,
+      );
+      continue;
+    }
+    lines.push(
+      `| ${r.model} | ${r.weights} | ${r.batch} | ${r.context} | ${r.tokensPerSecond.toFixed(1)} | ${
+        r.tokensPerSecondPerSession.toFixed(1)
+      } | ` +
+        `${r.stepMs.toFixed(2)} | ${(r.bytesPerToken / 1e6).toFixed(1)} | ${r.achievedGBs.toFixed(0)} | ` +
+        `${
+          r.bandwidthRatio === null ? "—" : `${(r.bandwidthRatio * 100).toFixed(0)}%`
+        } | ${r.dispatchesPerStep} |`,
+    );
+  }
+  return lines.join("\n");
+}

@@ -1,0 +1,101 @@
+/**
+ * `deno task bench`: the decode benchmark of the WebGPU backend (see bench/decode.ts).
+ *
+ *   deno task bench --backend webgpu --models qwen3.5-0.8b,qwen3.5-0.8b@int8,qwen3.5-9b,kimi-48b \
+ *     --batch 1,8,32 --context 1k,32k --out bench/out
+ *
+ * A model may carry its own lists: `qwen3.5-9b/1+32/1k` (batches 1 and 32 at context 1k).
+ *
+ * Writes `decode.json` and `decode.md` into `--out` (default bench/out) and prints the table.
+ */
+import { parseArgs } from "node:util";
+import {
+  type DecodeResult,
+  markdownTable,
+  measureReadBandwidth,
+  parseSize,
+  runDecodeBench,
+} from "./decode.ts";
+
+function sizes(list: string): number[] {
+  return list.split(",").filter(Boolean).map(parseSize);
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      backend: { type: "string", default: "webgpu" },
+      models: { type: "string", default: "qwen3.5-0.8b,qwen3.5-0.8b@int8,qwen3.5-9b,kimi-48b" },
+      batch: { type: "string", default: "1,8,32" },
+      context: { type: "string", default: "1k,32k" },
+      out: { type: "string", default: "bench/out" },
+      seconds: { type: "string", default: "1.5" },
+      warmup: { type: "string", default: "24" },
+      chunk: { type: "string", default: "16" },
+      inflight: { type: "string", default: "4" },
+      diagnose: { type: "string", default: "0" },
+    },
+  });
+  if (values.backend !== "webgpu") {
+    console.error("only --backend webgpu is benchmarked (the CPU backend is the f32 reference)");
+    return 2;
+  }
+  const started = new Date().toISOString();
+  const bw = await measureReadBandwidth();
+  if (!bw) {
+    console.error("no WebGPU adapter");
+    return 1;
+  }
+  console.log(
+    `device: ${bw.adapter}; streaming read ${bw.readGBs.toFixed(0)} GB/s, copy ${
+      bw.copyGBs.toFixed(0)
+    } GB/s (read + write)`,
+  );
+  await Deno.mkdir(values.out!, { recursive: true });
+  const results: DecodeResult[] = [];
+  const diagnoses: Record<string, unknown>[] = [];
+  const write = async () => {
+    const doc = {
+      started,
+      device: bw.adapter,
+      readBandwidthGBs: bw.readGBs,
+      copyBandwidthGBs: bw.copyGBs,
+      command: `deno task bench ${Deno.args.join(" ")}`,
+      results,
+      diagnoses,
+    };
+    await Deno.writeTextFile(`${values.out}/decode.json`, JSON.stringify(doc, null, 2));
+    await Deno.writeTextFile(
+      `${values.out}/decode.md`,
+      `Device: ${bw.adapter}. Measured streaming read ${bw.readGBs.toFixed(0)} GB/s, copy ${
+        bw.copyGBs.toFixed(0)
+      } GB/s.\n\n` +
+        markdownTable(results) + "\n",
+    );
+  };
+  await runDecodeBench({
+    models: values.models!.split(",").filter(Boolean),
+    batches: sizes(values.batch!),
+    contexts: sizes(values.context!),
+    bandwidthGBs: bw.readGBs,
+    seconds: Number(values.seconds),
+    warmupSteps: Number(values.warmup),
+    stepsPerChunk: Number(values.chunk),
+    maxInflight: Number(values.inflight),
+    log: (l) => console.log(l),
+    diagnoseSteps: Number(values.diagnose) || undefined,
+    onDiagnosis: async (d) => {
+      diagnoses.push(d);
+      await write();
+    },
+    onResult: async (r) => {
+      results.push(r);
+      await write();
+    },
+  });
+  console.log("\n" + markdownTable(results));
+  return results.some((r) => r.error) ? 1 : 0;
+}
+
+if (import.meta.main) Deno.exit(await main());

@@ -1,0 +1,276 @@
+// Token selection on the GPU, one workgroup per batch entry, with the semantics of
+// sampleToken() in src/engine/sampling.ts: greedy = argmax (lowest id on ties); otherwise the
+// candidates are the logits in descending order (ties: lower id first), cut to top-k, weighted
+// exp((l - max)/T), cut to the shortest prefix holding top-p of the mass, and the token is where
+// the running sum first exceeds u·mass, u = uniform(seed, position). No sort: every "position in
+// sorted order" is found by a radix descent over order-preserving u32 keys of the logits
+// (8-bit digits with counts for top-k, 4-bit digits with per-thread mass bins for the prefix
+// sums), then ties on the found key are ranked by id. Each pass reads the logits once; about
+// 28 passes in all, so one invocation loops ~28·V/256 times (below Mesa's 65,535 cap for
+// V ≤ ~500k; the engine checks this bound at load).
+//
+// After choosing, thread 0 writes the token where the next step's embedding gather reads it,
+// appends it to the slot's output ring, advances the position and sets the stop flag (stop id
+// or max tokens). ENTRY ADVANCE only advances positions (steps that feed a prompt).
+#include "common.wgsl"
+
+const RING: u32 = {{RING}}u;
+@group(0) @binding(0) var<storage, read> step: array<u32>;
+@group(0) @binding(1) var<storage, read_write> slots: array<u32>;
+
+#if ADVANCE
+@compute @workgroup_size(1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>) {
+  let h = step[ST_ENTRIES + 4u * wid.x] * SLOT_WORDS;
+  if (slots[h + SH_DONE] == 0u) { slots[h + SH_POS] += 1u; }
+}
+#endif
+
+#if SAMPLE
+const V: u32 = {{V}}u;
+const LSTRIDE: u32 = {{LSTRIDE}}u;
+const WG: u32 = 256u;
+const PER: u32 = (V + WG - 1u) / WG;
+const NEG: f32 = -3.0e38;
+const ALL: u32 = 0xffffffffu;
+
+@group(0) @binding(2) var<storage, read> logits: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ring: array<u32>;
+
+var<workgroup> hist: array<atomic<u32>, 256>;
+var<workgroup> rf: array<f32, 4352>;   // 17 · WG: mass bins + "above"
+var<workgroup> ru: array<u32, WG>;
+var<workgroup> wDone: u32;
+var<workgroup> wTemp: u32;
+var<workgroup> wTopK: u32;
+var<workgroup> wTopP: u32;
+var<workgroup> wPrefix: u32;
+var<workgroup> wCount: u32;
+var<workgroup> wRes: u32;
+var<workgroup> wRank: u32;
+var<workgroup> wMass: f32;
+
+// Candidate filter: key above k1 (ties up to id c1) and above k2 (ties up to id c2).
+struct Pred { k1: u32, c1: u32, k2: u32, c2: u32 }
+
+fn key_of(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  return select(b ^ 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+fn val_of(k: u32) -> f32 { return bitcast<f32>(select(~k, k ^ 0x80000000u, (k & 0x80000000u) != 0u)); }
+fn keep(key: u32, i: u32, p: Pred) -> bool {
+  return (key > p.k1 || (key == p.k1 && i <= p.c1)) && (key > p.k2 || (key == p.k2 && i <= p.c2));
+}
+
+fn sum_f(v: f32, l: u32) -> f32 {
+  rf[l] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (l < s) { rf[l] += rf[l + s]; }
+    workgroupBarrier();
+  }
+  let r = rf[0];
+  workgroupBarrier();
+  return r;
+}
+
+// The r-th (0-based, clamped to the count) element in id order with key == kappa that passes p.
+// Threads own contiguous id ranges here so that id order is thread order. Sets wRank.
+fn nth_tie(base: u32, kappa: u32, r: u32, p: Pred, l: u32) -> u32 {
+  let lo = l * PER;
+  var cnt = 0u;
+  for (var k = 0u; k < PER; k++) {
+    let i = lo + k;
+    if (i < V) { if (key_of(logits[base + i]) == kappa && keep(kappa, i, p)) { cnt++; } }
+  }
+  ru[l] = cnt;
+  workgroupBarrier();
+  if (l == 0u) {
+    var acc = 0u;
+    for (var t = 0u; t < WG; t++) { let c = ru[t]; ru[t] = acc; acc += c; }
+    wCount = acc;
+    wRes = 0u;
+    wRank = min(r, max(acc, 1u) - 1u);
+  }
+  workgroupBarrier();
+  let rr = wRank;
+  let ex = ru[l];
+  if (rr >= ex && rr < ex + cnt) {
+    var seen = 0u;
+    for (var k = 0u; k < PER; k++) {
+      let i = lo + k;
+      if (i < V) {
+        if (key_of(logits[base + i]) == kappa && keep(kappa, i, p)) {
+          if (seen == rr - ex) { wRes = i; }
+          seen++;
+        }
+      }
+    }
+  }
+  return workgroupUniformLoad(&wRes);
+}
+
+// First element in sorted order whose inclusive running mass reaches `goal` (≥, or > when
+// `strict`), among elements passing p. Returns its id; wPrefix = its key, wMass = running mass
+// including it.
+fn crossing(base: u32, mx: f32, T: f32, goal: f32, strict: bool, p: Pred, l: u32) -> u32 {
+  var prefix = 0u;
+  for (var d = 0u; d < 8u; d++) {
+    let shift = 28u - 4u * d;
+    var bins = array<f32, 16>();
+    var ab = 0.0;
+    for (var k = 0u; k < PER; k++) {
+      let i = l + k * WG;
+      if (i < V) {
+        let x = logits[base + i];
+        let key = key_of(x);
+        if (keep(key, i, p)) {
+          let pr = exp((x - mx) / T);
+          if (d == 0u) {
+            bins[key >> 28u] += pr;
+          } else {
+            let hi = key >> (shift + 4u);
+            if (hi > prefix) { ab += pr; } else if (hi == prefix) { bins[(key >> shift) & 15u] += pr; }
+          }
+        }
+      }
+    }
+    for (var j = 0u; j < 16u; j++) { rf[j * WG + l] = bins[j]; }
+    rf[16u * WG + l] = ab;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+      if (l < s) { for (var j = 0u; j < 17u; j++) { rf[j * WG + l] += rf[j * WG + l + s]; } }
+      workgroupBarrier();
+    }
+    if (l == 0u) {
+      var cum = rf[16u * WG];
+      var chosen = 0u;
+      for (var dv = 15i; dv >= 0i; dv--) {
+        let a = cum + rf[u32(dv) * WG];
+        if ((strict && a > goal) || (!strict && a >= goal)) { chosen = u32(dv); break; }
+        if (dv > 0i) { cum = a; }
+      }
+      wPrefix = (prefix << 4u) | chosen;
+      wMass = cum;   // mass strictly above the chosen key so far
+    }
+    prefix = workgroupUniformLoad(&wPrefix);
+  }
+  let kappa = prefix;
+  let above = workgroupUniformLoad(&wMass);
+  let ps = exp((val_of(kappa) - mx) / T);
+  let need = (goal - above) / ps;
+  var r: u32;
+  if (strict) { r = u32(max(floor(need), 0.0)); } else { r = u32(max(ceil(need), 1.0)) - 1u; }
+  let id = nth_tie(base, kappa, r, p, l);
+  if (l == 0u) { wMass = above + f32(wRank + 1u) * ps; wPrefix = kappa; }
+  workgroupBarrier();
+  return id;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+  let b = wid.x;
+  let slot = step[ST_ENTRIES + 4u * b];
+  let hdr = slot * SLOT_WORDS;
+  if (l == 0u) {
+    wDone = slots[hdr + SH_DONE];
+    wTemp = slots[hdr + SH_TEMP];
+    wTopK = slots[hdr + SH_TOPK];
+    wTopP = slots[hdr + SH_TOPP];
+  }
+  if (workgroupUniformLoad(&wDone) != 0u) { return; }
+  let T = bitcast<f32>(workgroupUniformLoad(&wTemp));
+  let topk = workgroupUniformLoad(&wTopK);
+  let topp = bitcast<f32>(workgroupUniformLoad(&wTopP));
+  let base = b * LSTRIDE;
+
+  // Max and argmax (lowest id among equal maxima).
+  var bv = NEG;
+  var bi = ALL;
+  for (var k = 0u; k < PER; k++) {
+    let i = l + k * WG;
+    if (i < V) { let x = logits[base + i]; if (x > bv) { bv = x; bi = i; } }
+  }
+  rf[l] = bv;
+  ru[l] = bi;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (l < s) {
+      let ov = rf[l + s];
+      let oi = ru[l + s];
+      if (ov > rf[l] || (ov == rf[l] && oi < ru[l])) { rf[l] = ov; ru[l] = oi; }
+    }
+    workgroupBarrier();
+  }
+  let mx = rf[0];
+  var token = ru[0];
+  workgroupBarrier();
+
+  if (T > 0.0) {
+    let all = Pred(0u, ALL, 0u, ALL);
+    var pk = all;
+    if (topk > 0u && topk < V) {
+      // Radix select of the topk-th largest key, 8 bits at a time.
+      var prefix = 0u;
+      var above = 0u;
+      for (var d = 0u; d < 4u; d++) {
+        let shift = 24u - 8u * d;
+        atomicStore(&hist[l], 0u);
+        workgroupBarrier();
+        for (var k = 0u; k < PER; k++) {
+          let i = l + k * WG;
+          if (i < V) {
+            let key = key_of(logits[base + i]);
+            if (d == 0u || (key >> (shift + 8u)) == prefix) { atomicAdd(&hist[(key >> shift) & 255u], 1u); }
+          }
+        }
+        workgroupBarrier();
+        if (l == 0u) {
+          var cum = above;
+          var chosen = 0u;
+          for (var dv = 255i; dv >= 0i; dv--) {
+            let c = atomicLoad(&hist[u32(dv)]);
+            if (cum + c >= topk) { chosen = u32(dv); break; }
+            cum += c;
+          }
+          wPrefix = (prefix << 8u) | chosen;
+          wCount = cum;
+        }
+        prefix = workgroupUniformLoad(&wPrefix);
+        above = workgroupUniformLoad(&wCount);
+      }
+      let cut = nth_tie(base, prefix, topk - above - 1u, all, l);
+      pk = Pred(prefix, cut, 0u, ALL);
+    }
+    var tot = 0.0;
+    for (var k = 0u; k < PER; k++) {
+      let i = l + k * WG;
+      if (i < V) { let x = logits[base + i]; if (keep(key_of(x), i, pk)) { tot += exp((x - mx) / T); } }
+    }
+    let total = sum_f(tot, l);
+    var kept = pk;
+    var mass = total;
+    if (topp < 1.0) {
+      let e = crossing(base, mx, T, topp * total, false, pk, l);
+      kept = Pred(pk.k1, pk.c1, workgroupUniformLoad(&wPrefix), e);
+      mass = workgroupUniformLoad(&wMass);
+    }
+    if (l == 0u) { wRes = slots[hdr + SH_SEED]; wRank = slots[hdr + SH_CBASE] + slots[hdr + SH_GEN]; }
+    let seed = workgroupUniformLoad(&wRes);
+    let counter = workgroupUniformLoad(&wRank);
+    token = crossing(base, mx, T, uniform01(seed, counter) * mass, true, kept, l);
+  }
+
+  if (l == 0u) {
+    slots[hdr + SH_TOKEN] = token;
+    let gen = slots[hdr + SH_GEN];
+    ring[slot * RING + gen % RING] = token;
+    slots[hdr + SH_GEN] = gen + 1u;
+    slots[hdr + SH_POS] += 1u;
+    var stop = gen + 1u >= slots[hdr + SH_MAXTOK];
+    let ns = min(slots[hdr + SH_NSTOP], MAX_STOPS);
+    for (var s = 0u; s < ns; s++) { if (slots[hdr + SH_STOPS + s] == token) { stop = true; } }
+    if (stop) { slots[hdr + SH_DONE] = 1u; }
+  }
+}
+#endif

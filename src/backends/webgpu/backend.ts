@@ -1,0 +1,513 @@
+/**
+ * The WebGPU backend as the engine sees it. This object lives on the main thread and proxies to
+ * a Worker that owns the GPUDevice (so waiting for the GPU never blocks HTTP handling).
+ *
+ * Session states are device-resident: the first time a state is used it is uploaded into a GPU
+ * slot; `forward` then leaves the CPU copy current (it downloads what changed), while `generate`
+ * runs entirely on the GPU and leaves the CPU copy stale until {@link WebGpuBackend.syncState}.
+ * `state.position` is always kept current. Slots are recycled least-recently-used (syncing a
+ * stale state before it is dropped) and freed when their state object is garbage-collected.
+ * @module
+ */
+import type { ModelConfig } from "../../model/config.ts";
+import type { Checkpoint } from "../../model/safetensors.ts";
+import type { InferenceBackend } from "../../engine/backend.ts";
+import type { ForwardOptions, ForwardResult } from "../../engine/forward.ts";
+import type { SamplingParams } from "../../engine/sampling.ts";
+import type { FinishReason } from "../../engine/session.ts";
+import { createState, type KvRows, type SessionState } from "../../engine/state.ts";
+import { CapsuleError, type ErrorCode } from "../../errors.ts";
+import type { EngineStats, WireState } from "./gpu_engine.ts";
+import type { GenEvent, InitReply, Reply, Request, Results, WireError, WorkerSource } from "./protocol.ts";
+import type { RuntimeOptions } from "./runtime.ts";
+
+/** Options of {@link createWebGpuBackend}. */
+export interface WebGpuBackendOptions extends Partial<Omit<RuntimeOptions, "weights">> {
+  /** Storage of the large weight matrices (default f16). */
+  weights?: "f16" | "int8";
+  /** Test hook: behave as if no GPU adapter existed. */
+  forceNoAdapter?: boolean;
+}
+
+/** Options of {@link WebGpuBackend.generate}. */
+export interface GpuGenerateOptions {
+  maxTokens: number;
+  stopIds: number[];
+  /** Absolute position of the first generated token (its RNG counter). */
+  firstPosition: number;
+  signal?: AbortSignal;
+}
+
+interface Resident {
+  slot: number;
+  stale: boolean;
+  busy: boolean;
+  position: number;
+  ref: WeakRef<SessionState>;
+  lastUse: number;
+}
+
+type Pending = { resolve: (v: unknown) => void; reject: (e: unknown) => void };
+
+function toError(e: WireError): CapsuleError {
+  return new CapsuleError(e.code as ErrorCode, e.message);
+}
+
+/** Async queue of generation events. */
+class Channel<T> {
+  #items: T[] = [];
+  #wait: ((v: T) => void) | null = null;
+  push(v: T): void {
+    if (this.#wait) {
+      const w = this.#wait;
+      this.#wait = null;
+      w(v);
+    } else this.#items.push(v);
+  }
+  next(): Promise<T> {
+    const v = this.#items.shift();
+    if (v !== undefined) return Promise.resolve(v);
+    return new Promise((r) => this.#wait = r);
+  }
+}
+
+/** The WebGPU backend (main-thread side). */
+export class WebGpuBackend implements InferenceBackend {
+  readonly name = "webgpu" as const;
+  readonly config: ModelConfig;
+  /** Prompts are fed as repeated decode steps on this backend. */
+  readonly prefillMode = "recurrent";
+  /** Adapter description, loop cap and memory, once initialised. */
+  info!: InitReply;
+  readonly #worker: Worker;
+  readonly #pending = new Map<number, Pending>();
+  readonly #gens = new Map<number, Channel<GenEvent>>();
+  readonly #resident = new WeakMap<SessionState, Resident>();
+  readonly #live = new Set<Resident>();
+  readonly #registry: FinalizationRegistry<Resident>;
+  #nextId = 1;
+  #clock = 0;
+  #disposed = false;
+
+  constructor(config: ModelConfig, worker: Worker) {
+    this.config = config;
+    this.#worker = worker;
+    this.#registry = new FinalizationRegistry((r) => {
+      if (this.#live.delete(r) && !this.#disposed) this.#call("free", { slot: r.slot }).catch(() => {});
+    });
+    worker.onmessage = (e: MessageEvent<Reply | GenEvent>) => this.#onMessage(e.data);
+    worker.onerror = (e) => {
+      e.preventDefault();
+      this.#failAll(new CapsuleError("internal", `WebGPU worker failed: ${e.message}`));
+    };
+  }
+
+  #onMessage(m: Reply | GenEvent): void {
+    if ("id" in m) {
+      const p = this.#pending.get(m.id);
+      if (!p) return;
+      this.#pending.delete(m.id);
+      if (m.ok) p.resolve(m.result);
+      else p.reject(toError(m.error));
+    } else {
+      this.#gens.get(m.gen)?.push(m);
+    }
+  }
+
+  #failAll(e: CapsuleError): void {
+    for (const p of this.#pending.values()) p.reject(e);
+    this.#pending.clear();
+    for (const [gen, ch] of this.#gens) ch.push({ gen, error: { code: e.code, message: e.message } });
+  }
+
+  #call<K extends keyof Results>(
+    op: K,
+    args: Record<string, unknown>,
+    transfer: ArrayBuffer[] = [],
+  ): Promise<Results[K]> {
+    if (this.#disposed) {
+      return Promise.reject(new CapsuleError("internal", "the WebGPU backend was disposed"));
+    }
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.#worker.postMessage({ id, op, ...args } as Request, transfer);
+    });
+  }
+
+  /** Start the worker's device and load the model. */
+  async init(source: WorkerSource, opts: WebGpuBackendOptions): Promise<void> {
+    const { forceNoAdapter, weights, ...rest } = opts;
+    this.info = await this.#call("init", {
+      config: this.config,
+      source,
+      options: { ...rest, weights: weights ?? "f16" },
+      forceNoAdapter,
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Residency
+  // ---------------------------------------------------------------------------------------
+
+  async #allocSlot(): Promise<number> {
+    if (this.#live.size >= this.info.maxSlots) {
+      const victim = [...this.#live].filter((r) => !r.busy).sort((a, b) => a.lastUse - b.lastUse)[0];
+      if (!victim) {
+        throw new CapsuleError("internal", `all ${this.info.maxSlots} GPU session slots are busy generating`);
+      }
+      const st = victim.ref.deref();
+      if (st && victim.stale) await this.#sync(st, victim);
+      this.#live.delete(victim);
+      if (st) {
+        this.#resident.delete(st);
+        this.#registry.unregister(victim);
+      }
+      await this.#call("free", { slot: victim.slot });
+    }
+    return await this.#call("alloc", {});
+  }
+
+  async #acquire(state: SessionState): Promise<Resident> {
+    let r = this.#resident.get(state);
+    if (r) {
+      if (r.busy) {
+        throw new CapsuleError("state_mismatch", "this session state is in use by a running generation");
+      }
+      if (state.position !== r.position) {
+        if (r.stale) {
+          throw new CapsuleError(
+            "state_mismatch",
+            "a GPU-resident state was modified on the CPU without syncState()",
+          );
+        }
+        await this.#call("upload", { slot: r.slot, state: toWire(state, 0) });
+        r.position = state.position;
+      }
+      r.lastUse = ++this.#clock;
+      return r;
+    }
+    const slot = await this.#allocSlot();
+    await this.#call("upload", { slot, state: toWire(state, 0) });
+    r = {
+      slot,
+      stale: false,
+      busy: false,
+      position: state.position,
+      ref: new WeakRef(state),
+      lastUse: ++this.#clock,
+    };
+    this.#resident.set(state, r);
+    this.#live.add(r);
+    this.#registry.register(state, r, r);
+    return r;
+  }
+
+  async #sync(state: SessionState, r: Resident): Promise<void> {
+    const wire = await this.#call("download", { slot: r.slot, fromRow: cpuRows(state) });
+    applyWire(state, wire);
+    r.stale = false;
+    r.position = state.position;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // InferenceBackend
+  // ---------------------------------------------------------------------------------------
+
+  /** Consume `ids` (as decode steps on the GPU), continuing `state`; the CPU copy is left current. */
+  async forward(
+    state: SessionState,
+    ids: ArrayLike<number>,
+    opts: ForwardOptions = {},
+  ): Promise<ForwardResult> {
+    const V = this.config.vocabSize;
+    const list = Array.from(ids);
+    list.forEach((id, t) => {
+      if (!Number.isInteger(id) || id < 0 || id >= V) {
+        throw new CapsuleError("invalid_token_id", `token id ${id} at index ${t} is outside 0..${V - 1}`);
+      }
+    });
+    if (list.length === 0) {
+      return { logits: new Float32Array(0), hidden: opts.captureHidden ? [] : undefined };
+    }
+    const r = await this.#acquire(state);
+    r.busy = true;
+    try {
+      const res = await this.#call("forward", {
+        req: {
+          slot: r.slot,
+          ids: list,
+          logits: opts.logits ?? "last",
+          captureHidden: !!opts.captureHidden,
+          download: cpuRows(state),
+        },
+      });
+      applyWire(state, res.state!);
+      r.stale = false;
+      r.position = state.position;
+      r.lastUse = ++this.#clock;
+      return { logits: res.logits, hidden: res.hidden };
+    } finally {
+      r.busy = false;
+    }
+  }
+
+  /**
+   * Feed `pending`, then sample up to `maxTokens` tokens on the GPU, yielding them as they come
+   * back (in batches). Concurrent calls for different sessions share decode steps. After an
+   * abort, tokens the GPU had already produced are still yielded (the state consumed them), then
+   * "abort" is returned. The CPU copy of the state is stale afterwards (see syncState).
+   */
+  async *generate(
+    state: SessionState,
+    pending: number[],
+    params: SamplingParams,
+    opts: GpuGenerateOptions,
+  ): AsyncGenerator<number, FinishReason> {
+    if (opts.maxTokens <= 0) return "length";
+    if (opts.signal?.aborted) return "abort";
+    const r = await this.#acquire(state);
+    r.busy = true;
+    const gen = this.#nextId++;
+    const ch = new Channel<GenEvent>();
+    this.#gens.set(gen, ch);
+    const pos0 = state.position;
+    let produced = 0;
+    let finished = false;
+    const onAbort = () => void this.#call("abort", { slot: r.slot }).catch(() => {});
+    try {
+      await this.#call("generate", {
+        gen,
+        req: {
+          slot: r.slot,
+          pending,
+          temperature: params.temperature,
+          topK: params.topK,
+          topP: params.topP,
+          seed: params.seed,
+          maxTokens: opts.maxTokens,
+          stopIds: opts.stopIds,
+          firstPosition: opts.firstPosition,
+        },
+      });
+      r.stale = true;
+      opts.signal?.addEventListener("abort", onAbort, { once: true });
+      for (;;) {
+        const ev = await ch.next();
+        if ("error" in ev) throw toError(ev.error);
+        if ("tokens" in ev) {
+          for (const t of ev.tokens) {
+            produced++;
+            state.position = pos0 + pending.length - 1 + produced;
+            r.position = state.position;
+            yield t;
+          }
+        } else {
+          finished = true;
+          state.position = ev.position;
+          r.position = ev.position;
+          return ev.finish;
+        }
+      }
+    } finally {
+      opts.signal?.removeEventListener("abort", onAbort);
+      if (!finished && !this.#disposed) {
+        // The consumer stopped early: stop the GPU and wait until the slot is quiet.
+        onAbort();
+        for (;;) {
+          const ev = await ch.next();
+          if (!("tokens" in ev)) {
+            if ("finish" in ev) {
+              state.position = ev.position;
+              r.position = ev.position;
+            }
+            break;
+          }
+        }
+      }
+      this.#gens.delete(gen);
+      r.busy = false;
+      r.lastUse = ++this.#clock;
+    }
+  }
+
+  /**
+   * Make the CPU copy of a device-resident state current (bit-exact GPU → CPU). With `force`,
+   * the whole state is downloaded again even when the CPU copy is believed current.
+   */
+  async syncState(state: SessionState, opts: { force?: boolean } = {}): Promise<void> {
+    const r = this.#resident.get(state);
+    if (!r || (!r.stale && !opts.force)) return;
+    if (r.busy) throw new CapsuleError("state_mismatch", "cannot sync a state while it is generating");
+    r.busy = true;
+    try {
+      if (opts.force) {
+        const wire = await this.#call("download", { slot: r.slot, fromRow: 0 });
+        applyWire(state, wire);
+        r.stale = false;
+        r.position = state.position;
+      } else {
+        await this.#sync(state, r);
+      }
+    } finally {
+      r.busy = false;
+    }
+  }
+
+  /** Upload a state to the GPU now (it is uploaded on first use otherwise). */
+  async makeResident(state: SessionState): Promise<void> {
+    await this.#acquire(state);
+  }
+
+  /** Worker counters (dispatches per step, steps submitted, pipelines, GPU bytes). */
+  async stats(): Promise<EngineStats> {
+    return await this.#call("stats", {});
+  }
+
+  /** Tune the generation loop: steps per readback and chunks queued at once. */
+  async tune(o: { stepsPerChunk?: number; maxInflight?: number }): Promise<void> {
+    await this.#call("tune", o);
+  }
+
+  /**
+   * Benchmarks only: a new state resident on the GPU at `position` with random KV rows and
+   * linear state (room for `capacity` rows). Its CPU copy is a stale placeholder.
+   */
+  async randomResidentState(position: number, capacity: number, seed: number): Promise<SessionState> {
+    const state = createState(this.config);
+    const slot = await this.#allocSlot();
+    await this.#call("randomize", { slot, position, capacity, seed });
+    state.position = position;
+    const r: Resident = {
+      slot,
+      stale: true,
+      busy: false,
+      position,
+      ref: new WeakRef(state),
+      lastUse: ++this.#clock,
+    };
+    this.#resident.set(state, r);
+    this.#live.add(r);
+    this.#registry.register(state, r, r);
+    return state;
+  }
+
+  /** Pre-allocate KV room for `count` sessions of `capacity` tokens (benchmarks, servers). */
+  async reserve(capacity: number, count: number): Promise<void> {
+    await this.#call("reserve", { capacity, count });
+  }
+
+  /** Diagnostics: time encoding, submission and GPU execution of `steps` steps over these states. */
+  async diagnose(states: SessionState[], steps: number): Promise<Record<string, number>> {
+    const slots = states.map((s) => {
+      const r = this.#resident.get(s);
+      if (!r || r.busy) throw new CapsuleError("state_mismatch", "diagnose needs idle GPU-resident states");
+      return r.slot;
+    });
+    return await this.#call("diagnose", { slots, steps });
+  }
+
+  /** Drop a state's GPU copy now (its CPU copy is synced first when stale and `sync`). */
+  async release(state: SessionState, sync = true): Promise<void> {
+    const r = this.#resident.get(state);
+    if (!r) return;
+    if (r.busy) throw new CapsuleError("state_mismatch", "cannot release a state while it is in use");
+    if (sync && r.stale) await this.#sync(state, r);
+    this.#resident.delete(state);
+    this.#registry.unregister(r);
+    if (this.#live.delete(r)) await this.#call("free", { slot: r.slot });
+  }
+
+  /** Terminate the worker and release the device. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#worker.terminate();
+    this.#failAll(new CapsuleError("internal", "the WebGPU backend was disposed"));
+  }
+}
+
+/** KV rows held by the CPU copy (the same in every attention layer). */
+function cpuRows(s: SessionState): number {
+  for (const l of s.layers) if (l.kind === "attention") return Math.min(l.keys.length, l.values.length);
+  return 0;
+}
+
+/** A CPU state as wire data, KV rows from `fromRow`. */
+function toWire(s: SessionState, fromRow: number): WireState {
+  return {
+    position: s.position,
+    layers: s.layers.map((l) =>
+      l.kind === "linear" ? { kind: "linear", conv: l.conv.slice(), recurrent: l.recurrent.slice() } : {
+        kind: "attention",
+        fromRow,
+        keys: l.keys.view().slice(fromRow * l.keys.rowSize),
+        values: l.values.view().slice(fromRow * l.values.rowSize),
+      }
+    ),
+  };
+}
+
+/** Apply downloaded state to a CPU state object in place. */
+function applyWire(s: SessionState, w: WireState): void {
+  s.position = w.position;
+  w.layers.forEach((l, i) => {
+    const dst = s.layers[i];
+    if (l.kind === "linear" && dst.kind === "linear") {
+      dst.conv.set(l.conv);
+      dst.recurrent.set(l.recurrent);
+    } else if (l.kind === "attention" && dst.kind === "attention") {
+      for (const [rows, data] of [[dst.keys, l.keys], [dst.values, l.values]] as [KvRows, Float32Array][]) {
+        rows.truncate(Math.min(rows.length, l.fromRow));
+        if (rows.length !== l.fromRow) {
+          throw new CapsuleError("state_mismatch", "KV rows missing before the downloaded range");
+        }
+        if (data.length) rows.append(data);
+      }
+    }
+  });
+}
+
+function spawnWorker(): Worker {
+  return new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
+}
+
+/**
+ * Create the WebGPU backend for a model folder. The worker reads the checkpoint itself from
+ * `dir` (a `Checkpoint` handle cannot cross threads; `ckpt` only confirms the folder opened).
+ * Throws `no_gpu_adapter` when there is no WebGPU adapter.
+ */
+export async function createWebGpuBackend(
+  config: ModelConfig,
+  ckpt: Checkpoint,
+  dir: string,
+  opts: WebGpuBackendOptions = {},
+): Promise<WebGpuBackend> {
+  if (ckpt.names().length === 0) {
+    throw new CapsuleError("invalid_checkpoint", `${dir}: the checkpoint has no tensors`);
+  }
+  const b = new WebGpuBackend(config, spawnWorker());
+  try {
+    await b.init({ kind: "dir", dir }, opts);
+  } catch (e) {
+    b.dispose();
+    throw e;
+  }
+  return b;
+}
+
+/** A WebGPU backend with random weights in the shapes of `config` (benchmarks). */
+export async function createSyntheticWebGpuBackend(
+  config: ModelConfig,
+  seed: number,
+  opts: WebGpuBackendOptions = {},
+): Promise<WebGpuBackend> {
+  const b = new WebGpuBackend(config, spawnWorker());
+  try {
+    await b.init({ kind: "random", seed }, opts);
+  } catch (e) {
+    b.dispose();
+    throw e;
+  }
+  return b;
+}

@@ -1,0 +1,641 @@
+/**
+ * Session-level operations on the decode runtime: state upload/download (bit-exact), forward
+ * passes (prompt feeding as repeated decode steps, logits and hidden-state capture), and the
+ * GPU-resident generation loop that batches every generating session into shared steps, queues
+ * steps without waiting, and reads tokens back in batches through a ring of staging buffers.
+ *
+ * Every method records and submits its GPU work synchronously before its first `await`, so
+ * operations are ordered on the GPU queue exactly as they were called.
+ * @module
+ */
+import { CapsuleError } from "../../errors.ts";
+import { type DecodeRuntime, PassRecorder, SH, type Slot, SLOT_WORDS, writeArray } from "./runtime.ts";
+
+/** Why a generation ended (mirrors `FinishReason` of the session). */
+export type GenFinish = "stop" | "length" | "abort";
+
+/** A linear layer's state on the wire. */
+export interface WireLinear {
+  kind: "linear";
+  conv: Float32Array;
+  recurrent: Float32Array;
+}
+
+/** Rows `[fromRow, position)` of an attention layer's cache on the wire. */
+export interface WireAttention {
+  kind: "attention";
+  fromRow: number;
+  keys: Float32Array;
+  values: Float32Array;
+}
+
+/** A session state (or its new part) on the wire between the worker and the main thread. */
+export interface WireState {
+  position: number;
+  layers: (WireLinear | WireAttention)[];
+}
+
+/** A forward request. */
+export interface ForwardRequest {
+  slot: number;
+  ids: number[];
+  logits: "all" | "last" | "none";
+  captureHidden: boolean;
+  /** Download the state after the pass, KV rows from this row on; null = no download. */
+  download: number | null;
+}
+
+/** A forward result. */
+export interface ForwardReply {
+  logits: Float32Array;
+  hidden?: Float32Array[];
+  state?: WireState;
+}
+
+/** A generation request. */
+export interface GenerateRequest {
+  slot: number;
+  pending: number[];
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+  maxTokens: number;
+  stopIds: number[];
+  firstPosition: number;
+}
+
+interface Gen {
+  slot: Slot;
+  req: GenerateRequest;
+  delivered: number;
+  inflight: number;
+  last: number;
+  aborted: boolean;
+  finished: boolean;
+  stops: Set<number>;
+  onTokens: (tokens: number[]) => void;
+  resolve: (r: { finish: GenFinish; position: number }) => void;
+  reject: (e: unknown) => void;
+}
+
+interface Readback {
+  staging: GPUBuffer;
+  mapped: Promise<void>;
+  members: Gen[];
+  steps: number;
+}
+
+/** Counters for benchmarks and diagnostics. */
+export interface EngineStats {
+  stepsSubmitted: number;
+  dispatchesPerStep: number;
+  chunks: number;
+  pipelines: number;
+  bytesAllocated: number;
+}
+
+/** Session operations over a {@link DecodeRuntime}. */
+export class GpuEngine {
+  readonly rt: DecodeRuntime;
+  /** Steps recorded per submitted chunk (tokens per readback). */
+  stepsPerChunk = 8;
+  /** Chunks queued on the GPU at once. */
+  maxInflight = 4;
+  readonly #active: Gen[] = [];
+  readonly #inflight: Readback[] = [];
+  readonly #stagingPool: GPUBuffer[] = [];
+  #pumping = false;
+  #stats: EngineStats = {
+    stepsSubmitted: 0,
+    dispatchesPerStep: 0,
+    chunks: 0,
+    pipelines: 0,
+    bytesAllocated: 0,
+  };
+
+  constructor(rt: DecodeRuntime) {
+    this.rt = rt;
+  }
+
+  /** Counters so far. */
+  stats(): EngineStats {
+    return { ...this.#stats, pipelines: this.rt.cache.size, bytesAllocated: this.rt.bytesAllocated };
+  }
+
+  #slot(id: number): Slot {
+    const s = this.rt.slots[id];
+    if (!s || !s.busy) throw new CapsuleError("internal", `slot ${id} is not allocated`);
+    return s;
+  }
+
+  #generating(s: Slot): boolean {
+    return this.#active.some((g) => g.slot === s && !g.finished);
+  }
+
+  /** Allocate a slot (position 0, empty state must be uploaded or fed). */
+  alloc(): number {
+    const s = this.rt.allocSlot();
+    if (!s) throw new CapsuleError("internal", "no free GPU session slot");
+    return s.id;
+  }
+
+  /** Free a slot. */
+  free(id: number): void {
+    const s = this.#slot(id);
+    if (this.#generating(s)) {
+      throw new CapsuleError("state_mismatch", "cannot free a slot while it generates");
+    }
+    this.rt.freeSlot(s);
+  }
+
+  /** Upload a whole state into a slot. */
+  upload(id: number, st: WireState): void {
+    const rt = this.rt, s = this.#slot(id), c = rt.config, g = rt.geo, q = rt.device.queue;
+    if (this.#generating(s)) throw new CapsuleError("state_mismatch", "cannot upload into a generating slot");
+    const K = c.linear.convKernel, C = g.C, P = st.position;
+    rt.ensureCapacity(s, P + 1);
+    st.layers.forEach((l, i) => {
+      if (l.kind === "linear") {
+        const li = rt.linearIndex(i);
+        const ring = new Float32Array(C * K);
+        for (let ch = 0; ch < C; ch++) {
+          for (let j = 0; j < K; j++) ring[ch * K + ringSlot(P - K + j, K)] = l.conv[ch * K + j];
+        }
+        writeArray(q, rt.convRing[li], s.id * C * K * 4, ring);
+        writeArray(q, rt.recurrent[li], s.id * l.recurrent.length * 4, l.recurrent);
+      } else {
+        const ai = rt.attentionIndex(i), grp = s.group!;
+        if (l.keys.length) {
+          writeArray(q, grp.keys[ai], (s.local * grp.cap + l.fromRow) * g.keyRow * 4, l.keys);
+        }
+        if (l.values.length) {
+          writeArray(q, grp.values[ai], (s.local * grp.cap + l.fromRow) * g.valueRow * 4, l.values);
+        }
+      }
+    });
+    s.pos = P;
+    rt.writeHeader(s, { POS: P, DONE: 0, FEED: 0, GEN: 0 });
+  }
+
+  /** Download a slot's state (KV rows from `fromRow`). */
+  async download(id: number, fromRow: number): Promise<WireState> {
+    const s = this.#slot(id);
+    if (this.#generating(s)) throw new CapsuleError("state_mismatch", "cannot download a generating slot");
+    const enc = this.rt.device.createCommandEncoder();
+    const parse = this.#recordDownload(enc, s, fromRow);
+    this.rt.device.queue.submit([enc.finish()]);
+    return await parse();
+  }
+
+  /** Record copies of a slot's state into a staging buffer; returns the parser to await. */
+  #recordDownload(
+    enc: GPUCommandEncoder,
+    s: Slot,
+    fromRow: number | null,
+    extra: { src: GPUBuffer; bytes: number }[] = [],
+  ): () => Promise<WireState & { extra: Float32Array[] }> {
+    const rt = this.rt, c = rt.config, g = rt.geo, P = s.pos, K = c.linear.convKernel, C = g.C;
+    const copies: { src: GPUBuffer; off: number; bytes: number }[] = extra.map((e) => ({
+      src: e.src,
+      off: 0,
+      bytes: e.bytes,
+    }));
+    const recBytes = c.linear.numValueHeads * c.linear.keyHeadDim * c.linear.valueHeadDim * 4;
+    const withState = fromRow !== null;
+    const from = fromRow ?? P;
+    const rows = Math.max(0, P - from);
+    c.layerKinds.forEach((kind, i) => {
+      if (!withState) return;
+      if (kind === "linear") {
+        const li = rt.linearIndex(i);
+        copies.push({ src: rt.convRing[li], off: s.id * C * K * 4, bytes: C * K * 4 });
+        copies.push({ src: rt.recurrent[li], off: s.id * recBytes, bytes: recBytes });
+      } else if (rows > 0) {
+        const ai = rt.attentionIndex(i), grp = s.group!;
+        copies.push({
+          src: grp.keys[ai],
+          off: (s.local * grp.cap + from) * g.keyRow * 4,
+          bytes: rows * g.keyRow * 4,
+        });
+        copies.push({
+          src: grp.values[ai],
+          off: (s.local * grp.cap + from) * g.valueRow * 4,
+          bytes: rows * g.valueRow * 4,
+        });
+      }
+    });
+    const total = copies.reduce((n, x) => n + x.bytes, 0);
+    const staging = rt.device.createBuffer({
+      size: Math.max(16, total),
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    let off = 0;
+    const offsets = copies.map((x) => {
+      if (x.bytes > 0) enc.copyBufferToBuffer(x.src, x.off, staging, off, x.bytes);
+      const o = off;
+      off += x.bytes;
+      return o;
+    });
+    return async () => {
+      await staging.mapAsync(GPUMapMode.READ);
+      const all = new Float32Array(staging.getMappedRange().slice(0));
+      staging.unmap();
+      staging.destroy();
+      let k = 0;
+      const take = () => {
+        const o = offsets[k], n = copies[k].bytes / 4;
+        k++;
+        return all.slice(o / 4, o / 4 + n);
+      };
+      const extras = extra.map(() => take());
+      if (!withState) return { position: P, layers: [], extra: extras };
+      const layers = c.layerKinds.map((kind): WireLinear | WireAttention => {
+        if (kind === "linear") {
+          const ring = take(), recurrent = take();
+          const conv = new Float32Array(C * K);
+          for (let ch = 0; ch < C; ch++) {
+            for (let j = 0; j < K; j++) conv[ch * K + j] = ring[ch * K + ringSlot(P - K + j, K)];
+          }
+          return { kind: "linear", conv, recurrent };
+        }
+        if (rows === 0) {
+          return { kind: "attention", fromRow: P, keys: new Float32Array(0), values: new Float32Array(0) };
+        }
+        return { kind: "attention", fromRow: from, keys: take(), values: take() };
+      });
+      return { position: P, layers, extra: extras };
+    };
+  }
+
+  /**
+   * Feed `ids` through the slot as decode steps (recorded and submitted now) and collect the
+   * requested logits, hidden states and state.
+   */
+  async forward(req: ForwardRequest): Promise<ForwardReply> {
+    const rt = this.rt, s = this.#slot(req.slot), c = rt.config, dev = rt.device;
+    if (this.#generating(s)) throw new CapsuleError("state_mismatch", "the session is generating");
+    const T = req.ids.length, V = c.vocabSize, H = c.hiddenSize, L = c.numLayers;
+    const bad = req.ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= V);
+    if (bad >= 0) {
+      throw new CapsuleError(
+        "invalid_token_id",
+        `token id ${req.ids[bad]} at index ${bad} is outside 0..${V - 1}`,
+      );
+    }
+    if (T === 0) return { logits: new Float32Array(0), hidden: req.captureHidden ? [] : undefined };
+    rt.ensureCapacity(s, s.pos + T);
+    rt.writeFeed(Uint32Array.from(req.ids));
+    rt.writeHeader(s, { POS: s.pos, DONE: 0, FEED: 1, FEEDBASE: s.pos });
+    rt.setBatch([s]);
+    const nLogits = req.logits === "all" ? T : req.logits === "last" ? 1 : 0;
+    const temps: GPUBuffer[] = [];
+    const outLogits = nLogits
+      ? dev.createBuffer({ size: nLogits * V * 4, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC })
+      : null;
+    const hidden = req.captureHidden
+      ? dev.createBuffer({
+        size: (L + 1) * T * H * 4,
+        usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+      })
+      : null;
+    if (outLogits) temps.push(outLogits);
+    if (hidden) temps.push(hidden);
+    let rec = new PassRecorder(dev);
+    for (let t = 0; t < T; t++) {
+      const head = req.logits === "all" || (req.logits === "last" && t === T - 1);
+      const hooks = hidden
+        ? {
+          afterLayer: (i: number) => {
+            rec.endPass();
+            rec.encoder.copyBufferToBuffer(rt.x, 0, hidden, ((i + 1) * T + t) * H * 4, H * 4);
+          },
+          beforeHead: () => {
+            rt.encodeFinalNorm(rec);
+            rec.endPass();
+            rec.encoder.copyBufferToBuffer(rt.hiddenNorm, 0, hidden, (L * T + t) * H * 4, H * 4);
+          },
+        }
+        : undefined;
+      rt.encodeStep(rec, { head, sample: false, hooks });
+      if (head) {
+        rec.endPass();
+        rec.encoder.copyBufferToBuffer(
+          rt.logits,
+          0,
+          outLogits!,
+          (req.logits === "all" ? t : 0) * V * 4,
+          V * 4,
+        );
+      }
+      if (rec.dispatches > 4000 && t < T - 1) {
+        dev.queue.submit([rec.finish()]);
+        rec = new PassRecorder(dev);
+      }
+    }
+    rec.endPass();
+    s.pos += T;
+    const extra = [];
+    if (outLogits) extra.push({ src: outLogits, bytes: nLogits * V * 4 });
+    if (hidden) extra.push({ src: hidden, bytes: (L + 1) * T * H * 4 });
+    const parse = this.#recordDownload(rec.encoder, s, req.download, extra);
+    dev.queue.submit([rec.finish()]);
+    rt.writeHeader(s, { FEED: 0 });
+    this.#stats.stepsSubmitted += T;
+    const got = await parse();
+    for (const b of temps) b.destroy();
+    const reply: ForwardReply = { logits: outLogits ? got.extra[0] : new Float32Array(0) };
+    if (hidden) {
+      const all = got.extra[outLogits ? 1 : 0];
+      reply.hidden = Array.from({ length: L + 1 }, (_, i) => all.slice(i * T * H, (i + 1) * T * H));
+    }
+    if (req.download !== null) reply.state = { position: got.position, layers: got.layers };
+    return reply;
+  }
+
+  /** Feed tokens without any readback (the prompt part of a generation). */
+  #feed(s: Slot, ids: number[]): void {
+    const rt = this.rt;
+    rt.ensureCapacity(s, s.pos + ids.length);
+    rt.writeFeed(Uint32Array.from(ids));
+    rt.writeHeader(s, { POS: s.pos, DONE: 0, FEED: 1, FEEDBASE: s.pos });
+    rt.setBatch([s]);
+    let rec = new PassRecorder(rt.device);
+    for (let t = 0; t < ids.length; t++) {
+      rt.encodeStep(rec, { head: false, sample: false });
+      if (rec.dispatches > 4000) {
+        rt.device.queue.submit([rec.finish()]);
+        rec = new PassRecorder(rt.device);
+      }
+    }
+    rt.device.queue.submit([rec.finish()]);
+    rt.writeHeader(s, { FEED: 0 });
+    s.pos += ids.length;
+    this.#stats.stepsSubmitted += ids.length;
+  }
+
+  /**
+   * Start generating on a slot: feed `pending`, then sample up to `maxTokens` tokens on the GPU,
+   * sharing steps with every other generating slot. `onTokens` receives tokens in batches.
+   */
+  generate(
+    req: GenerateRequest,
+    onTokens: (tokens: number[]) => void,
+  ): Promise<{ finish: GenFinish; position: number }> {
+    const rt = this.rt, s = this.#slot(req.slot), V = rt.config.vocabSize;
+    if (this.#generating(s)) throw new CapsuleError("state_mismatch", "the session is already generating");
+    if (req.pending.length === 0) {
+      throw new CapsuleError("invalid_argument", "generation needs a pending token");
+    }
+    const bad = req.pending.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= V);
+    if (bad >= 0) {
+      throw new CapsuleError("invalid_token_id", `token id ${req.pending[bad]} is outside 0..${V - 1}`);
+    }
+    if (req.stopIds.length > 48) {
+      throw new CapsuleError("invalid_argument", "at most 48 stop ids are supported on the GPU");
+    }
+    if (req.maxTokens <= 0) return Promise.resolve({ finish: "length", position: s.pos });
+    if (req.pending.length > 1) this.#feed(s, req.pending.slice(0, -1));
+    rt.ensureCapacity(s, s.pos + 1 + req.maxTokens);
+    rt.writeHeader(s, {
+      POS: s.pos,
+      TOKEN: req.pending[req.pending.length - 1],
+      DONE: 0,
+      GEN: 0,
+      MAXTOK: req.maxTokens,
+      TEMP: req.temperature,
+      TOPK: req.topK,
+      TOPP: req.topP,
+      SEED: req.seed,
+      CBASE: req.firstPosition,
+      FEED: 0,
+    }, req.stopIds);
+    return new Promise((resolve, reject) => {
+      this.#active.push({
+        slot: s,
+        req,
+        delivered: 0,
+        inflight: 0,
+        last: -1,
+        aborted: false,
+        finished: false,
+        stops: new Set(req.stopIds),
+        onTokens,
+        resolve,
+        reject,
+      });
+      this.#kick();
+    });
+  }
+
+  /** Stop a slot's generation; tokens already computed are still delivered. */
+  abort(slotId: number): void {
+    const g = this.#active.find((x) => x.slot.id === slotId && !x.finished);
+    if (!g || g.aborted) return;
+    g.aborted = true;
+    this.rt.writeHeader(g.slot, { DONE: 1 });
+    // A readback recorded after the flag makes the final count and position known.
+    this.#submitReadback([g], 0, null);
+    this.#kick();
+  }
+
+  #kick(): void {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    // Start on a new macrotask: requests already queued (other sessions joining) are taken in
+    // first, so they share the first steps.
+    setTimeout(() => void this.#pump(), 0);
+  }
+
+  async #pump(): Promise<void> {
+    try {
+      for (;;) {
+        while (this.#inflight.length < this.maxInflight && this.#submitChunk()) { /* keep the queue full */ }
+        const r = this.#inflight.shift();
+        if (!r) break;
+        await r.mapped;
+        this.#process(r);
+      }
+    } catch (e) {
+      for (const g of this.#active.splice(0)) if (!g.finished) g.reject(e);
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  #submitChunk(): boolean {
+    const rt = this.rt;
+    const comp = this.#active
+      .filter((g) => !g.aborted && !g.finished && g.delivered + g.inflight < g.req.maxTokens)
+      .slice(0, rt.opts.maxBatch);
+    if (comp.length === 0) return false;
+    const remaining = Math.max(...comp.map((g) => g.req.maxTokens - g.delivered - g.inflight));
+    const R = Math.min(this.stepsPerChunk, remaining, rt.opts.ring);
+    rt.setBatch(comp.map((g) => g.slot));
+    const rec = new PassRecorder(rt.device);
+    for (let k = 0; k < R; k++) rt.encodeStep(rec, { head: true, sample: true });
+    this.#stats.dispatchesPerStep = rec.dispatches / R;
+    this.#stats.stepsSubmitted += R;
+    this.#stats.chunks++;
+    for (const g of comp) g.inflight += R;
+    this.#submitReadback(comp, R, rec);
+    return true;
+  }
+
+  #submitReadback(members: Gen[], steps: number, rec: PassRecorder | null): void {
+    const rt = this.rt, dev = rt.device;
+    const slotBytes = rt.opts.maxSlots * SLOT_WORDS * 4, ringBytes = rt.opts.maxSlots * rt.opts.ring * 4;
+    const staging = this.#stagingPool.pop() ??
+      dev.createBuffer({
+        size: slotBytes + ringBytes,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+    const enc = rec?.encoder ?? dev.createCommandEncoder();
+    rec?.endPass();
+    enc.copyBufferToBuffer(rt.slotBuf, 0, staging, 0, slotBytes);
+    enc.copyBufferToBuffer(rt.ringBuf, 0, staging, slotBytes, ringBytes);
+    dev.queue.submit([enc.finish()]);
+    this.#inflight.push({ staging, mapped: staging.mapAsync(GPUMapMode.READ), members, steps });
+  }
+
+  #process(r: Readback): void {
+    const rt = this.rt, RING = rt.opts.ring;
+    const slotBytes = rt.opts.maxSlots * SLOT_WORDS * 4;
+    const data = new Uint32Array(r.staging.getMappedRange().slice(0));
+    r.staging.unmap();
+    this.#stagingPool.push(r.staging);
+    const ring = data.subarray(slotBytes / 4);
+    for (const g of r.members) {
+      g.inflight = Math.max(0, g.inflight - r.steps);
+      if (g.finished) continue;
+      const h = g.slot.id * SLOT_WORDS;
+      const gen = data[h + SH.GEN], done = data[h + SH.DONE];
+      if (gen - g.delivered > RING) {
+        g.finished = true;
+        g.reject(new CapsuleError("internal", "token ring overflow"));
+        continue;
+      }
+      const tokens: number[] = [];
+      for (let k = g.delivered; k < gen; k++) tokens.push(ring[g.slot.id * RING + (k % RING)]);
+      g.delivered = gen;
+      if (tokens.length) {
+        g.last = tokens[tokens.length - 1];
+        g.onTokens(tokens);
+      }
+      if (done) {
+        g.finished = true;
+        g.slot.pos = data[h + SH.POS];
+        const i = this.#active.indexOf(g);
+        if (i >= 0) this.#active.splice(i, 1);
+        const finish: GenFinish = g.delivered > 0 && g.stops.has(g.last)
+          ? "stop"
+          : g.delivered >= g.req.maxTokens
+          ? "length"
+          : "abort";
+        g.resolve({ finish, position: g.slot.pos });
+      }
+    }
+  }
+
+  /**
+   * Diagnostics: record `steps` generation steps for the given slots and time, per step, the
+   * JavaScript encoding, `finish()`, `submit()` and the wait for the GPU; then the same with two
+   * command buffers submitted back to back (to see whether encoding overlaps GPU work).
+   */
+  async diagnose(ids: number[], steps: number): Promise<Record<string, number>> {
+    const rt = this.rt, dev = rt.device;
+    const slots = ids.map((id) => this.#slot(id));
+    if (slots.some((s) => this.#generating(s))) {
+      throw new CapsuleError("state_mismatch", "diagnose needs idle slots");
+    }
+    for (const s of slots) {
+      rt.writeHeader(s, { DONE: 0, GEN: 0, MAXTOK: 1 << 30, TEMP: 0, NSTOP: 0, FEED: 0, TOKEN: 1 });
+    }
+    rt.setBatch(slots);
+    await dev.queue.onSubmittedWorkDone();
+    const t0 = performance.now();
+    const rec = new PassRecorder(dev);
+    for (let k = 0; k < steps; k++) rt.encodeStep(rec, { head: true, sample: true });
+    const t1 = performance.now();
+    const cb = rec.finish();
+    const t2 = performance.now();
+    dev.queue.submit([cb]);
+    const t3 = performance.now();
+    await dev.queue.onSubmittedWorkDone();
+    const t4 = performance.now();
+    const half = Math.max(1, steps >> 1);
+    const t5 = performance.now();
+    for (let r = 0; r < 2; r++) {
+      const rc = new PassRecorder(dev);
+      for (let k = 0; k < half; k++) rt.encodeStep(rc, { head: true, sample: true });
+      dev.queue.submit([rc.finish()]);
+    }
+    const t6 = performance.now();
+    await dev.queue.onSubmittedWorkDone();
+    const t7 = performance.now();
+    for (const s of slots) {
+      rt.writeHeader(s, { DONE: 0, GEN: 0 });
+      s.pos += 0;
+    }
+    return {
+      steps,
+      dispatchesPerStep: rec.dispatches / steps,
+      encodeMsPerStep: (t1 - t0) / steps,
+      finishMsPerStep: (t2 - t1) / steps,
+      submitMsPerStep: (t3 - t2) / steps,
+      waitMsPerStep: (t4 - t3) / steps,
+      totalMsPerStep: (t4 - t0) / steps,
+      pipelinedEncodeSubmitMsPerStep: (t6 - t5) / (2 * half),
+      pipelinedTotalMsPerStep: (t7 - t5) / (2 * half),
+    };
+  }
+
+  /** Pre-create KV groups with room for `count` slots of `capacity` rows (as few groups as fit). */
+  reserve(capacity: number, count: number): void {
+    const rt = this.rt;
+    let have = rt.groups.filter((g) => g.cap >= capacity).reduce((n, g) => n + g.free.length, 0);
+    while (have < count) {
+      const g = rt.createGroup(capacity, count - have);
+      have += g.nslots;
+    }
+  }
+
+  /** Benchmarks: give a slot random state at `position` with room for `capacity` rows. */
+  randomize(id: number, position: number, capacity: number, seed: number): void {
+    const rt = this.rt, s = this.#slot(id), c = rt.config, g = rt.geo;
+    rt.ensureCapacity(s, Math.max(capacity, position + 1), true);
+    const recN = c.linear.numValueHeads * c.linear.keyHeadDim * c.linear.valueHeadDim;
+    c.layerKinds.forEach((kind, i) => {
+      if (kind === "linear") {
+        const li = rt.linearIndex(i);
+        rt.fillRandom(
+          rt.convRing[li],
+          s.id * g.C * c.linear.convKernel,
+          g.C * c.linear.convKernel,
+          -1,
+          1,
+          seed + 2 * i,
+        );
+        rt.fillRandom(rt.recurrent[li], s.id * recN, recN, -0.05, 0.05, seed + 2 * i + 1);
+      } else if (position > 0) {
+        const ai = rt.attentionIndex(i), grp = s.group!;
+        rt.fillRandom(grp.keys[ai], s.local * grp.cap * g.keyRow, position * g.keyRow, -1, 1, seed + 2 * i);
+        rt.fillRandom(
+          grp.values[ai],
+          s.local * grp.cap * g.valueRow,
+          position * g.valueRow,
+          -1,
+          1,
+          seed + 2 * i + 1,
+        );
+      }
+    });
+    s.pos = position;
+    rt.writeHeader(s, { POS: position, DONE: 0, FEED: 0, GEN: 0 });
+  }
+}
+
+/** Ring slot of position `p` (negative positions are the initial zeros). */
+function ringSlot(p: number, k: number): number {
+  return ((p % k) + k) % k;
+}

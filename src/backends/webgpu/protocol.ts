@@ -1,0 +1,82 @@
+/**
+ * Messages between the main-thread backend and the worker that owns the GPUDevice.
+ * @module
+ */
+import type { ModelConfig } from "../../model/config.ts";
+import type {
+  EngineStats,
+  ForwardReply,
+  ForwardRequest,
+  GenerateRequest,
+  GenFinish,
+  WireState,
+} from "./gpu_engine.ts";
+import type { RuntimeOptions } from "./runtime.ts";
+
+/** Where the worker gets its weights. */
+export type WorkerSource = { kind: "dir"; dir: string } | { kind: "random"; seed: number };
+
+/** What `init` reports. */
+export interface InitReply {
+  adapter: string;
+  isFallback: boolean;
+  loopCap: number;
+  maxSlots: number;
+  maxBatch: number;
+  bytesAllocated: number;
+}
+
+/** Requests, each answered by one {@link Reply} with the same id (generation also streams {@link GenEvent}s). */
+export type Request =
+  | {
+    id: number;
+    op: "init";
+    config: ModelConfig;
+    source: WorkerSource;
+    options: Partial<RuntimeOptions>;
+    forceNoAdapter?: boolean;
+  }
+  | { id: number; op: "alloc" }
+  | { id: number; op: "free"; slot: number }
+  | { id: number; op: "upload"; slot: number; state: WireState }
+  | { id: number; op: "download"; slot: number; fromRow: number }
+  | { id: number; op: "forward"; req: ForwardRequest }
+  | { id: number; op: "generate"; gen: number; req: GenerateRequest }
+  | { id: number; op: "abort"; slot: number }
+  | { id: number; op: "randomize"; slot: number; position: number; capacity: number; seed: number }
+  | { id: number; op: "reserve"; capacity: number; count: number }
+  | { id: number; op: "diagnose"; slots: number[]; steps: number }
+  | { id: number; op: "stats" }
+  | { id: number; op: "tune"; stepsPerChunk?: number; maxInflight?: number };
+
+/** Results by operation. */
+export interface Results {
+  init: InitReply;
+  alloc: number;
+  free: null;
+  upload: null;
+  download: WireState;
+  forward: ForwardReply;
+  generate: null;
+  abort: null;
+  randomize: null;
+  reserve: null;
+  diagnose: Record<string, number>;
+  stats: EngineStats;
+  tune: null;
+}
+
+/** A serialised error. */
+export interface WireError {
+  code: string;
+  message: string;
+}
+
+/** The answer to a request. */
+export type Reply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: WireError };
+
+/** A generation event. */
+export type GenEvent =
+  | { gen: number; tokens: number[] }
+  | { gen: number; finish: GenFinish; position: number }
+  | { gen: number; error: WireError };

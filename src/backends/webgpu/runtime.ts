@@ -1,0 +1,1507 @@
+/**
+ * The GPU decode runtime: model weights in GPU buffers, session slots with device-resident
+ * state, and the recording of whole decode steps (every layer, the LM head and sampling) into
+ * one compute pass. Steps read the token to feed, the position and the stop flag from the slot
+ * headers on the GPU, so any number of steps can be queued without a readback.
+ *
+ * It runs wherever the GPUDevice lives: inside the backend's Worker in production, in-process in
+ * kernel tests.
+ * @module
+ */
+import type { ModelConfig, MoeConfig } from "../../model/config.ts";
+import { convChannels } from "../../model/config.ts";
+import type { LayerWeights, ModelWeights } from "../../model/weights.ts";
+import { type Matrix, ropeInvFreq } from "../cpu/ops.ts";
+import { CapsuleError } from "../../errors.ts";
+import type { GpuContext } from "./device.ts";
+import { grid2, type Kernel, PipelineCache } from "./pipelines.ts";
+import {
+  interleaveRows,
+  packMatrix,
+  padVector,
+  perChunk,
+  roundUp,
+  stackRows,
+  type WeightFormat,
+} from "./pack.ts";
+import type { Defines } from "./wgsl.ts";
+
+/** Slot header words (see kernels/common.wgsl). */
+export const SH = {
+  POS: 0,
+  TOKEN: 1,
+  DONE: 2,
+  GEN: 3,
+  MAXTOK: 4,
+  TEMP: 5,
+  TOPK: 6,
+  TOPP: 7,
+  SEED: 8,
+  CBASE: 9,
+  NSTOP: 10,
+  FEED: 11,
+  FEEDBASE: 12,
+  STOPS: 16,
+} as const;
+/** u32 words per slot header. */
+export const SLOT_WORDS = 64;
+/** Stop ids a slot header holds. */
+export const MAX_STOPS = 48;
+/** Rows of one attention chunk (flash-decoding split), at most. */
+export const RPCMAX = 128;
+/** Slot groups a step can reference. */
+export const MAX_GROUPS = 16;
+
+/** Options of the runtime. */
+export interface RuntimeOptions {
+  /** Storage of the large matrices. */
+  weights: WeightFormat;
+  /** Session slots with device-resident state. */
+  maxSlots: number;
+  /** Largest batch of one step. */
+  maxBatch: number;
+  /** Largest batch tile of the GEMVs (entries sharing one weight read per workgroup; a power of two ≤ 32). */
+  maxBatchTile: number;
+  /** Generated tokens a slot's output ring holds between readbacks. */
+  ring: number;
+  /** Slots per KV group created on demand. */
+  groupSlots: number;
+}
+
+/** Defaults of {@link RuntimeOptions}. */
+export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = {
+  weights: "f16",
+  maxSlots: 16,
+  maxBatch: 16,
+  maxBatchTile: 32,
+  ring: 128,
+  groupSlots: 8,
+};
+
+/** Where the weights come from. */
+export type WeightSource = { kind: "weights"; weights: ModelWeights } | { kind: "random"; seed: number };
+
+/** A weight matrix on the GPU. */
+export interface GpuMatrix {
+  buf: GPUBuffer;
+  scales: GPUBuffer;
+  rows: number;
+  cols: number;
+  chunks: number;
+  format: WeightFormat;
+}
+
+/** One GEMV dispatch of a step. */
+interface GemvOp {
+  defines: Defines;
+  outs: number;
+  rpg: number;
+  bind: GPUBindGroup;
+  kernels: Map<number, Kernel>;
+}
+
+interface LinearPlan {
+  kind: "linear";
+  inProj: GemvOp;
+  kernel: Kernel;
+  bind: GPUBindGroup;
+  grid: [number, number];
+  outProj: GemvOp;
+}
+
+interface AttnPlan {
+  kind: "gated" | "mla";
+  layer: number;
+  qkv: GemvOp;
+  /** Index among attention layers (KV buffers of a group are per attention layer). */
+  attnIndex: number;
+  oProj: GemvOp;
+}
+
+interface MlpDense {
+  kind: "dense";
+  gu: GemvOp;
+  down: GemvOp;
+}
+
+interface MlpMoe {
+  kind: "moe";
+  router: GemvOp;
+  up: Kernel;
+  upBind: GPUBindGroup;
+  upGrid: [number, number];
+  down: Kernel;
+  downBind: GPUBindGroup;
+  downGrid: number;
+}
+
+interface LayerPlan {
+  mixer: LinearPlan | AttnPlan;
+  mlp: MlpDense | MlpMoe;
+}
+
+/** A group of slots sharing KV buffers of one capacity. */
+export class KvGroup {
+  readonly index: number;
+  readonly cap: number;
+  readonly nslots: number;
+  readonly nc: number;
+  readonly keys: GPUBuffer[] = [];
+  readonly values: GPUBuffer[] = [];
+  readonly free: number[];
+  uniform!: GPUBuffer;
+  partialO!: GPUBuffer;
+  partialML!: GPUBuffer;
+  prep: GPUBindGroup[] = [];
+  partial: GPUBindGroup[] = [];
+  combine: GPUBindGroup[] = [];
+
+  constructor(index: number, cap: number, nslots: number) {
+    this.index = index;
+    this.cap = cap;
+    this.nslots = nslots;
+    this.nc = Math.ceil(cap / RPCMAX);
+    this.free = Array.from({ length: nslots }, (_, i) => nslots - 1 - i);
+  }
+}
+
+/** A session slot as the host sees it. */
+export interface Slot {
+  id: number;
+  /** Position as far as the host knows (exact while the slot is not generating). */
+  pos: number;
+  group: KvGroup | null;
+  local: number;
+  busy: boolean;
+}
+
+/** A batch entry of a step. */
+export interface BatchEntry {
+  slot: Slot;
+}
+
+/** Hooks of {@link DecodeRuntime.encodeStep} used to capture intermediate values. */
+export interface StepHooks {
+  /** After the embedding gather and after each layer but the last (index -1 = embedding). */
+  afterLayer?(layer: number): void;
+  /** After the last layer, before the LM head. */
+  beforeHead?(): void;
+}
+
+/** A command encoder with a compute pass that can be interrupted for copies. */
+export class PassRecorder {
+  readonly encoder: GPUCommandEncoder;
+  #pass: GPUComputePassEncoder | null = null;
+  dispatches = 0;
+
+  constructor(device: GPUDevice) {
+    this.encoder = device.createCommandEncoder();
+  }
+
+  /** The open compute pass (opened on demand). */
+  get pass(): GPUComputePassEncoder {
+    if (!this.#pass) this.#pass = this.encoder.beginComputePass();
+    return this.#pass;
+  }
+
+  /** Close the pass so copies can be recorded. */
+  endPass(): void {
+    this.#pass?.end();
+    this.#pass = null;
+  }
+
+  /** Record a dispatch. */
+  dispatch(kernel: Kernel, bind: GPUBindGroup, x: number, y = 1, z = 1): void {
+    const p = this.pass;
+    p.setPipeline(kernel.pipeline);
+    p.setBindGroup(0, bind);
+    p.dispatchWorkgroups(x, y, z);
+    this.dispatches++;
+  }
+
+  /** Finish the command buffer. */
+  finish(): GPUCommandBuffer {
+    this.endPass();
+    return this.encoder.finish();
+  }
+}
+
+/** `queue.writeBuffer` of a typed array (any view, whatever its backing buffer type). */
+export function writeArray(q: GPUQueue, buf: GPUBuffer, offset: number, data: ArrayBufferView): void {
+  q.writeBuffer(buf, offset, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+}
+
+const USAGE_STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+
+/** The largest power of two ≤ n (n ≥ 1). */
+function pow2floor(n: number): number {
+  return 2 ** Math.floor(Math.log2(Math.max(1, n)));
+}
+
+/** Variant of a GEMV: prologue, SwiGLU pairing, residual add, head geometry for PRO2. */
+export interface GemvVariant {
+  pro?: 0 | 1 | 2;
+  aux?: GPUBuffer;
+  pair?: boolean;
+  add?: boolean;
+  nh?: number;
+  dvh?: number;
+  nb?: number;
+}
+
+/** Compile-time constants (all but the batch tile) and geometry of a GEMV. */
+export function gemvPlan(
+  w: { rows: number; cols: number; chunks: number; format: WeightFormat },
+  xs: number,
+  ys: number,
+  eps: number,
+  o: GemvVariant,
+): { defines: Defines; outs: number; rpg: number } {
+  const tpr = Math.min(64, Math.max(4, pow2floor(w.chunks / 4)));
+  const rpg = 256 / tpr;
+  const outs = o.pair ? w.rows / 2 : w.rows;
+  const defines: Defines = {
+    WG: 256,
+    TPR: tpr,
+    RPG: rpg,
+    CHUNKS: w.chunks,
+    OUTS: outs,
+    XSTRIDE4: xs / 4,
+    YSTRIDE: ys,
+    COLS: w.cols,
+    EPS: eps,
+    WQ: w.format === "int8",
+    PRO1: o.pro === 1,
+    PRO2: o.pro === 2,
+    PAIR: !!o.pair,
+    EPI1: !!o.add,
+    NH: o.nh ?? 1,
+    DVH: o.dvh ?? 1,
+    NB: o.nb ?? 1,
+  };
+  return { defines, outs, rpg };
+}
+
+/** The full defines of a GEMV for batch tile `bt`. */
+export function gemvDefines(base: Defines, bt: number): Defines {
+  const nch = Math.ceil(Number(base.CHUNKS) / Number(base.TPR));
+  const br = Math.min(bt, 8);
+  return {
+    ...base,
+    BT: bt,
+    BR: br,
+    // Lane sums need (2 if PAIR) · BR · WG floats; the norm prologue 32 · BT.
+    RED: Math.max((base.PAIR ? 2 : 1) * br * 256, 32 * bt),
+    HINV: bt * Number(base.NH),
+    PF: Math.min(nch, 4),
+  };
+}
+
+/** Workgroup grid of a GEMV: batch tiles along x, row blocks along y (and z past 65,535). */
+export function gemvGrid(outs: number, rpg: number, batch: number, bt: number): [number, number, number] {
+  const [gx, gy] = grid2(Math.ceil(outs / rpg));
+  return [Math.ceil(batch / bt), gx, gy];
+}
+
+/** Defines of linear_attn.wgsl for a config (binding kinds "rrrrwwrrww"). */
+export function linearDefines(c: ModelConfig): Defines {
+  const g = geometry(c), l = c.linear;
+  const hv = l.numValueHeads, dk = l.keyHeadDim, dv = l.valueHeadDim, C = g.C;
+  const kda = l.kind === "kda";
+  return {
+    KDA: kda,
+    HK: l.numKeyHeads,
+    HV: hv,
+    DK: dk,
+    DV: dv,
+    CK: l.convKernel,
+    C,
+    PROJ: g.PS,
+    CB: g.CB,
+    RG: g.RG,
+    RPT: dk / g.RG,
+    NB: g.NB,
+    WG: g.CB * g.RG,
+    BOFF: kda ? C + dk : C + hv * dv,
+    ZOFF: C,
+    AOFF: C + hv * dv + hv,
+    FOFF: C,
+    GOFF: C + dk + hv,
+    STANDALONE: 0,
+  };
+}
+
+/** Defines of the three attention kernels (attention.wgsl or mla.wgsl) for batch capacity `mb`. */
+export function attentionDefines(
+  c: ModelConfig,
+  mb: number,
+): { prep: Defines; partial: Defines; combine: Defines } {
+  const a = c.attention, g = geometry(c);
+  let base: Defines;
+  if (a.kind === "gated") {
+    base = {
+      HQ: a.numHeads,
+      HKV: a.numKvHeads,
+      D: a.headDim,
+      PROJ: g.PS,
+      MAXB: mb,
+      RPCMAX,
+      OS4: g.attOut / 4,
+      ROT: a.rotaryDim,
+      EPS: c.rmsNormEps,
+      STANDALONE: 0,
+    };
+  } else {
+    base = {
+      HH: a.numHeads,
+      R: a.kvLoraRank,
+      DR: a.qkRopeHeadDim,
+      DN: a.qkNopeHeadDim,
+      DV: a.vHeadDim,
+      PROJ: g.PS,
+      ROWU32: roundUp(a.kvLoraRank, 8) / 2,
+      MAXB: mb,
+      RPCMAX,
+      HB: Math.min(8, a.numHeads),
+      OSTRIDE: g.attOut,
+      EPS: a.kvNormEps,
+    };
+  }
+  return {
+    prep: { ...base, PREP: 1, PARTIAL: 0, COMBINE: 0 },
+    partial: { ...base, PREP: 0, PARTIAL: 1, COMBINE: 0 },
+    combine: { ...base, PREP: 0, PARTIAL: 0, COMBINE: 1 },
+  };
+}
+
+/** Defines of moe.wgsl's UP ("rrrrrrrrrww") and DOWN ("rrrrrrrrw") kernels. */
+export function moeDefines(c: ModelConfig, m: MoeConfig, fmt: WeightFormat): { up: Defines; down: Defines } {
+  const g = geometry(c), H = c.hiddenSize;
+  const I = m.expertIntermediateSize, IS = m.sharedIntermediateSize;
+  const nsh = IS > 0 ? 1 : 0;
+  const chunksUp = roundUp(H, perChunk(fmt)) / perChunk(fmt);
+  const chunksDown = roundUp(I, perChunk(fmt)) / perChunk(fmt);
+  const tpr = Math.min(64, Math.max(4, pow2floor(chunksUp / 4)));
+  const tprD = Math.min(64, Math.max(4, pow2floor(chunksDown / 4)));
+  const base: Defines = {
+    E: m.numExperts,
+    ERS: g.ers,
+    TOPK: m.topK,
+    NSH: nsh,
+    I,
+    IS,
+    IMAX: roundUp(Math.max(I, IS), 16),
+    H,
+    XSTRIDE4: g.HP / 4,
+    WQ: fmt === "int8",
+    WG: 256,
+  };
+  return {
+    up: {
+      ...base,
+      UP: 1,
+      DOWN: 0,
+      TPR: tpr,
+      RPG: 256 / tpr,
+      CU: chunksUp,
+      EPS: c.rmsNormEps,
+      SOFTMAX: m.router === "softmax",
+      NORMTOPK: m.normTopK,
+      FACTOR: m.routedScalingFactor,
+    },
+    down: {
+      ...base,
+      UP: 0,
+      DOWN: 1,
+      TPR: tprD,
+      RPG: 256 / tprD,
+      CD: chunksDown,
+      CSD: nsh ? roundUp(IS, perChunk(fmt)) / perChunk(fmt) : 1,
+      SHGATE: m.router === "softmax" && nsh === 1,
+    },
+  };
+}
+
+/** Geometry derived from the config that buffers and kernels share. */
+export interface Geometry {
+  H: number;
+  HP: number;
+  V: number;
+  LSTRIDE: number;
+  PS: number;
+  linOut: number;
+  attOut: number;
+  hDense: number;
+  hMoe: number;
+  ers: number;
+  C: number;
+  NB: number;
+  CB: number;
+  RG: number;
+  maxTopK: number;
+  moe: MoeConfig | null;
+  /** f32 values per KV row (keys, values) of one attention layer. */
+  keyRow: number;
+  valueRow: number;
+  qRows: number;
+}
+
+/** Compute the shared geometry of a config. */
+export function geometry(c: ModelConfig): Geometry {
+  const l = c.linear, a = c.attention;
+  const H = c.hiddenSize;
+  const HP = roundUp(H, 16);
+  const C = convChannels(c);
+  const Dv = l.numValueHeads * l.valueHeadDim;
+  const linRows = l.kind === "gdn"
+    ? C + Dv + 2 * l.numValueHeads
+    : C + l.keyHeadDim + l.numValueHeads + l.valueHeadDim;
+  const attRows = a.kind === "gated"
+    ? a.numHeads * 2 * a.headDim + 2 * a.numKvHeads * a.headDim
+    : a.numHeads * (a.qkNopeHeadDim + a.qkRopeHeadDim) + a.kvLoraRank + a.qkRopeHeadDim;
+  const dense = c.mlp.filter((m) => m.kind === "dense").map((m) =>
+    m.kind === "dense" ? m.intermediateSize : 0
+  );
+  const moe = (c.mlp.find((m) => m.kind === "moe") as MoeConfig | undefined) ?? null;
+  const CB = Math.min(16, l.valueHeadDim);
+  const RG = Math.max(1, Math.min(128 / CB, l.keyHeadDim));
+  return {
+    H,
+    HP,
+    V: c.vocabSize,
+    LSTRIDE: roundUp(c.vocabSize, 4),
+    PS: roundUp(Math.max(linRows, attRows), 4),
+    linOut: roundUp(Dv, 16),
+    attOut: roundUp(a.kind === "gated" ? a.numHeads * a.headDim : a.numHeads * a.vHeadDim, 16),
+    hDense: roundUp(Math.max(16, ...dense), 16),
+    hMoe: moe
+      ? (moe.topK + (moe.sharedIntermediateSize > 0 ? 1 : 0)) *
+        roundUp(Math.max(moe.expertIntermediateSize, moe.sharedIntermediateSize), 16)
+      : 16,
+    ers: moe ? moe.numExperts + (moe.router === "softmax" && moe.sharedIntermediateSize > 0 ? 1 : 0) : 1,
+    C,
+    CB,
+    RG,
+    NB: l.valueHeadDim / CB,
+    maxTopK: moe ? moe.topK : 1,
+    moe,
+    keyRow: a.kind === "gated" ? a.numKvHeads * a.headDim : a.kvLoraRank,
+    valueRow: a.kind === "gated" ? a.numKvHeads * a.headDim : a.qkRopeHeadDim,
+    qRows: a.kind === "gated" ? a.numHeads * a.headDim : a.numHeads * (a.kvLoraRank + a.qkRopeHeadDim),
+  };
+}
+
+/** Per-invocation loop iterations of the sampling kernel (its largest loop total). */
+export function samplerLoopBound(vocab: number): number {
+  const per = Math.ceil(vocab / 256);
+  return 28 * per + 6 * 256 + 256 * 4;
+}
+
+/**
+ * Largest per-invocation loop count of every kernel the runtime builds for `c`, by kernel.
+ * Each entry is the total over all loops of one invocation, the quantity Mesa's software
+ * drivers cap at 65,535.
+ */
+export function kernelLoopBounds(c: ModelConfig, maxBatchTile = 32): Record<string, number> {
+  const g = geometry(c);
+  const l = c.linear, a = c.attention;
+  const gemv = (cols: number, fmt: WeightFormat) => {
+    const chunks = roundUp(cols, perChunk(fmt)) / perChunk(fmt);
+    const tpr = Math.min(64, Math.max(4, pow2floor(chunks / 4)));
+    // norm prologue + per-row sum, main loop, then per round of 8 entries the lane sums
+    const rounds = Math.ceil(maxBatchTile / 8);
+    return Math.ceil((8 * maxBatchTile) / 256) * Math.ceil(roundUp(cols, 16) / 4 / 8) + 8 +
+      Math.ceil(chunks / tpr) +
+      rounds * (1 + Math.ceil((256 / tpr) * Math.min(8, maxBatchTile) / 256) * tpr * 2);
+  };
+  const out: Record<string, number> = {
+    "gemv.wgsl": Math.max(
+      gemv(g.H, "f16"),
+      gemv(l.numValueHeads * l.valueHeadDim, "f16"),
+      gemv(g.hDense, "f16"),
+    ),
+    "embed.wgsl": Math.ceil(g.H / 64),
+    "linear_attn.wgsl": Math.ceil((2 * l.keyHeadDim + g.CB) / (g.CB * g.RG)) * l.convKernel +
+      Math.ceil(l.keyHeadDim / (g.CB * g.RG)) * (3 + l.keyHeadDim / 8) + l.valueHeadDim / 8 + 4 * g.RG +
+      2 * (l.keyHeadDim / g.RG) + 4 * 8,
+    "sample.wgsl": samplerLoopBound(c.vocabSize),
+  };
+  if (a.kind === "gated") {
+    const G = a.numHeads / a.numKvHeads;
+    out["attention.wgsl"] = Math.max(
+      3 * Math.ceil(a.headDim / 64) + 6,
+      G * a.headDim / 4 / 64 + Math.ceil(RPCMAX / 64) * (a.headDim / 4 * G + G) + 2 * RPCMAX +
+        Math.ceil(a.headDim / 256) * RPCMAX * G,
+      // combine: two passes over the chunks plus one per output vec4 (chunks of a 1M-token cache)
+      3 * Math.ceil(1_048_576 / RPCMAX) * Math.ceil(a.headDim / 256),
+    );
+  } else {
+    const HB = Math.min(8, a.numHeads);
+    const qw = a.kvLoraRank + a.qkRopeHeadDim;
+    out["mla.wgsl"] = Math.max(
+      Math.ceil(a.kvLoraRank / 2 / 64) * a.qkNopeHeadDim + Math.ceil(a.kvLoraRank / 64) * 2 + 6,
+      HB * qw / 4 / 64 + Math.ceil(RPCMAX / 64) * (qw / 4) * HB + 2 * RPCMAX +
+        Math.ceil(a.kvLoraRank / 256) * RPCMAX * HB,
+      2 * Math.ceil(1_048_576 / RPCMAX) + Math.ceil(a.kvLoraRank / 256) * Math.ceil(1_048_576 / RPCMAX) +
+        Math.ceil(a.vHeadDim / 64) * (a.kvLoraRank / 2),
+    );
+  }
+  if (g.moe) {
+    const m = g.moe;
+    out["moe.wgsl"] = Math.ceil(m.numExperts / 256) * (3 + m.topK) + 8 * (4 + m.topK) + m.topK * 2 +
+      Math.ceil(g.HP / 4 / 256) +
+      gemv(Math.max(m.expertIntermediateSize, m.sharedIntermediateSize), "f16") * (m.topK + 1);
+  }
+  return out;
+}
+
+/** The decode runtime of one model on one device. */
+export class DecodeRuntime {
+  readonly ctx: GpuContext;
+  readonly device: GPUDevice;
+  readonly config: ModelConfig;
+  readonly opts: RuntimeOptions;
+  readonly geo: Geometry;
+  readonly cache: PipelineCache;
+  readonly slots: Slot[];
+  readonly groups: KvGroup[] = [];
+  /** Batch capacity of the activation buffers (maxBatch rounded up to the batch tile). */
+  readonly mb: number;
+
+  // Shared buffers.
+  step!: GPUBuffer;
+  slotBuf!: GPUBuffer;
+  ringBuf!: GPUBuffer;
+  feedBuf!: GPUBuffer;
+  feedCap = 0;
+  x!: GPUBuffer;
+  proj!: GPUBuffer;
+  yLin!: GPUBuffer;
+  ssBuf!: GPUBuffer;
+  yAtt!: GPUBuffer;
+  qBuf!: GPUBuffer;
+  hDense!: GPUBuffer;
+  hMoe!: GPUBuffer;
+  rl!: GPUBuffer;
+  route!: GPUBuffer;
+  logits!: GPUBuffer;
+  hiddenNorm!: GPUBuffer;
+  dummy!: GPUBuffer;
+
+  // Weights.
+  embed!: GpuMatrix;
+  lmHead!: GpuMatrix;
+  finalNorm!: GPUBuffer;
+  /** Per attention layer index: the weights groups bind (prep/partial/combine). */
+  attnWeights: { params: GPUBuffer; invFreq: GPUBuffer; kvB: GPUBuffer | null }[] = [];
+  /** Per linear layer: conv ring and recurrent state buffers ([slots, …]). */
+  convRing: GPUBuffer[] = [];
+  recurrent: GPUBuffer[] = [];
+  plan: LayerPlan[] = [];
+  embedKernel!: Kernel;
+  embedBind!: GPUBindGroup;
+  lmGemv!: GemvOp;
+  sampleKernel!: Kernel;
+  advanceKernel!: Kernel;
+  sampleBind!: GPUBindGroup;
+  normKernel!: Kernel;
+  normBind!: GPUBindGroup;
+  fillKernel!: Kernel;
+  #stepKey = "";
+  #bytesAllocated = 0;
+
+  private constructor(ctx: GpuContext, config: ModelConfig, opts: RuntimeOptions) {
+    this.ctx = ctx;
+    this.device = ctx.device;
+    this.config = config;
+    this.opts = opts;
+    this.geo = geometry(config);
+    this.cache = new PipelineCache(ctx.device);
+    this.mb = roundUp(Math.max(1, opts.maxBatch), opts.maxBatchTile);
+    this.slots = Array.from(
+      { length: opts.maxSlots },
+      (_, id) => ({ id, pos: 0, group: null, local: 0, busy: false }),
+    );
+  }
+
+  /** Build the runtime: check kernels against the loop cap, upload weights, build the step plan. */
+  static async create(
+    ctx: GpuContext,
+    config: ModelConfig,
+    source: WeightSource,
+    options: Partial<RuntimeOptions> = {},
+  ): Promise<DecodeRuntime> {
+    const opts = { ...DEFAULT_RUNTIME_OPTIONS, ...options };
+    if (opts.maxBatch > opts.maxSlots) opts.maxBatch = opts.maxSlots;
+    checkSupported(config);
+    if (Number.isFinite(ctx.loopCap)) {
+      for (const [kernel, n] of Object.entries(kernelLoopBounds(config, opts.maxBatchTile))) {
+        if (n >= ctx.loopCap) {
+          throw new CapsuleError(
+            "unsupported_model",
+            `${kernel} would loop ${n} times in one invocation for this model, past this GPU driver's ` +
+              `silent cap of ${ctx.loopCap} iterations (${ctx.adapterName}); results would be wrong`,
+          );
+        }
+      }
+    }
+    const rt = new DecodeRuntime(ctx, config, opts);
+    ctx.device.pushErrorScope("out-of-memory");
+    ctx.device.pushErrorScope("validation");
+    rt.#allocShared();
+    await rt.#buildModel(source);
+    const validation = await ctx.device.popErrorScope();
+    const oom = await ctx.device.popErrorScope();
+    if (validation || oom) {
+      throw new CapsuleError("internal", `WebGPU setup failed: ${(validation ?? oom)!.message}`);
+    }
+    return rt;
+  }
+
+  /** Bytes of GPU memory this runtime allocated. */
+  get bytesAllocated(): number {
+    return this.#bytesAllocated;
+  }
+
+  /** Create a storage buffer. */
+  buffer(label: string, size: number, usage = USAGE_STORAGE): GPUBuffer {
+    const s = roundUp(Math.max(16, size), 16);
+    if (s > this.ctx.maxBuffer) {
+      throw new CapsuleError(
+        "unsupported_model",
+        `${label}: ${s} bytes exceed this GPU's largest buffer (${this.ctx.maxBuffer})`,
+      );
+    }
+    this.#bytesAllocated += s;
+    return this.device.createBuffer({ label, size: s, usage });
+  }
+
+  #allocShared(): void {
+    const g = this.geo, mb = this.mb, o = this.opts;
+    const stepWords = 4 + 4 * mb + MAX_GROUPS * (1 + mb);
+    this.step = this.buffer("step", stepWords * 4);
+    this.slotBuf = this.buffer("slots", o.maxSlots * SLOT_WORDS * 4);
+    this.ringBuf = this.buffer("ring", o.maxSlots * o.ring * 4);
+    this.#growFeed(256);
+    this.x = this.buffer("x", mb * g.HP * 4);
+    this.proj = this.buffer("proj", mb * g.PS * 4);
+    this.yLin = this.buffer("yLin", mb * g.linOut * 4);
+    this.ssBuf = this.buffer("ss", mb * this.config.linear.numValueHeads * g.NB * 4);
+    this.yAtt = this.buffer("yAtt", mb * g.attOut * 4);
+    this.qBuf = this.buffer("q", mb * g.qRows * 4);
+    this.hDense = this.buffer("hDense", mb * g.hDense * 4);
+    this.hMoe = this.buffer("hMoe", mb * g.hMoe * 4);
+    this.rl = this.buffer("routerLogits", mb * roundUp(g.ers, 4) * 4);
+    this.route = this.buffer("route", mb * 2 * g.maxTopK * 4);
+    this.logits = this.buffer("logits", mb * g.LSTRIDE * 4);
+    this.hiddenNorm = this.buffer("hiddenNorm", mb * g.HP * 4);
+    this.dummy = this.buffer("dummy", 16);
+    const l = this.config.linear;
+    for (const kind of this.config.layerKinds) {
+      if (kind !== "linear") continue;
+      this.convRing.push(this.buffer("convRing", o.maxSlots * g.C * l.convKernel * 4));
+      this.recurrent.push(
+        this.buffer("recurrent", o.maxSlots * l.numValueHeads * l.keyHeadDim * l.valueHeadDim * 4),
+      );
+    }
+  }
+
+  #growFeed(n: number): void {
+    if (n <= this.feedCap) return;
+    this.feedBuf?.destroy();
+    this.feedCap = roundUp(n, 256);
+    this.feedBuf = this.buffer("feed", this.feedCap * 4);
+    if (this.embedKernel) this.embedBind = this.#embedBind();
+  }
+
+  #embedBind(): GPUBindGroup {
+    return this.cache.bind(this.embedKernel, [
+      this.step,
+      this.slotBuf,
+      this.feedBuf,
+      this.embed.buf,
+      this.embed.scales,
+      this.x,
+    ]);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Weights
+  // ---------------------------------------------------------------------------------------
+
+  #fill(
+    buf: GPUBuffer,
+    offsetWords: number,
+    countWords: number,
+    mode: 0 | 1 | 2,
+    lo: number,
+    hi: number,
+    seed: number,
+  ): void {
+    if (countWords === 0) return;
+    if (!this.fillKernel) this.fillKernel = this.cache.kernel("fill.wgsl", {}, "uw");
+    const prm = new ArrayBuffer(32);
+    new Uint32Array(prm, 0, 4).set([offsetWords, countWords, seed >>> 0, mode]);
+    new Float32Array(prm, 16, 2).set([lo, hi]);
+    const u = this.device.createBuffer({ size: 32, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    writeArray(this.device.queue, u, 0, new Uint8Array(prm));
+    const rec = new PassRecorder(this.device);
+    const [gx, gy] = grid2(Math.ceil(countWords / (256 * 16)));
+    rec.dispatch(this.fillKernel, this.cache.bind(this.fillKernel, [u, buf]), gx, gy);
+    this.device.queue.submit([rec.finish()]);
+    u.destroy();
+  }
+
+  /** Fill `count` f32 values of `buf` from `offset` (in values) with uniform random numbers. */
+  fillRandom(buf: GPUBuffer, offset: number, count: number, lo: number, hi: number, seed: number): void {
+    this.#fill(buf, offset, count, 0, lo, hi, seed);
+  }
+
+  async #buildModel(src: WeightSource): Promise<void> {
+    const c = this.config, g = this.geo, fmt = this.opts.weights;
+    let seed = src.kind === "random" ? src.seed : 0;
+    const W = src.kind === "weights" ? src.weights : null;
+    const mat = (
+      label: string,
+      rows: number,
+      cols: number,
+      get: () => Matrix,
+      format: WeightFormat = fmt,
+      amp = 0.03,
+    ): GpuMatrix => {
+      const chunks = roundUp(cols, perChunk(format)) / perChunk(format);
+      const buf = this.buffer(label, rows * chunks * 16);
+      let scales = this.dummy;
+      if (format === "int8") scales = this.buffer(`${label}.scales`, rows * 4);
+      if (W) {
+        const m = get();
+        if (m.rows !== rows || m.cols !== cols) {
+          throw new Error(`${label}: ${m.rows}×${m.cols}, expected ${rows}×${cols}`);
+        }
+        const p = packMatrix(m, format);
+        writeArray(this.device.queue, buf, 0, p.data);
+        if (p.scales) writeArray(this.device.queue, scales, 0, p.scales);
+      } else {
+        this.#fill(buf, 0, rows * chunks * 4, format === "f16" ? 1 : 2, -amp, amp, seed++);
+        if (format === "int8") this.#fill(scales, 0, rows, 0, amp * 0.5, amp, seed++);
+      }
+      return { buf, scales, rows, cols, chunks, format };
+    };
+    const vec = (
+      label: string,
+      n: number,
+      get: () => Float32Array,
+      lo: number,
+      hi: number,
+      pad = n,
+    ): GPUBuffer => {
+      const buf = this.buffer(label, pad * 4);
+      if (W) writeArray(this.device.queue, buf, 0, padVector(get(), pad));
+      else this.#fill(buf, 0, n, 0, lo, hi, seed++);
+      return buf;
+    };
+    const H = c.hiddenSize;
+    this.embed = mat("embed", c.vocabSize, H, () => W!.embed);
+    this.lmHead = W && W.lmHead === W.embed
+      ? this.embed
+      : c.tieWordEmbeddings && !W
+      ? this.embed
+      : mat("lmHead", c.vocabSize, H, () => W!.lmHead);
+    this.finalNorm = vec("finalNorm", H, () => W!.finalNorm, 0.9, 1.1, g.HP);
+
+    this.embedKernel = this.cache.kernel("embed.wgsl", {
+      H,
+      ROWU32: this.embed.chunks * 4,
+      XSTRIDE: g.HP,
+      WQ: fmt === "int8",
+    }, "rrrrrw");
+    this.embedBind = this.#embedBind();
+
+    let linIndex = 0, attIndex = 0;
+    for (let i = 0; i < c.numLayers; i++) {
+      const lw: LayerWeights | null = W ? W.layers[i] : null;
+      const inputNorm = vec(`L${i}.inputNorm`, H, () => lw!.inputNorm, 0.9, 1.1, g.HP);
+      const postNorm = vec(`L${i}.postNorm`, H, () => lw!.postNorm, 0.9, 1.1, g.HP);
+      let mixer: LinearPlan | AttnPlan;
+      if (c.layerKinds[i] === "linear") {
+        mixer = this.#linearLayer(i, lw, mat, vec, inputNorm, linIndex++);
+      } else {
+        mixer = this.#attentionLayer(i, lw, mat, vec, inputNorm, attIndex++);
+      }
+      const m = c.mlp[i];
+      let mlp: MlpDense | MlpMoe;
+      if (m.kind === "dense") {
+        const I = m.intermediateSize;
+        const gu = mat(`L${i}.gateUp`, 2 * I, H, () => {
+          const d = lw!.mlp;
+          if (d.kind !== "dense") throw new Error("unreachable");
+          return interleaveRows(d.gate, d.up);
+        });
+        const down = mat(`L${i}.down`, H, I, () => (lw!.mlp as { down: Matrix }).down);
+        mlp = {
+          kind: "dense",
+          gu: this.#gemv(gu, this.x, g.HP, this.hDense, g.hDense, { pro: 1, aux: postNorm, pair: true }),
+          down: this.#gemv(down, this.hDense, g.hDense, this.x, g.HP, { add: true }),
+        };
+      } else {
+        mlp = this.#moeLayer(i, lw, m, mat, vec, postNorm);
+      }
+      this.plan.push({ mixer, mlp });
+    }
+    this.lmGemv = this.#gemv(this.lmHead, this.x, g.HP, this.logits, g.LSTRIDE, {
+      pro: 1,
+      aux: this.finalNorm,
+    });
+    this.sampleKernel = this.cache.kernel("sample.wgsl", {
+      SAMPLE: 1,
+      ADVANCE: 0,
+      V: c.vocabSize,
+      LSTRIDE: g.LSTRIDE,
+      RING: this.opts.ring,
+    }, "rwrw");
+    this.advanceKernel = this.cache.kernel(
+      "sample.wgsl",
+      { SAMPLE: 0, ADVANCE: 1, RING: this.opts.ring },
+      "rwrw",
+    );
+    this.sampleBind = this.cache.bind(this.sampleKernel, [
+      this.step,
+      this.slotBuf,
+      this.logits,
+      this.ringBuf,
+    ]);
+    this.normKernel = this.cache.kernel(
+      "norm.wgsl",
+      { H, XSTRIDE: g.HP, YSTRIDE: g.HP, EPS: c.rmsNormEps },
+      "rrw",
+    );
+    this.normBind = this.cache.bind(this.normKernel, [this.x, this.finalNorm, this.hiddenNorm]);
+    await this.device.queue.onSubmittedWorkDone();
+  }
+
+  /** A GEMV op: `w · X'` into `y` (stride `ys`), X with stride `xs` (multiple of 16). */
+  #gemv(w: GpuMatrix, x: GPUBuffer, xs: number, y: GPUBuffer, ys: number, o: GemvVariant): GemvOp {
+    const plan = gemvPlan(w, xs, ys, this.config.rmsNormEps, o);
+    const layout = this.cache.layout("rrrrwr");
+    const bind = this.cache.bind(layout, [this.step, w.buf, w.scales, x, y, o.aux ?? this.dummy]);
+    return { ...plan, bind, kernels: new Map() };
+  }
+
+  #gemvKernel(op: GemvOp, bt: number): Kernel {
+    let k = op.kernels.get(bt);
+    if (!k) {
+      k = this.cache.kernel("gemv.wgsl", gemvDefines(op.defines, bt), "rrrrwr");
+      op.kernels.set(bt, k);
+    }
+    return k;
+  }
+
+  #linearLayer(
+    i: number,
+    lw: LayerWeights | null,
+    mat: (
+      label: string,
+      rows: number,
+      cols: number,
+      get: () => Matrix,
+      format?: WeightFormat,
+      amp?: number,
+    ) => GpuMatrix,
+    vec: (
+      label: string,
+      n: number,
+      get: () => Float32Array,
+      lo: number,
+      hi: number,
+      pad?: number,
+    ) => GPUBuffer,
+    inputNorm: GPUBuffer,
+    li: number,
+  ): LinearPlan {
+    const c = this.config, g = this.geo, l = c.linear, H = c.hiddenSize;
+    const hv = l.numValueHeads, dk = l.keyHeadDim, dv = l.valueHeadDim, C = g.C;
+    const kda = l.kind === "kda";
+    const m = lw?.mixer;
+    const inRows = kda ? C + dk + hv + dv : C + hv * dv + 2 * hv;
+    const inW = mat(`L${i}.inProj`, inRows, H, () => {
+      if (m?.kind === "gdn") return stackRows([m.qkv, m.z, m.b, m.a]);
+      if (m?.kind === "kda") return stackRows([m.qkv, m.fA, m.b, m.gA]);
+      throw new Error("unreachable");
+    });
+    const conv = vec(`L${i}.conv`, C * l.convKernel, () => (m as { conv: Float32Array }).conv, -0.5, 0.5);
+    const nParams = hv + (kda ? hv * dk : hv) + dv;
+    const params = vec(
+      `L${i}.params`,
+      nParams,
+      () => {
+        const p = new Float32Array(nParams);
+        const mm = m as { aLog: Float32Array; dtBias: Float32Array; norm: Float32Array };
+        p.set(mm.aLog, 0);
+        p.set(mm.dtBias, hv);
+        p.set(mm.norm, hv + mm.dtBias.length);
+        return p;
+      },
+      0,
+      1,
+    );
+    let fg = this.dummy;
+    if (kda) {
+      fg = mat(`L${i}.fgB`, 2 * hv * dk, dk, () => {
+        if (m?.kind !== "kda") throw new Error("unreachable");
+        return stackRows([m.fB, m.gB]);
+      }, "f16").buf;
+    }
+    const outW = mat(`L${i}.outProj`, H, hv * dv, () => (m as { out: Matrix }).out);
+    const inProj = this.#gemv(inW, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm });
+    const defines = linearDefines(c);
+    const kernel = this.cache.kernel("linear_attn.wgsl", defines, "rrrrwwrrww");
+    const bind = this.cache.bind(kernel, [
+      this.step,
+      this.slotBuf,
+      this.proj,
+      conv,
+      this.convRing[li],
+      this.recurrent[li],
+      params,
+      fg,
+      this.yLin,
+      this.ssBuf,
+    ]);
+    const outProj = this.#gemv(outW, this.yLin, g.linOut, this.x, g.HP, {
+      pro: 2,
+      aux: this.ssBuf,
+      add: true,
+      nh: hv,
+      dvh: dv,
+      nb: g.NB,
+    });
+    return { kind: "linear", inProj, kernel, bind, grid: [g.NB, hv], outProj };
+  }
+
+  #attentionLayer(
+    i: number,
+    lw: LayerWeights | null,
+    mat: (
+      label: string,
+      rows: number,
+      cols: number,
+      get: () => Matrix,
+      format?: WeightFormat,
+      amp?: number,
+    ) => GpuMatrix,
+    vec: (
+      label: string,
+      n: number,
+      get: () => Float32Array,
+      lo: number,
+      hi: number,
+      pad?: number,
+    ) => GPUBuffer,
+    inputNorm: GPUBuffer,
+    ai: number,
+  ): AttnPlan {
+    const c = this.config, g = this.geo, a = c.attention, H = c.hiddenSize;
+    const m = lw?.mixer;
+    if (a.kind === "gated") {
+      const d = a.headDim;
+      const qkv = mat(`L${i}.qkv`, a.numHeads * 2 * d + 2 * a.numKvHeads * d, H, () => {
+        if (m?.kind !== "gated") throw new Error("unreachable");
+        return stackRows([m.q, m.k, m.v]);
+      });
+      const params = vec(
+        `L${i}.qkNorm`,
+        2 * d,
+        () => {
+          const mm = m as { qNorm: Float32Array; kNorm: Float32Array };
+          const p = new Float32Array(2 * d);
+          p.set(mm.qNorm, 0);
+          p.set(mm.kNorm, d);
+          return p;
+        },
+        0.9,
+        1.1,
+      );
+      const invFreq = this.buffer(`L${i}.invFreq`, a.rotaryDim / 2 * 4);
+      writeArray(this.device.queue, invFreq, 0, ropeInvFreq(a.rotaryDim, a.ropeTheta, a.invFreqBf16));
+      const o = mat(`L${i}.o`, H, a.numHeads * d, () => (m as { o: Matrix }).o);
+      this.attnWeights.push({ params, invFreq, kvB: null });
+      return {
+        kind: "gated",
+        layer: i,
+        attnIndex: ai,
+        qkv: this.#gemv(qkv, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm }),
+        oProj: this.#gemv(o, this.yAtt, g.attOut, this.x, g.HP, { add: true }),
+      };
+    }
+    const hh = a.numHeads, dn = a.qkNopeHeadDim, dr = a.qkRopeHeadDim, dv = a.vHeadDim, r = a.kvLoraRank;
+    const qkv = mat(`L${i}.qkvA`, hh * (dn + dr) + r + dr, H, () => {
+      if (m?.kind !== "mla") throw new Error("unreachable");
+      return stackRows([m.q, m.kvA]);
+    });
+    const kvNorm = vec(`L${i}.kvNorm`, r, () => (m as { kvANorm: Float32Array }).kvANorm, 0.9, 1.1);
+    const kvB = mat(`L${i}.kvB`, hh * (dn + dv), r, () => (m as { kvB: Matrix }).kvB, "f16");
+    const o = mat(`L${i}.o`, H, hh * dv, () => (m as { o: Matrix }).o);
+    this.attnWeights.push({ params: kvNorm, invFreq: this.dummy, kvB: kvB.buf });
+    return {
+      kind: "mla",
+      layer: i,
+      attnIndex: ai,
+      qkv: this.#gemv(qkv, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm }),
+      oProj: this.#gemv(o, this.yAtt, g.attOut, this.x, g.HP, { add: true }),
+    };
+  }
+
+  #moeLayer(
+    i: number,
+    lw: LayerWeights | null,
+    m: MoeConfig,
+    mat: (
+      label: string,
+      rows: number,
+      cols: number,
+      get: () => Matrix,
+      format?: WeightFormat,
+      amp?: number,
+    ) => GpuMatrix,
+    vec: (
+      label: string,
+      n: number,
+      get: () => Float32Array,
+      lo: number,
+      hi: number,
+      pad?: number,
+    ) => GPUBuffer,
+    postNorm: GPUBuffer,
+  ): MlpMoe {
+    const c = this.config, g = this.geo, H = c.hiddenSize;
+    const w = lw?.mlp;
+    const E = m.numExperts, I = m.expertIntermediateSize, IS = m.sharedIntermediateSize;
+    const nsh = IS > 0 ? 1 : 0;
+    const shGate = m.router === "softmax" && nsh === 1;
+    const router = mat(
+      `L${i}.router`,
+      g.ers,
+      H,
+      () => {
+        if (w?.kind !== "moe") throw new Error("unreachable");
+        return shGate ? stackRows([w.router, w.sharedGate!]) : w.router;
+      },
+      "f16",
+      0.1,
+    );
+    const bias = m.router === "sigmoid"
+      ? vec(`L${i}.routerBias`, E, () => (w as { routerBias: Float32Array }).routerBias, -0.01, 0.01)
+      : this.dummy;
+    const experts = mat(`L${i}.expertsGU`, E * 2 * I, H, () => {
+      if (w?.kind !== "moe") throw new Error("unreachable");
+      return stackRows(w.experts.map((e) => interleaveRows(e.gate, e.up)));
+    });
+    const downs = mat(`L${i}.expertsDown`, E * H, I, () => {
+      if (w?.kind !== "moe") throw new Error("unreachable");
+      return stackRows(w.experts.map((e) => e.down));
+    });
+    let sgu: GpuMatrix | null = null, sdown: GpuMatrix | null = null;
+    if (nsh) {
+      sgu = mat(`L${i}.sharedGU`, 2 * IS, H, () => {
+        const s = (w as { shared: { gate: Matrix; up: Matrix } }).shared;
+        return interleaveRows(s.gate, s.up);
+      });
+      sdown = mat(`L${i}.sharedDown`, H, IS, () => (w as { shared: { down: Matrix } }).shared.down);
+    }
+    const md = moeDefines(c, m, this.opts.weights);
+    const up = this.cache.kernel("moe.wgsl", md.up, "rrrrrrrrrww");
+    const down = this.cache.kernel("moe.wgsl", md.down, "rrrrrrrrw");
+    const tpr = Number(md.up.TPR), tprD = Number(md.down.TPR);
+    return {
+      kind: "moe",
+      router: this.#gemv(router, this.x, g.HP, this.rl, roundUp(g.ers, 4), { pro: 1, aux: postNorm }),
+      up,
+      upBind: this.cache.bind(up, [
+        this.step,
+        this.rl,
+        bias,
+        experts.buf,
+        experts.scales,
+        sgu?.buf ?? this.dummy,
+        sgu?.scales ?? this.dummy,
+        this.x,
+        postNorm,
+        this.hMoe,
+        this.route,
+      ]),
+      upGrid: [Math.ceil(Math.max(I, IS) / (256 / tpr)), m.topK + nsh],
+      down,
+      downBind: this.cache.bind(down, [
+        this.step,
+        this.route,
+        this.rl,
+        downs.buf,
+        downs.scales,
+        sdown?.buf ?? this.dummy,
+        sdown?.scales ?? this.dummy,
+        this.hMoe,
+        this.x,
+      ]),
+      downGrid: Math.ceil(H / (256 / tprD)),
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Slots and KV groups
+  // ---------------------------------------------------------------------------------------
+
+  /** A free slot, or null. */
+  allocSlot(): Slot | null {
+    const s = this.slots.find((x) => !x.busy);
+    if (!s) return null;
+    s.busy = true;
+    s.pos = 0;
+    return s;
+  }
+
+  /** Release a slot and its KV rows. */
+  freeSlot(s: Slot): void {
+    if (s.group) s.group.free.push(s.local);
+    s.group = null;
+    s.busy = false;
+    s.pos = 0;
+  }
+
+  /** Create a KV group with `cap` rows per slot for `nslots` slots. */
+  createGroup(cap: number, nslots: number): KvGroup {
+    const index = this.groups.length;
+    if (index >= MAX_GROUPS) {
+      throw new CapsuleError("context_overflow", `more than ${MAX_GROUPS} KV slot groups`);
+    }
+    cap = roundUp(Math.max(cap, 1), RPCMAX);
+    const g = this.geo, a = this.config.attention;
+    const rowBytes = Math.max(g.keyRow, g.valueRow) * 4;
+    const fit = Math.floor(this.ctx.maxBinding / (cap * rowBytes));
+    nslots = Math.min(nslots, fit);
+    if (nslots < 1) {
+      throw new CapsuleError(
+        "context_overflow",
+        `a KV cache of ${cap} tokens needs ${
+          cap * rowBytes
+        } bytes per layer, more than this GPU binds (${this.ctx.maxBinding})`,
+      );
+    }
+    const grp = new KvGroup(index, cap, nslots);
+    const nAttn = this.config.layerKinds.filter((k) => k === "attention").length;
+    for (let i = 0; i < nAttn; i++) {
+      grp.keys.push(this.buffer(`kv${index}.K${i}`, nslots * cap * g.keyRow * 4));
+      grp.values.push(this.buffer(`kv${index}.V${i}`, nslots * cap * g.valueRow * 4));
+    }
+    grp.uniform = this.device.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    writeArray(this.device.queue, grp.uniform, 0, new Uint32Array([index, cap, grp.nc, 0]));
+    const heads = a.numHeads;
+    const width = a.kind === "gated" ? a.headDim : a.kvLoraRank;
+    grp.partialO = this.buffer(`kv${index}.partialO`, this.mb * heads * grp.nc * width * 4);
+    grp.partialML = this.buffer(`kv${index}.partialML`, this.mb * heads * grp.nc * 8);
+    for (let i = 0; i < nAttn; i++) this.#bindGroup(grp, i);
+    this.groups.push(grp);
+    return grp;
+  }
+
+  #attn: { prep: Kernel; partial: Kernel; combine: Kernel } | null = null;
+
+  #attnKernels(): { prep: Kernel; partial: Kernel; combine: Kernel } {
+    this.#attn ??= this.#makeAttnKernels();
+    return this.#attn;
+  }
+
+  #makeAttnKernels(): { prep: Kernel; partial: Kernel; combine: Kernel } {
+    const d = attentionDefines(this.config, this.mb);
+    const file = this.config.attention.kind === "gated" ? "attention.wgsl" : "mla.wgsl";
+    return {
+      prep: this.cache.kernel(file, d.prep, "rrurrrwww"),
+      partial: this.cache.kernel(file, d.partial, "rrurrrww"),
+      combine: this.cache.kernel(file, d.combine, "rrurrrw"),
+    };
+  }
+
+  #bindGroup(grp: KvGroup, ai: number): void {
+    const k = this.#attnKernels();
+    const w = this.attnWeights[ai];
+    const head = [this.step, this.slotBuf, grp.uniform];
+    if (this.config.attention.kind === "gated") {
+      grp.prep.push(
+        this.cache.bind(k.prep, [
+          ...head,
+          this.proj,
+          w.params,
+          w.invFreq,
+          this.qBuf,
+          grp.keys[ai],
+          grp.values[ai],
+        ]),
+      );
+      grp.partial.push(
+        this.cache.bind(k.partial, [
+          ...head,
+          this.qBuf,
+          grp.keys[ai],
+          grp.values[ai],
+          grp.partialO,
+          grp.partialML,
+        ]),
+      );
+      grp.combine.push(
+        this.cache.bind(k.combine, [...head, this.proj, grp.partialO, grp.partialML, this.yAtt]),
+      );
+    } else {
+      grp.prep.push(
+        this.cache.bind(k.prep, [
+          ...head,
+          this.proj,
+          w.kvB!,
+          w.params,
+          this.qBuf,
+          grp.keys[ai],
+          grp.values[ai],
+        ]),
+      );
+      grp.partial.push(
+        this.cache.bind(k.partial, [
+          ...head,
+          this.qBuf,
+          grp.keys[ai],
+          grp.values[ai],
+          grp.partialO,
+          grp.partialML,
+        ]),
+      );
+      grp.combine.push(this.cache.bind(k.combine, [...head, w.kvB!, grp.partialO, grp.partialML, this.yAtt]));
+    }
+  }
+
+  /**
+   * Make sure `slot` has KV room for `rows` rows, moving its cache to a larger group when needed
+   * (a GPU copy of the rows it holds).
+   */
+  ensureCapacity(slot: Slot, rows: number, exact = false): void {
+    const nAttn = this.config.layerKinds.filter((k) => k === "attention").length;
+    if (nAttn === 0) return;
+    if (slot.group && slot.group.cap >= rows) return;
+    let grp = this.groups.filter((g) => g.cap >= rows && g.free.length > 0).sort((a, b) => a.cap - b.cap)[0];
+    if (!grp) {
+      // Organic growth doubles so a long session migrates O(log n) times.
+      const cap = exact ? rows : Math.max(1024, 2 ** Math.ceil(Math.log2(Math.max(rows, 1))));
+      grp = this.createGroup(cap, this.opts.groupSlots);
+    }
+    const local = grp.free.pop()!;
+    const old = slot.group;
+    if (old && slot.pos > 0) {
+      const enc = this.device.createCommandEncoder();
+      const g = this.geo;
+      for (let i = 0; i < nAttn; i++) {
+        enc.copyBufferToBuffer(
+          old.keys[i],
+          slot.local * old.cap * g.keyRow * 4,
+          grp.keys[i],
+          local * grp.cap * g.keyRow * 4,
+          slot.pos * g.keyRow * 4,
+        );
+        enc.copyBufferToBuffer(
+          old.values[i],
+          slot.local * old.cap * g.valueRow * 4,
+          grp.values[i],
+          local * grp.cap * g.valueRow * 4,
+          slot.pos * g.valueRow * 4,
+        );
+      }
+      this.device.queue.submit([enc.finish()]);
+    }
+    if (old) old.free.push(slot.local);
+    slot.group = grp;
+    slot.local = local;
+  }
+
+  /**
+   * Write header words of a slot (queue-ordered with submitted steps). Only the words named are
+   * written, so fields the GPU maintains (position, generated count) survive other updates.
+   */
+  writeHeader(slot: Slot, words: Partial<Record<keyof typeof SH, number>>, stops?: number[]): void {
+    const one = new ArrayBuffer(4);
+    for (const [k, v] of Object.entries(words) as [keyof typeof SH, number][]) {
+      if (k === "TEMP" || k === "TOPP") new Float32Array(one)[0] = v;
+      else new Uint32Array(one)[0] = v >>> 0;
+      writeArray(
+        this.device.queue,
+        this.slotBuf,
+        (slot.id * SLOT_WORDS + SH[k]) * 4,
+        new Uint8Array(one.slice(0)),
+      );
+    }
+    if (stops) {
+      if (stops.length > MAX_STOPS) {
+        throw new CapsuleError("invalid_argument", `at most ${MAX_STOPS} stop ids on the GPU`);
+      }
+      const w = new Uint32Array(1 + stops.length);
+      w[0] = stops.length;
+      w.set(stops, 1);
+      writeArray(this.device.queue, this.slotBuf, (slot.id * SLOT_WORDS + SH.NSTOP) * 4, w.subarray(0, 1));
+      if (stops.length) {
+        writeArray(this.device.queue, this.slotBuf, (slot.id * SLOT_WORDS + SH.STOPS) * 4, w.subarray(1));
+      }
+    }
+  }
+
+  /** Write the step table for a batch (skipped when unchanged). */
+  setBatch(entries: Slot[]): void {
+    const key = entries.map((s) => `${s.id}:${s.group?.index ?? -1}:${s.local}`).join(",");
+    if (key === this.#stepKey) return;
+    if (entries.length > this.opts.maxBatch) {
+      throw new CapsuleError("internal", `batch of ${entries.length} > ${this.opts.maxBatch}`);
+    }
+    const mb = this.mb;
+    const t = new Uint32Array(4 + 4 * mb + MAX_GROUPS * (1 + mb));
+    t[0] = entries.length;
+    entries.forEach((s, b) => {
+      t.set([s.id, s.group?.index ?? 0, s.local, 0], 4 + 4 * b);
+      if (s.group) {
+        const base = 4 + 4 * mb + s.group.index * (1 + mb);
+        t[base + 1 + t[base]] = b;
+        t[base]++;
+      }
+    });
+    writeArray(this.device.queue, this.step, 0, t);
+    this.#stepKey = key;
+    this.#batch = entries;
+  }
+
+  #batch: Slot[] = [];
+
+  /** Groups used by the current batch, with their entry counts. */
+  #groupCounts(): [KvGroup, number][] {
+    const m = new Map<KvGroup, number>();
+    for (const s of this.#batch) if (s.group) m.set(s.group, (m.get(s.group) ?? 0) + 1);
+    return [...m.entries()];
+  }
+
+  /** Batch tile for a batch of `b`. */
+  batchTile(b: number): number {
+    return Math.min(2 ** Math.ceil(Math.log2(Math.max(1, b))), this.opts.maxBatchTile);
+  }
+
+  #gemvDispatch(rec: PassRecorder, op: GemvOp, B: number): void {
+    const bt = this.batchTile(B);
+    const [x, y, z] = gemvGrid(op.outs, op.rpg, B, bt);
+    rec.dispatch(this.#gemvKernel(op, bt), op.bind, x, y, z);
+  }
+
+  /**
+   * Record one decode step for the current batch (see {@link setBatch}): embedding, every layer,
+   * then — when `head` — the LM head and either sampling (`sample`) or a plain position advance.
+   */
+  encodeStep(rec: PassRecorder, o: { head: boolean; sample: boolean; hooks?: StepHooks }): void {
+    const B = this.#batch.length;
+    const c = this.config;
+    rec.dispatch(this.embedKernel, this.embedBind, B);
+    o.hooks?.afterLayer?.(-1);
+    const groups = this.#groupCounts();
+    for (let i = 0; i < c.numLayers; i++) {
+      const p = this.plan[i];
+      const mx = p.mixer;
+      if (mx.kind === "linear") {
+        this.#gemvDispatch(rec, mx.inProj, B);
+        rec.dispatch(mx.kernel, mx.bind, mx.grid[0], mx.grid[1], B);
+        this.#gemvDispatch(rec, mx.outProj, B);
+      } else {
+        this.#gemvDispatch(rec, mx.qkv, B);
+        const k = this.#attnKernels();
+        const a = c.attention;
+        for (const [grp, n] of groups) {
+          const ai = mx.attnIndex;
+          if (a.kind === "gated") {
+            rec.dispatch(k.prep, grp.prep[ai], a.numHeads + a.numKvHeads, n);
+            rec.dispatch(k.partial, grp.partial[ai], grp.nc, a.numKvHeads, n);
+            rec.dispatch(k.combine, grp.combine[ai], a.numHeads, n);
+          } else {
+            rec.dispatch(k.prep, grp.prep[ai], a.numHeads + 1, n);
+            rec.dispatch(
+              k.partial,
+              grp.partial[ai],
+              grp.nc,
+              Math.ceil(a.numHeads / Math.min(8, a.numHeads)),
+              n,
+            );
+            rec.dispatch(k.combine, grp.combine[ai], a.numHeads, n);
+          }
+        }
+        this.#gemvDispatch(rec, mx.oProj, B);
+      }
+      const m = p.mlp;
+      if (m.kind === "dense") {
+        this.#gemvDispatch(rec, m.gu, B);
+        this.#gemvDispatch(rec, m.down, B);
+      } else {
+        this.#gemvDispatch(rec, m.router, B);
+        rec.dispatch(m.up, m.upBind, m.upGrid[0], m.upGrid[1], B);
+        rec.dispatch(m.down, m.downBind, m.downGrid, 1, B);
+      }
+      if (i < c.numLayers - 1) o.hooks?.afterLayer?.(i);
+    }
+    o.hooks?.beforeHead?.();
+    if (o.head) this.#gemvDispatch(rec, this.lmGemv, B);
+    if (o.sample) rec.dispatch(this.sampleKernel, this.sampleBind, B);
+    else rec.dispatch(this.advanceKernel, this.sampleBind, B);
+  }
+
+  /** Record the final RMSNorm of x into `hiddenNorm` (for hidden-state capture). */
+  encodeFinalNorm(rec: PassRecorder): void {
+    rec.dispatch(this.normKernel, this.normBind, this.#batch.length);
+  }
+
+  /** Copy `n` values of the feed buffer from host ids. */
+  writeFeed(ids: Uint32Array): void {
+    this.#growFeed(ids.length);
+    writeArray(this.device.queue, this.feedBuf, 0, ids);
+  }
+
+  /** Linear-layer index of layer `i` (or -1). */
+  linearIndex(i: number): number {
+    let n = -1;
+    for (let j = 0; j <= i; j++) if (this.config.layerKinds[j] === "linear") n++;
+    return this.config.layerKinds[i] === "linear" ? n : -1;
+  }
+
+  /** Attention-layer index of layer `i` (or -1). */
+  attentionIndex(i: number): number {
+    let n = -1;
+    for (let j = 0; j <= i; j++) if (this.config.layerKinds[j] === "attention") n++;
+    return this.config.layerKinds[i] === "attention" ? n : -1;
+  }
+
+  /** Release every GPU resource. */
+  destroy(): void {
+    this.device.destroy();
+  }
+}
+
+/** Reject configurations the kernels do not handle, with a clear message. */
+export function checkSupported(c: ModelConfig): void {
+  const l = c.linear, a = c.attention;
+  const fail = (msg: string): never => {
+    throw new CapsuleError("unsupported_model", `WebGPU backend: ${msg}`);
+  };
+  if (l.keyHeadDim % 8 !== 0 || l.valueHeadDim % 16 !== 0) {
+    fail("linear head dims must be multiples of 8 (keys) and 16 (values)");
+  }
+  const rg = Math.max(1, Math.min(128 / Math.min(16, l.valueHeadDim), l.keyHeadDim));
+  if (l.keyHeadDim % rg !== 0) fail("linear key head dim must divide into the row groups");
+  if (a.kind === "gated" && (a.headDim % 4 !== 0 || a.headDim > 1024)) {
+    fail("attention head dim must be a multiple of 4");
+  }
+  if (a.kind === "mla" && (a.kvLoraRank % 8 !== 0 || a.qkRopeHeadDim % 4 !== 0)) {
+    fail("MLA latent rank must be a multiple of 8 and rope dim of 4");
+  }
+  if (a.kind === "mla" && a.numHeads > 8 && a.numHeads % 8 !== 0) {
+    fail("MLA head count must be ≤ 8 or a multiple of 8");
+  }
+  const moe = c.mlp.find((m) => m.kind === "moe") as MoeConfig | undefined;
+  if (moe && moe.numExperts > 4096) fail("more than 4096 experts");
+}
