@@ -116,6 +116,9 @@ export class Session {
     validateSampling(params);
     const stops = new Set(opts.stopIds ?? []);
     if (!opts.ignoreEos) { for (const e of this.backend.config.eosTokenIds) stops.add(e); }
+    if (this.backend.generate) {
+      return yield* this.#generateOnDevice(params, opts.maxTokens, [...stops], opts.signal);
+    }
     for (let n = 0; n < opts.maxTokens; n++) {
       if (opts.signal?.aborted) return "abort";
       const pending = this.#tokens.slice(this.#state.position);
@@ -133,6 +136,60 @@ export class Session {
       if (stops.has(id)) return "stop";
     }
     return "length";
+  }
+
+  /**
+   * The device-resident path (WebGPU): the backend feeds the pending tokens, samples on the GPU and
+   * streams tokens back in batches. When it ends — finished, aborted, or the consumer stopped early —
+   * every token the device consumed is in `tokens`, and the CPU copy of the state is synced, so
+   * {@link snapshot} is always current between calls.
+   */
+  async *#generateOnDevice(
+    params: SamplingParams,
+    maxTokens: number,
+    stopIds: number[],
+    signal?: AbortSignal,
+  ): AsyncGenerator<number, FinishReason> {
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    if (signal?.aborted) stop.abort();
+    const startLength = this.#tokens.length;
+    const gen = this.backend.generate!(this.#state, this.#tokens.slice(this.#state.position), params, {
+      maxTokens,
+      stopIds,
+      firstPosition: startLength,
+      signal: stop.signal,
+    });
+    let reason: FinishReason | undefined;
+    try {
+      for (;;) {
+        const r = await gen.next();
+        if (r.done) {
+          reason = r.value;
+          break;
+        }
+        this.#tokens.push(r.value);
+        yield r.value;
+      }
+      return reason;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      if (reason === undefined) {
+        // The consumer stopped early: stop the device, and keep the tokens it had already consumed
+        // so that the tokens and the state stay in step.
+        stop.abort();
+        for (let r = await gen.next(); !r.done; r = await gen.next()) this.#tokens.push(r.value);
+      }
+      const drawn = this.#tokens.length - startLength;
+      if (params.temperature > 0 && drawn > 0) {
+        this.#sampler = {
+          seed: params.seed,
+          draws: (this.#sampler?.seed === params.seed ? this.#sampler.draws : 0) + drawn,
+        };
+      }
+      await this.backend.syncState?.(this.#state);
+    }
   }
 
   /** A deep copy of the session's snapshot (what a capsule stores). */

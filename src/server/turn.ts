@@ -104,18 +104,26 @@ export class TurnRunner {
     }
   }
 
-  /** Runs `fn` as one engine step, after the steps queued before it, if the request still wants it. */
+  /**
+   * Runs `fn` as one engine step, if the request still wants it. On the CPU backend steps run one
+   * at a time in arrival order, interleaving sessions token by token. A device-resident backend
+   * (WebGPU) schedules its own work in its worker and batches concurrent sessions' decode steps,
+   * so its steps are not serialised here: holding them in a queue would keep sessions from
+   * sharing steps.
+   */
   async #step<T>(fn: () => T | Promise<T>, deadline: Deadline, signal?: AbortSignal): Promise<T> {
     // A CPU forward pass never yields to the event loop; without a macrotask turn between steps,
     // streamed tokens would not leave the node and other requests could not queue until the end.
     await new Promise<void>((resolve) => setImmediate(resolve));
+    const guarded = () => {
+      deadline.check();
+      if (signal?.aborted) throw new CapsuleError("invalid_request", "the client went away");
+      return fn();
+    };
+    if (this.#engine.backend.generate) return await guarded();
     this.#metrics.queueDepth.inc();
     try {
-      return await this.#queue.run(() => {
-        deadline.check();
-        if (signal?.aborted) throw new CapsuleError("invalid_request", "the client went away");
-        return fn();
-      });
+      return await this.#queue.run(guarded);
     } finally {
       this.#metrics.queueDepth.dec();
     }
