@@ -12,6 +12,7 @@ import { type ModelConfig, type MoeConfig, parseModelConfig } from "../src/model
 import { createSyntheticWebGpuBackend, type WebGpuBackend } from "../src/backends/webgpu/backend.ts";
 import type { SessionState } from "../src/engine/state.ts";
 import { GREEDY } from "../src/engine/sampling.ts";
+import { PUBLISHED_CONFIGS } from "../src/model/presets.ts";
 
 /** A benchmark model: its config.json object and how many experts the synthetic copy keeps. */
 export interface BenchModel {
@@ -26,51 +27,11 @@ const qwenLayers = (n: number) =>
 export const MODELS: Record<string, BenchModel> = {
   "qwen3.5-0.8b": {
     name: "Qwen3.5-0.8B",
-    raw: {
-      model_type: "qwen3_5_text",
-      vocab_size: 248320,
-      hidden_size: 1024,
-      num_hidden_layers: 24,
-      num_attention_heads: 8,
-      num_key_value_heads: 2,
-      head_dim: 256,
-      intermediate_size: 3584,
-      linear_key_head_dim: 128,
-      linear_value_head_dim: 128,
-      linear_num_key_heads: 16,
-      linear_num_value_heads: 16,
-      linear_conv_kernel_dim: 4,
-      layer_types: qwenLayers(24),
-      rope_parameters: { rope_theta: 1e7, partial_rotary_factor: 0.25 },
-      rms_norm_eps: 1e-6,
-      tie_word_embeddings: true,
-      max_position_embeddings: 262144,
-      dtype: "bfloat16",
-    },
+    raw: { ...PUBLISHED_CONFIGS["Qwen3.5-0.8B"], dtype: "bfloat16" },
   },
   "qwen3.5-9b": {
     name: "Qwen3.5-9B",
-    raw: {
-      model_type: "qwen3_5_text",
-      vocab_size: 248320,
-      hidden_size: 4096,
-      num_hidden_layers: 32,
-      num_attention_heads: 16,
-      num_key_value_heads: 4,
-      head_dim: 256,
-      intermediate_size: 12288,
-      linear_key_head_dim: 128,
-      linear_value_head_dim: 128,
-      linear_num_key_heads: 16,
-      linear_num_value_heads: 32,
-      linear_conv_kernel_dim: 4,
-      layer_types: qwenLayers(32),
-      rope_parameters: { rope_theta: 1e7, partial_rotary_factor: 0.25 },
-      rms_norm_eps: 1e-6,
-      tie_word_embeddings: false,
-      max_position_embeddings: 262144,
-      dtype: "bfloat16",
-    },
+    raw: { ...PUBLISHED_CONFIGS["Qwen3.5-9B"], dtype: "bfloat16" },
   },
   "tiny-qwen": {
     name: "tiny Qwen3.5 (smoke test)",
@@ -115,38 +76,7 @@ export const MODELS: Record<string, BenchModel> = {
   },
   "kimi-48b": {
     name: "Kimi-Linear-48B-A3B (32 of 256 experts)",
-    raw: {
-      model_type: "kimi_linear",
-      vocab_size: 163840,
-      hidden_size: 2304,
-      intermediate_size: 9216,
-      moe_intermediate_size: 1024,
-      num_hidden_layers: 27,
-      num_attention_heads: 32,
-      kv_lora_rank: 512,
-      q_lora_rank: null,
-      qk_nope_head_dim: 128,
-      qk_rope_head_dim: 64,
-      v_head_dim: 128,
-      mla_use_nope: true,
-      rms_norm_eps: 1e-5,
-      num_experts: 32,
-      num_experts_per_token: 8,
-      num_shared_experts: 1,
-      moe_router_activation_func: "sigmoid",
-      moe_renormalize: true,
-      routed_scaling_factor: 2.446,
-      first_k_dense_replace: 1,
-      moe_layer_freq: 1,
-      tie_word_embeddings: false,
-      linear_attn_config: {
-        head_dim: 128,
-        num_heads: 32,
-        short_conv_kernel_size: 4,
-        kda_layers: Array.from({ length: 27 }, (_, i) => i + 1).filter((l) => l % 4 !== 0 && l !== 27),
-        full_attn_layers: [4, 8, 12, 16, 20, 24, 27],
-      },
-    },
+    raw: { ...PUBLISHED_CONFIGS["Kimi-Linear-48B-A3B"], num_experts: 32 },
   },
 };
 

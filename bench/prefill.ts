@@ -36,47 +36,18 @@ import {
   type LinearStateBuffers,
 } from "../src/backends/webgpu/prefill/layers.ts";
 import { ropeInvFreq } from "../src/backends/cpu/ops.ts";
+import { PUBLISHED_CONFIGS } from "../src/model/presets.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Shapes (models.md §5.1)
 // ---------------------------------------------------------------------------------------------
 
-const qwen35 = (o: Record<string, unknown>) => ({
-  model_type: "qwen3_5_text",
-  vocab_size: 248320,
-  head_dim: 256,
-  linear_key_head_dim: 128,
-  linear_value_head_dim: 128,
-  linear_num_key_heads: 16,
-  linear_conv_kernel_dim: 4,
-  rms_norm_eps: 1e-6,
-  max_position_embeddings: 262144,
-  full_attention_interval: 4,
-  rope_parameters: { rope_type: "default", rope_theta: 10000000, partial_rotary_factor: 0.25 },
-  ...o,
-});
-
 const SHAPES: Record<string, unknown> = {
-  "0.8b": qwen35({
-    hidden_size: 1024,
-    num_hidden_layers: 24,
-    num_attention_heads: 8,
-    num_key_value_heads: 2,
-    linear_num_value_heads: 16,
-    intermediate_size: 3584,
-    tie_word_embeddings: true,
-  }),
-  "9b": qwen35({
-    hidden_size: 4096,
-    num_hidden_layers: 32,
-    num_attention_heads: 16,
-    num_key_value_heads: 4,
-    linear_num_value_heads: 32,
-    intermediate_size: 12288,
-    tie_word_embeddings: false,
-  }),
+  "0.8b": PUBLISHED_CONFIGS["Qwen3.5-0.8B"],
+  "9b": PUBLISHED_CONFIGS["Qwen3.5-9B"],
   // Smoke-test shape for software GPUs: the same kinds of layers, tiny.
-  small: qwen35({
+  small: {
+    ...PUBLISHED_CONFIGS["Qwen3.5-0.8B"],
     vocab_size: 512,
     head_dim: 32,
     hidden_size: 128,
@@ -89,7 +60,7 @@ const SHAPES: Record<string, unknown> = {
     linear_value_head_dim: 32,
     intermediate_size: 256,
     tie_word_embeddings: true,
-  }),
+  },
 };
 
 // ---------------------------------------------------------------------------------------------
