@@ -82,3 +82,27 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "on WebGPU too, an f32/raw capsule resumes bit-identically (logits and tokens)",
+  ignore: !hasGpu,
+  async fn() {
+    const { measureFidelity } = await import("../../src/capsule/fidelity.ts");
+    const { folderFingerprint } = await import("../../src/model/folder.ts");
+    const { backend: gpu, dir } = await openFixture("kimi_linear-tiny");
+    try {
+      const s = new Session(gpu);
+      using g = await SafetensorsFile.open(`${dir}/golden.safetensors`);
+      await s.append(Array.from(await g.readInt32("input_ids")));
+      const { fingerprint } = await folderFingerprint(dir);
+      const [exact, int8] = await measureFidelity(gpu, s.snapshot(), fingerprint, [
+        { stateCodec: "f32", kvCodec: "raw" },
+        { stateCodec: "f32", kvCodec: "int8" },
+      ], 12);
+      assert(exact.bitIdentical, "raw/f32 must reproduce every logit bit and token on the GPU");
+      assertEquals(int8.top1Agree, int8.steps);
+    } finally {
+      gpu.dispose();
+    }
+  },
+});
