@@ -8,7 +8,7 @@
  * chunks, as in prefill); both leave the same state.
  * @module
  */
-import type { ModelConfig } from "../model/config.ts";
+import type { ModelConfig, MoeConfig } from "../model/config.ts";
 import { convChannels } from "../model/config.ts";
 import type {
   DenseMlpWeights,
@@ -101,7 +101,9 @@ export class ReferenceModel {
       const mixed = this.#mixer(lw, ls, u, T, state.position, mode);
       for (let j = 0; j < x.length; j++) x[j] += mixed[j];
       const v = rmsNormRows(x.slice(), lw.postNorm, c.rmsNormEps);
-      const ffn = lw.mlp.kind === "dense" ? swiGluRows(lw.mlp, v, T) : this.#moe(lw.mlp, v, T);
+      const ffn = lw.mlp.kind === "dense"
+        ? swiGluRows(lw.mlp, v, T)
+        : moeRows(c.mlp[i] as MoeConfig, lw.mlp, v, T);
       for (let j = 0; j < x.length; j++) x[j] += ffn[j];
       if (hidden && i < c.numLayers - 1) hidden.push(x.slice());
     }
@@ -314,46 +316,48 @@ export class ReferenceModel {
     }
     return matmulT(w.o, out, T);
   }
+}
 
-  /** Qwen (softmax → top-k → renormalise, σ-gated shared expert) or Kimi (σ + bias selection, scaled). */
-  #moe(w: MoeWeights, u: Float32Array, T: number): Float32Array {
-    const H = this.config.hiddenSize;
-    const m = this.config.mlp.find((x) => x.kind === "moe");
-    if (!m || m.kind !== "moe") throw new Error("unreachable");
-    const out = new Float32Array(T * H);
-    for (let t = 0; t < T; t++) {
-      const x = u.subarray(t * H, (t + 1) * H);
-      const logits = matvec(w.router, x);
-      let chosen: number[], weights: number[];
-      if (m.router === "softmax") {
-        const p = Float32Array.from(logits);
-        softmaxInPlace(p);
-        chosen = topK(p, m.topK);
-        weights = chosen.map((e) => p[e]);
-      } else {
-        const sc = logits.map(sigmoid);
-        const biased = sc.map((v, e) => v + (w.routerBias ? w.routerBias[e] : 0));
-        chosen = topK(biased, m.topK);
-        weights = chosen.map((e) => sc[e]);
-      }
-      if (m.normTopK) {
-        const sum = weights.reduce((s, v) => s + v, 0) + (m.router === "sigmoid" ? 1e-20 : 0);
-        weights = weights.map((v) => v / sum);
-      }
-      weights = weights.map((v) => v * m.routedScalingFactor);
-      const acc = out.subarray(t * H, (t + 1) * H);
-      chosen.forEach((e, j) => {
-        const y = swiGlu(w.experts[e], x);
-        for (let i = 0; i < H; i++) acc[i] += weights[j] * y[i];
-      });
-      if (w.shared) {
-        const y = swiGlu(w.shared, x);
-        const g = w.sharedGate ? sigmoid(matvec(w.sharedGate, x)[0]) : 1;
-        for (let i = 0; i < H; i++) acc[i] += g * y[i];
-      }
+/**
+ * A mixture-of-experts block over `T` rows of `u` (`[T, H]`): Qwen (softmax → top-k →
+ * renormalise, σ-gated shared expert) or Kimi (σ + bias selection, renormalised, scaled, ungated
+ * shared expert).
+ */
+export function moeRows(m: MoeConfig, w: MoeWeights, u: Float32Array, T: number): Float32Array {
+  const H = w.router.cols;
+  const out = new Float32Array(T * H);
+  for (let t = 0; t < T; t++) {
+    const x = u.subarray(t * H, (t + 1) * H);
+    const logits = matvec(w.router, x);
+    let chosen: number[], weights: number[];
+    if (m.router === "softmax") {
+      const p = Float32Array.from(logits);
+      softmaxInPlace(p);
+      chosen = topK(p, m.topK);
+      weights = chosen.map((e) => p[e]);
+    } else {
+      const sc = logits.map(sigmoid);
+      const biased = sc.map((v, e) => v + (w.routerBias ? w.routerBias[e] : 0));
+      chosen = topK(biased, m.topK);
+      weights = chosen.map((e) => sc[e]);
     }
-    return out;
+    if (m.normTopK) {
+      const sum = weights.reduce((s, v) => s + v, 0) + (m.router === "sigmoid" ? 1e-20 : 0);
+      weights = weights.map((v) => v / sum);
+    }
+    weights = weights.map((v) => v * m.routedScalingFactor);
+    const acc = out.subarray(t * H, (t + 1) * H);
+    chosen.forEach((e, j) => {
+      const y = swiGlu(w.experts[e], x);
+      for (let i = 0; i < H; i++) acc[i] += weights[j] * y[i];
+    });
+    if (w.shared) {
+      const y = swiGlu(w.shared, x);
+      const g = w.sharedGate ? sigmoid(matvec(w.sharedGate, x)[0]) : 1;
+      for (let i = 0; i < H; i++) acc[i] += g * y[i];
+    }
   }
+  return out;
 }
 
 /** SwiGLU of one vector: `W_down · (SiLU(W_gate x) ⊙ W_up x)`. */

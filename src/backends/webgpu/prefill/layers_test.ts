@@ -1,12 +1,11 @@
 import { assertLess } from "@std/assert";
-import { matvec, rmsNormRows, sigmoid, softmaxInPlace, topK } from "../../cpu/ops.ts";
-import { swiGlu } from "../../../engine/forward.ts";
-import { ReferenceModel } from "../../../engine/forward.ts";
+import { rmsNormRows } from "../../cpu/ops.ts";
+import { moeRows, ReferenceModel } from "../../../engine/forward.ts";
 import { createState, type SessionState } from "../../../engine/state.ts";
 import type { ModelConfig, MoeConfig } from "../../../model/config.ts";
 import { loadModelConfig } from "../../../model/config.ts";
 import { Checkpoint } from "../../../model/safetensors.ts";
-import { loadWeights, type ModelWeights, type MoeWeights } from "../../../model/weights.ts";
+import { loadWeights, type ModelWeights } from "../../../model/weights.ts";
 import { fixture } from "../../../../tests/support/fixtures.ts";
 import type { PrefillContext } from "./context.ts";
 import type { PrefillWeightFormat } from "./gemm.ts";
@@ -42,42 +41,6 @@ async function loadFixture(
   }
 }
 
-/** forward.ts's MoE block for T rows (the prefill kernels do not cover MoE; the test runs it on the CPU). */
-function cpuMoe(c: ModelConfig, m: MoeConfig, w: MoeWeights, u: Float32Array, T: number): Float32Array {
-  const H = c.hiddenSize;
-  const out = new Float32Array(T * H);
-  for (let t = 0; t < T; t++) {
-    const x = u.subarray(t * H, (t + 1) * H);
-    const logits = matvec(w.router, x);
-    let chosen: number[], weights: number[];
-    if (m.router === "softmax") {
-      const p = Float32Array.from(logits);
-      softmaxInPlace(p);
-      chosen = topK(p, m.topK);
-      weights = chosen.map((e) => p[e]);
-    } else {
-      const sc = logits.map(sigmoid);
-      chosen = topK(sc.map((v, e) => v + (w.routerBias ? w.routerBias[e] : 0)), m.topK);
-      weights = chosen.map((e) => sc[e]);
-    }
-    if (m.normTopK) {
-      const sum = weights.reduce((s, v) => s + v, 0) + (m.router === "sigmoid" ? 1e-20 : 0);
-      weights = weights.map((v) => v / sum);
-    }
-    weights = weights.map((v) => v * m.routedScalingFactor);
-    const acc = out.subarray(t * H, (t + 1) * H);
-    chosen.forEach((e, j) => {
-      const y = swiGlu(w.experts[e], x);
-      for (let i = 0; i < H; i++) acc[i] += weights[j] * y[i];
-    });
-    if (w.shared) {
-      const y = swiGlu(w.shared, x);
-      const g = w.sharedGate ? sigmoid(matvec(w.sharedGate, x)[0]) : 1;
-      for (let i = 0; i < H; i++) acc[i] += g * y[i];
-    }
-  }
-  return out;
-}
 
 interface GpuSession {
   layers: PrefillLayerWeights[];
@@ -113,7 +76,7 @@ async function gpuForward(
     if (mlp.kind === "moe") {
       const xs = await readF32(ctx.device, x, T * H);
       const u = rmsNormRows(xs.slice(), w.layers[i].postNorm, c.rmsNormEps);
-      const y = cpuMoe(c, c.mlp[i] as MoeConfig, mlp, u, T);
+      const y = moeRows(c.mlp[i] as MoeConfig, mlp, u, T);
       for (let j = 0; j < xs.length; j++) xs[j] += y[j];
       ctx.device.queue.writeBuffer(x, 0, xs);
     }
