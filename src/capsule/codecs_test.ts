@@ -12,16 +12,8 @@ import {
   type QuantSpec,
 } from "./codecs.ts";
 import { CapsuleError } from "../errors.ts";
+import { mulberry32 as seeded } from "../util/random.ts";
 
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const gauss = (r: () => number) => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
 
 function relL2(a: Float32Array, b: Float32Array): number {

@@ -7,6 +7,7 @@ import { type ModelConfig, parseModelConfig } from "../../src/model/config.ts";
 import { createState, type SessionState } from "../../src/engine/state.ts";
 import type { SessionSnapshot } from "../../src/capsule/snapshot.ts";
 import { SafetensorsFile } from "../../src/model/safetensors.ts";
+export { mulberry32 as rng } from "../../src/util/random.ts";
 
 /** The fixture folders of the three families. */
 export const FIXTURES = ["qwen3_5-tiny", "qwen3_next-tiny", "kimi_linear-tiny"] as const;
@@ -24,18 +25,6 @@ export function fakeFingerprint(tag: string): string {
   return Array.from({ length: 8 }, (_, i) => ((h + i * 0x9e3779b9) >>> 0).toString(16).padStart(8, "0")).join(
     "",
   );
-}
-
-/** mulberry32: a small seeded PRNG, so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Standard normal draws from `r` (Box–Muller). */

@@ -7,6 +7,7 @@ import { type GpuContext, openGpu } from "./device.ts";
 import { PipelineCache } from "./pipelines.ts";
 import { MAX_GROUPS, PassRecorder, SH, SLOT_WORDS, writeArray } from "./runtime.ts";
 import type { Defines } from "./wgsl.ts";
+export { mulberry32 as rng, randomArray as randArray } from "../../util/random.ts";
 
 let shared: Promise<GpuContext> | null = null;
 
@@ -137,25 +138,6 @@ export class Harness {
     for (const b of this.#owned) b.destroy();
     this.#owned.length = 0;
   }
-}
-
-/** A seeded PRNG (mulberry32) for reproducible random test inputs. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** `n` uniform values in [lo, hi). */
-export function randArray(r: () => number, n: number, lo = -1, hi = 1): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
-  return out;
 }
 
 /** Max |a − b| / max(1, |b|) over the arrays. */

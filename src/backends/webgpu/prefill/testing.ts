@@ -5,38 +5,8 @@
  */
 import { PrefillContext, type PrefillContextOptions } from "./context.ts";
 import { openPrefillGpu, type PrefillGpu } from "./gpu.ts";
-
-/** A seeded uniform random source (mulberry32). */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** `n` uniform values in `[lo, hi)`. */
-export function randomArray(rand: () => number, n: number, lo = -1, hi = 1): Float32Array<ArrayBuffer> {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = lo + (hi - lo) * rand();
-  return a;
-}
-
-/** ‖a − b‖ / ‖b‖ (0 when both are zero). */
-export function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`relL2: lengths ${a.length} and ${b.length}`);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = a[i] - b[i];
-    num += d * d;
-    den += b[i] * b[i];
-  }
-  if (!Number.isFinite(num)) return Infinity;
-  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
-}
+export { mulberry32 as rng, randomArray } from "../../../util/random.ts";
+export { relL2 } from "../../../engine/verify.ts";
 
 /** Split `t` into random positive pieces (at least one), seeded. */
 export function randomPieces(rand: () => number, t: number, maxPieces = 4): number[] {
