@@ -61,7 +61,7 @@ async function run(b: WebGpuBackend, s: Spec): Promise<Outcome> {
 
 const prompt = (n: number, k: number) => Array.from({ length: n }, (_, i) => (i * 37 + k * 11 + 1) % 380);
 
-for (const name of ["qwen3_5-tiny", "kimi_linear-tiny"] as const) {
+for (const name of ["qwen3_5-tiny", "qwen3_next-tiny", "kimi_linear-tiny"] as const) {
   Deno.test({
     name: `${name}: sessions decoded in shared batched steps equal each session decoded alone`,
     ignore: !hasGpu,

@@ -1,6 +1,6 @@
 /**
  * `verify --backend webgpu` in test form: every golden case of the four fixture models through
- * the WebGPU backend (prompts as decode steps, then the decode steps), every tensor within
+ * the WebGPU backend (prompts through the chunked prefill, then the decode steps), every tensor within
  * rel_l2 1e-2 of transformers' outputs and every greedy id equal.
  */
 import { assert, assertEquals } from "@std/assert";
@@ -20,6 +20,13 @@ for (const name of FIXTURE_MODELS) {
         const reports = [];
         for (const f of files) reports.push(await verifyCase(backend, f));
         const s = summarise(name, "webgpu", backend.prefillMode, reports, 1e-2);
+        assertEquals(s.prefill, "chunked");
+        const prompts = reports.reduce((n, r) => n + r.promptTokens, 0);
+        assertEquals(
+          (await backend.stats()).prefillTokens,
+          prompts,
+          "prompts ran through the chunked prefill",
+        );
         const [matched, total] = s.greedy_match.split("/").map(Number);
         assertEquals(matched, total, `${name}: greedy ids`);
         assert(s.pass, `${name}: ${JSON.stringify(s)}`);

@@ -2,6 +2,9 @@
  * The WebGPU backend as the engine sees it. This object lives on the main thread and proxies to
  * a Worker that owns the GPUDevice (so waiting for the GPU never blocks HTTP handling).
  *
+ * Multi-token inputs (prompts, appends, the tokens `generate` feeds first) run the chunked GPU
+ * prefill (see chunked.ts); single tokens run as decode steps.
+ *
  * Session states are device-resident: the first time a state is used it is uploaded into a GPU
  * slot; `forward` then leaves the CPU copy current (it downloads what changed), while `generate`
  * runs entirely on the GPU and leaves the CPU copy stale until {@link WebGpuBackend.syncState}.
@@ -75,8 +78,11 @@ class Channel<T> {
 export class WebGpuBackend implements InferenceBackend {
   readonly name = "webgpu" as const;
   readonly config: ModelConfig;
-  /** Prompts are fed as repeated decode steps on this backend. */
-  readonly prefillMode = "recurrent";
+  /**
+   * How multi-token inputs run: the chunked prefill, or repeated decode steps when the backend
+   * was created with `prefillMinTokens: Infinity` or the prefill kernels cannot run the model.
+   */
+  prefillMode: "chunked" | "recurrent" = "chunked";
   /** Adapter description, loop cap and memory, once initialised. */
   info!: InitReply;
   readonly #worker: Worker;
@@ -144,6 +150,7 @@ export class WebGpuBackend implements InferenceBackend {
       options: { ...rest, weights: weights ?? "f16" },
       forceNoAdapter,
     });
+    this.prefillMode = this.info.prefillMode;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -214,7 +221,10 @@ export class WebGpuBackend implements InferenceBackend {
   // InferenceBackend
   // ---------------------------------------------------------------------------------------
 
-  /** Consume `ids` (as decode steps on the GPU), continuing `state`; the CPU copy is left current. */
+  /**
+   * Consume `ids` on the GPU (chunked prefill for several tokens, a decode step for one),
+   * continuing `state`; the CPU copy is left current.
+   */
   async forward(
     state: SessionState,
     ids: ArrayLike<number>,

@@ -1,14 +1,16 @@
 /**
  * Session-level operations on the decode runtime: state upload/download (bit-exact), forward
- * passes (prompt feeding as repeated decode steps, logits and hidden-state capture), and the
- * GPU-resident generation loop that batches every generating session into shared steps, queues
- * steps without waiting, and reads tokens back in batches through a ring of staging buffers.
+ * passes (multi-token inputs through the chunked prefill, single tokens as decode steps; logits
+ * and hidden-state capture), and the GPU-resident generation loop that batches every generating
+ * session into shared steps, queues steps without waiting, and reads tokens back in batches
+ * through a ring of staging buffers.
  *
  * Every method records and submits its GPU work synchronously before its first `await`, so
  * operations are ordered on the GPU queue exactly as they were called.
  * @module
  */
 import { CapsuleError } from "../../errors.ts";
+import { ChunkedPrefill } from "./chunked.ts";
 import { type DecodeRuntime, PassRecorder, SH, type Slot, SLOT_WORDS, writeArray } from "./runtime.ts";
 
 /** Why a generation ended (mirrors `FinishReason` of the session). */
@@ -88,7 +90,10 @@ interface Readback {
 
 /** Counters for benchmarks and diagnostics. */
 export interface EngineStats {
+  /** Decode steps (prompt tokens fed as steps included). */
   stepsSubmitted: number;
+  /** Tokens that went through the chunked prefill. */
+  prefillTokens: number;
   dispatchesPerStep: number;
   chunks: number;
   pipelines: number;
@@ -108,19 +113,41 @@ export class GpuEngine {
   #pumping = false;
   #stats: EngineStats = {
     stepsSubmitted: 0,
+    prefillTokens: 0,
     dispatchesPerStep: 0,
     chunks: 0,
     pipelines: 0,
     bytesAllocated: 0,
   };
 
+  /** The chunked prefill (multi-token inputs). */
+  readonly prefill: ChunkedPrefill;
+
   constructor(rt: DecodeRuntime) {
     this.rt = rt;
+    this.prefill = new ChunkedPrefill(rt);
   }
 
   /** Counters so far. */
   stats(): EngineStats {
-    return { ...this.#stats, pipelines: this.rt.cache.size, bytesAllocated: this.rt.bytesAllocated };
+    return {
+      ...this.#stats,
+      prefillTokens: this.prefill.tokens,
+      pipelines: this.rt.cache.size + this.prefill.ctx.pipelineCount,
+      bytesAllocated: this.rt.bytesAllocated,
+    };
+  }
+
+  /** How multi-token inputs run: "chunked" unless disabled by the options or the model's shapes. */
+  get prefillMode(): "chunked" | "recurrent" {
+    return this.prefill.unsupported === null && Number.isFinite(this.rt.opts.prefillMinTokens)
+      ? "chunked"
+      : "recurrent";
+  }
+
+  /** Whether `n` input tokens run the chunked prefill (else decode steps). */
+  #chunked(n: number): boolean {
+    return this.prefill.unsupported === null && n >= Math.max(1, this.rt.opts.prefillMinTokens);
   }
 
   #slot(id: number): Slot {
@@ -269,8 +296,9 @@ export class GpuEngine {
   }
 
   /**
-   * Feed `ids` through the slot as decode steps (recorded and submitted now) and collect the
-   * requested logits, hidden states and state.
+   * Feed `ids` through the slot — the chunked prefill for multi-token inputs, decode steps
+   * otherwise (recorded and submitted now) — and collect the requested logits, hidden states and
+   * state.
    */
   async forward(req: ForwardRequest): Promise<ForwardReply> {
     const rt = this.rt, s = this.#slot(req.slot), c = rt.config, dev = rt.device;
@@ -285,9 +313,6 @@ export class GpuEngine {
     }
     if (T === 0) return { logits: new Float32Array(0), hidden: req.captureHidden ? [] : undefined };
     rt.ensureCapacity(s, s.pos + T);
-    rt.writeFeed(Uint32Array.from(req.ids));
-    rt.writeHeader(s, { POS: s.pos, DONE: 0, FEED: 1, FEEDBASE: s.pos });
-    rt.setBatch([s]);
     const nLogits = req.logits === "all" ? T : req.logits === "last" ? 1 : 0;
     const temps: GPUBuffer[] = [];
     const outLogits = nLogits
@@ -301,6 +326,23 @@ export class GpuEngine {
       : null;
     if (outLogits) temps.push(outLogits);
     if (hidden) temps.push(hidden);
+    const extra: { src: GPUBuffer; bytes: number }[] = [];
+    if (outLogits) extra.push({ src: outLogits, bytes: nLogits * V * 4 });
+    if (hidden) extra.push({ src: hidden, bytes: (L + 1) * T * H * 4 });
+    if (this.#chunked(T)) {
+      let parse!: () => Promise<WireState & { extra: Float32Array[] }>;
+      this.prefill.record(
+        s,
+        req.ids,
+        { logits: req.logits, logitsBuf: outLogits, hiddenBuf: hidden },
+        (enc) => parse = this.#recordDownload(enc, s, req.download, extra),
+      );
+      rt.writeHeader(s, { POS: s.pos, DONE: 0, FEED: 0 });
+      return this.#reply(req, await parse(), temps, !!outLogits, L, T, H);
+    }
+    rt.writeFeed(Uint32Array.from(req.ids));
+    rt.writeHeader(s, { POS: s.pos, DONE: 0, FEED: 1, FEEDBASE: s.pos });
+    rt.setBatch([s]);
     let rec = new PassRecorder(dev);
     for (let t = 0; t < T; t++) {
       const head = req.logits === "all" || (req.logits === "last" && t === T - 1);
@@ -335,18 +377,27 @@ export class GpuEngine {
     }
     rec.endPass();
     s.pos += T;
-    const extra = [];
-    if (outLogits) extra.push({ src: outLogits, bytes: nLogits * V * 4 });
-    if (hidden) extra.push({ src: hidden, bytes: (L + 1) * T * H * 4 });
     const parse = this.#recordDownload(rec.encoder, s, req.download, extra);
     dev.queue.submit([rec.finish()]);
     rt.writeHeader(s, { FEED: 0 });
     this.#stats.stepsSubmitted += T;
-    const got = await parse();
+    return this.#reply(req, await parse(), temps, !!outLogits, L, T, H);
+  }
+
+  /** Assemble a forward reply from the downloaded extras (logits, hidden) and state. */
+  #reply(
+    req: ForwardRequest,
+    got: WireState & { extra: Float32Array[] },
+    temps: GPUBuffer[],
+    hasLogits: boolean,
+    L: number,
+    T: number,
+    H: number,
+  ): ForwardReply {
     for (const b of temps) b.destroy();
-    const reply: ForwardReply = { logits: outLogits ? got.extra[0] : new Float32Array(0) };
-    if (hidden) {
-      const all = got.extra[outLogits ? 1 : 0];
+    const reply: ForwardReply = { logits: hasLogits ? got.extra[0] : new Float32Array(0) };
+    if (req.captureHidden) {
+      const all = got.extra[hasLogits ? 1 : 0];
       reply.hidden = Array.from({ length: L + 1 }, (_, i) => all.slice(i * T * H, (i + 1) * T * H));
     }
     if (req.download !== null) reply.state = { position: got.position, layers: got.layers };
@@ -357,6 +408,10 @@ export class GpuEngine {
   #feed(s: Slot, ids: number[]): void {
     const rt = this.rt;
     rt.ensureCapacity(s, s.pos + ids.length);
+    if (this.#chunked(ids.length)) {
+      this.prefill.record(s, ids, { logits: "none" });
+      return;
+    }
     rt.writeFeed(Uint32Array.from(ids));
     rt.writeHeader(s, { POS: s.pos, DONE: 0, FEED: 1, FEEDBASE: s.pos });
     rt.setBatch([s]);

@@ -24,6 +24,8 @@ export interface InitReply {
   maxSlots: number;
   maxBatch: number;
   bytesAllocated: number;
+  /** How multi-token inputs run (decode steps when the prefill kernels cannot run this model). */
+  prefillMode: "chunked" | "recurrent";
 }
 
 /** Requests, each answered by one {@link Reply} with the same id (generation also streams {@link GenEvent}s). */

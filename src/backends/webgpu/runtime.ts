@@ -25,6 +25,12 @@ import {
   type WeightFormat,
 } from "./pack.ts";
 import type { Defines } from "./wgsl.ts";
+import type {
+  DenseMlpWeights,
+  GatedAttentionLayerWeights,
+  LinearLayerWeights,
+  MlaLayerWeights,
+} from "./prefill/layers.ts";
 
 /** Slot header words (see kernels/common.wgsl). */
 export const SH = {
@@ -66,6 +72,16 @@ export interface RuntimeOptions {
   ring: number;
   /** Slots per KV group created on demand. */
   groupSlots: number;
+  /**
+   * Inputs of at least this many tokens (prompts, appends, the tokens `generate` feeds first) run
+   * the chunked prefill; shorter ones run as decode steps. `Infinity`: always decode steps.
+   */
+  prefillMinTokens: number;
+  /**
+   * Most tokens the chunked prefill runs through the layers at once (longer inputs run in pieces,
+   * each continuing the state). 0: as many as the device's largest binding allows, up to 8192.
+   */
+  prefillPiece: number;
 }
 
 /** Defaults of {@link RuntimeOptions}. */
@@ -76,6 +92,8 @@ export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = {
   maxBatchTile: 32,
   ring: 128,
   groupSlots: 8,
+  prefillMinTokens: 2,
+  prefillPiece: 0,
 };
 
 /** Where the weights come from. */
@@ -138,6 +156,18 @@ interface MlpMoe {
 interface LayerPlan {
   mixer: LinearPlan | AttnPlan;
   mlp: MlpDense | MlpMoe;
+}
+
+/**
+ * One layer's weights as the chunked prefill reads them: the same GPU buffers the decode plan
+ * binds (the packings match, see prefill/layers.ts). `mlp` is null for MoE blocks, which the
+ * prefill runs through the decode MoE kernels ({@link DecodeRuntime.encodeMoeRows}).
+ */
+export interface PrefillLayer {
+  inputNorm: GPUBuffer;
+  postNorm: GPUBuffer;
+  mixer: LinearLayerWeights | GatedAttentionLayerWeights | MlaLayerWeights;
+  mlp: DenseMlpWeights | null;
 }
 
 /** A group of slots sharing KV buffers of one capacity. */
@@ -598,6 +628,8 @@ export class DecodeRuntime {
   convRing: GPUBuffer[] = [];
   recurrent: GPUBuffer[] = [];
   plan: LayerPlan[] = [];
+  /** Per layer: the weights of the chunked prefill. */
+  prefillLayers: PrefillLayer[] = [];
   embedKernel!: Kernel;
   embedBind!: GPUBindGroup;
   lmGemv!: GemvOp;
@@ -822,12 +854,10 @@ export class DecodeRuntime {
       const lw: LayerWeights | null = W ? W.layers[i] : null;
       const inputNorm = vec(`L${i}.inputNorm`, H, () => lw!.inputNorm, 0.9, 1.1, g.HP);
       const postNorm = vec(`L${i}.postNorm`, H, () => lw!.postNorm, 0.9, 1.1, g.HP);
-      let mixer: LinearPlan | AttnPlan;
-      if (c.layerKinds[i] === "linear") {
-        mixer = this.#linearLayer(i, lw, mat, vec, inputNorm, linIndex++);
-      } else {
-        mixer = this.#attentionLayer(i, lw, mat, vec, inputNorm, attIndex++);
-      }
+      const { plan: mixer, weights: mixerWeights } = c.layerKinds[i] === "linear"
+        ? this.#linearLayer(i, lw, mat, vec, inputNorm, linIndex++)
+        : this.#attentionLayer(i, lw, mat, vec, inputNorm, attIndex++);
+      let denseWeights: DenseMlpWeights | null = null;
       const m = c.mlp[i];
       let mlp: MlpDense | MlpMoe;
       if (m.kind === "dense") {
@@ -838,6 +868,7 @@ export class DecodeRuntime {
           return interleaveRows(d.gate, d.up);
         });
         const down = mat(`L${i}.down`, H, I, () => (lw!.mlp as { down: Matrix }).down);
+        denseWeights = { gateUp: gu, down };
         mlp = {
           kind: "dense",
           gu: this.#gemv(gu, this.x, g.HP, this.hDense, g.hDense, { pro: 1, aux: postNorm, pair: true }),
@@ -847,6 +878,7 @@ export class DecodeRuntime {
         mlp = this.#moeLayer(i, lw, m, mat, vec, postNorm);
       }
       this.plan.push({ mixer, mlp });
+      this.prefillLayers.push({ inputNorm, postNorm, mixer: mixerWeights, mlp: denseWeights });
     }
     this.lmGemv = this.#gemv(this.lmHead, this.x, g.HP, this.logits, g.LSTRIDE, {
       pro: 1,
@@ -917,7 +949,7 @@ export class DecodeRuntime {
     ) => GPUBuffer,
     inputNorm: GPUBuffer,
     li: number,
-  ): LinearPlan {
+  ): { plan: LinearPlan; weights: LinearLayerWeights } {
     const c = this.config, g = this.geo, l = c.linear, H = c.hiddenSize;
     const hv = l.numValueHeads, dk = l.keyHeadDim, dv = l.valueHeadDim, C = g.C;
     const kda = l.kind === "kda";
@@ -944,13 +976,14 @@ export class DecodeRuntime {
       0,
       1,
     );
-    let fg = this.dummy;
+    let fgB: GpuMatrix | undefined;
     if (kda) {
-      fg = mat(`L${i}.fgB`, 2 * hv * dk, dk, () => {
+      fgB = mat(`L${i}.fgB`, 2 * hv * dk, dk, () => {
         if (m?.kind !== "kda") throw new Error("unreachable");
         return stackRows([m.fB, m.gB]);
-      }, "f16").buf;
+      }, "f16");
     }
+    const fg = fgB?.buf ?? this.dummy;
     const outW = mat(`L${i}.outProj`, H, hv * dv, () => (m as { out: Matrix }).out);
     const inProj = this.#gemv(inW, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm });
     const defines = linearDefines(c);
@@ -975,7 +1008,10 @@ export class DecodeRuntime {
       dvh: dv,
       nb: g.NB,
     });
-    return { kind: "linear", inProj, kernel, bind, grid: [g.NB, hv], outProj };
+    return {
+      plan: { kind: "linear", inProj, kernel, bind, grid: [g.NB, hv], outProj },
+      weights: { kind: l.kind, inProj: inW, conv, params, fgB, outProj: outW },
+    };
   }
 
   #attentionLayer(
@@ -999,7 +1035,7 @@ export class DecodeRuntime {
     ) => GPUBuffer,
     inputNorm: GPUBuffer,
     ai: number,
-  ): AttnPlan {
+  ): { plan: AttnPlan; weights: GatedAttentionLayerWeights | MlaLayerWeights } {
     const c = this.config, g = this.geo, a = c.attention, H = c.hiddenSize;
     const m = lw?.mixer;
     if (a.kind === "gated") {
@@ -1026,11 +1062,14 @@ export class DecodeRuntime {
       const o = mat(`L${i}.o`, H, a.numHeads * d, () => (m as { o: Matrix }).o);
       this.attnWeights.push({ params, invFreq, kvB: null });
       return {
-        kind: "gated",
-        layer: i,
-        attnIndex: ai,
-        qkv: this.#gemv(qkv, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm }),
-        oProj: this.#gemv(o, this.yAtt, g.attOut, this.x, g.HP, { add: true }),
+        plan: {
+          kind: "gated",
+          layer: i,
+          attnIndex: ai,
+          qkv: this.#gemv(qkv, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm }),
+          oProj: this.#gemv(o, this.yAtt, g.attOut, this.x, g.HP, { add: true }),
+        },
+        weights: { kind: "gated", qkv, norms: params, invFreq, o },
       };
     }
     const hh = a.numHeads, dn = a.qkNopeHeadDim, dr = a.qkRopeHeadDim, dv = a.vHeadDim, r = a.kvLoraRank;
@@ -1043,11 +1082,14 @@ export class DecodeRuntime {
     const o = mat(`L${i}.o`, H, hh * dv, () => (m as { o: Matrix }).o);
     this.attnWeights.push({ params: kvNorm, invFreq: this.dummy, kvB: kvB.buf });
     return {
-      kind: "mla",
-      layer: i,
-      attnIndex: ai,
-      qkv: this.#gemv(qkv, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm }),
-      oProj: this.#gemv(o, this.yAtt, g.attOut, this.x, g.HP, { add: true }),
+      plan: {
+        kind: "mla",
+        layer: i,
+        attnIndex: ai,
+        qkv: this.#gemv(qkv, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm }),
+        oProj: this.#gemv(o, this.yAtt, g.attOut, this.x, g.HP, { add: true }),
+      },
+      weights: { kind: "mla", qkvA: qkv, kvNorm, kvB, o },
     };
   }
 
@@ -1114,7 +1156,8 @@ export class DecodeRuntime {
     const tpr = Number(md.up.TPR), tprD = Number(md.down.TPR);
     return {
       kind: "moe",
-      router: this.#gemv(router, this.x, g.HP, this.rl, roundUp(g.ers, 4), { pro: 1, aux: postNorm }),
+      // Rows of g.ers logits: moe.wgsl reads entry b's logits at b · ERS (ERS = g.ers).
+      router: this.#gemv(router, this.x, g.HP, this.rl, g.ers, { pro: 1, aux: postNorm }),
       up,
       upBind: this.cache.bind(up, [
         this.step,
@@ -1374,6 +1417,33 @@ export class DecodeRuntime {
   }
 
   #batch: Slot[] = [];
+
+  /**
+   * Point the step table at `n` anonymous rows of `x` (no slots), for kernels that only need the
+   * batch size: the MoE block run over prefill rows ({@link encodeMoeRows}). The next
+   * {@link setBatch} rewrites the whole table. Like every table write it is queue-ordered, so it
+   * must stay the same for all the work of one command buffer.
+   */
+  setRowBatch(n: number): void {
+    if (n < 1 || n > this.mb) throw new CapsuleError("internal", `row batch of ${n} outside 1..${this.mb}`);
+    const key = `rows:${n}`;
+    if (key === this.#stepKey) return;
+    writeArray(this.device.queue, this.step, 0, new Uint32Array([n]));
+    this.#stepKey = key;
+    this.#batch = [];
+  }
+
+  /**
+   * Record layer `i`'s MoE block (router, experts, shared expert, residual add) over the first
+   * `n` rows of `x`, with the step table set by {@link setRowBatch}`(n)`.
+   */
+  encodeMoeRows(rec: PassRecorder, i: number, n: number): void {
+    const m = this.plan[i].mlp;
+    if (m.kind !== "moe") throw new CapsuleError("internal", `layer ${i} has no MoE block`);
+    this.#gemvDispatch(rec, m.router, n);
+    rec.dispatch(m.up, m.upBind, m.upGrid[0], m.upGrid[1], n);
+    rec.dispatch(m.down, m.downBind, m.downGrid, 1, n);
+  }
 
   /** Groups used by the current batch, with their entry counts. */
   #groupCounts(): [KvGroup, number][] {

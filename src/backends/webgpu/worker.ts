@@ -71,6 +71,7 @@ async function handle(msg: Request): Promise<void> {
         maxSlots: rt.opts.maxSlots,
         maxBatch: rt.opts.maxBatch,
         bytesAllocated: rt.bytesAllocated,
+        prefillMode: engine.prefillMode,
       };
       return reply(msg.id, r);
     }

@@ -41,7 +41,6 @@ async function loadFixture(
   }
 }
 
-
 interface GpuSession {
   layers: PrefillLayerWeights[];
   linear: (LinearStateBuffers | null)[];
