@@ -2,7 +2,7 @@
  * The in-process entry point: a loaded model on a backend, which opens sessions.
  * @module
  */
-import { loadModelFolder, type ModelFolder } from "../model/folder.ts";
+import { loadFolderWeights, loadModelFolder, type ModelFolder } from "../model/folder.ts";
 import { type BackendName, CpuBackend, type InferenceBackend } from "./backend.ts";
 import { Session } from "./session.ts";
 import type { SessionSnapshot } from "../capsule/snapshot.ts";
@@ -29,12 +29,13 @@ export class Engine {
   static async load(dir: string, opts: EngineOptions = {}): Promise<Engine> {
     const want = opts.backend ?? "cpu";
     const model = await loadModelFolder(dir);
-    if (want === "cpu") return new Engine(model, new CpuBackend(model.config, model.weights));
+    const onCpu = async () => new Engine(model, new CpuBackend(model.config, await loadFolderWeights(model)));
+    if (want === "cpu") return await onCpu();
     let webgpu: typeof import("../backends/webgpu/backend.ts");
     try {
       webgpu = await import("../backends/webgpu/backend.ts");
     } catch (e) {
-      if (want === "auto") return new Engine(model, new CpuBackend(model.config, model.weights));
+      if (want === "auto") return await onCpu();
       throw new CapsuleError("no_gpu_adapter", `the WebGPU backend is unavailable: ${(e as Error).message}`);
     }
     const ckpt = await Checkpoint.open(dir);
@@ -42,7 +43,7 @@ export class Engine {
       return new Engine(model, await webgpu.createWebGpuBackend(model.config, ckpt, dir));
     } catch (e) {
       if (want === "auto" && e instanceof CapsuleError && e.code === "no_gpu_adapter") {
-        return new Engine(model, new CpuBackend(model.config, model.weights));
+        return await onCpu();
       }
       throw e;
     } finally {

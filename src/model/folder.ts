@@ -1,7 +1,8 @@
 /**
  * A model folder as users hand it to Capsule: `config.json`, safetensors weights (single file or
- * sharded), and optionally a tokenizer. Loading resolves all three and the model fingerprint
- * that capsules are bound to.
+ * sharded), and optionally a tokenizer. Loading resolves the config, the tokenizer and the model
+ * fingerprint that capsules are bound to; the f32 weights are read only for the CPU backend
+ * (a GPU backend reads the checkpoint itself, so a large model is never held twice).
  * @module
  */
 import { loadModelConfig, type ModelConfig } from "./config.ts";
@@ -16,7 +17,6 @@ export interface ModelFolder {
   /** Folder name, used as the model id in the API. */
   id: string;
   config: ModelConfig;
-  weights: ModelWeights;
   tokenizer: Tokenizer | null;
   /** Hex SHA-256 of the config, weight index and quantisation: capsules only resume under it. */
   fingerprint: string;
@@ -49,7 +49,7 @@ export async function folderFingerprint(
   }
 }
 
-/** Load a model folder (weights in f32 for the reference engine). */
+/** Load a model folder's config, tokenizer and fingerprint (no weights). */
 export async function loadModelFolder(
   dir: string,
   opts: { quantization?: string } = {},
@@ -57,11 +57,20 @@ export async function loadModelFolder(
   const config = await loadModelConfig(dir);
   const checkpoint = await Checkpoint.open(dir);
   try {
-    const weights = await loadWeights(checkpoint, config, dir);
     const fingerprint = await checkpointFingerprint(config, checkpoint, opts.quantization ?? "f32");
     const tokenizer = await Tokenizer.load(dir);
     const id = dir.replace(/\/+$/, "").split("/").pop() || dir;
-    return { dir, id, config, weights, tokenizer, fingerprint };
+    return { dir, id, config, tokenizer, fingerprint };
+  } finally {
+    checkpoint.close();
+  }
+}
+
+/** Every weight of a model folder in f32 (for the CPU reference backend). */
+export async function loadFolderWeights(model: ModelFolder): Promise<ModelWeights> {
+  const checkpoint = await Checkpoint.open(model.dir);
+  try {
+    return await loadWeights(checkpoint, model.config, model.dir);
   } finally {
     checkpoint.close();
   }
