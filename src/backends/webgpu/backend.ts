@@ -21,7 +21,16 @@ import type { FinishReason } from "../../engine/session.ts";
 import { createState, type KvRows, type SessionState } from "../../engine/state.ts";
 import { CapsuleError, type ErrorCode } from "../../errors.ts";
 import type { EngineStats, WireState } from "./gpu_engine.ts";
-import type { GenEvent, InitReply, Reply, Request, Results, WireError, WorkerSource } from "./protocol.ts";
+import {
+  type GenEvent,
+  type InitReply,
+  type Reply,
+  type Request,
+  type Results,
+  transferables,
+  type WireError,
+  type WorkerSource,
+} from "./protocol.ts";
 import type { RuntimeOptions } from "./runtime.ts";
 
 /** Options of {@link createWebGpuBackend}. */
@@ -188,14 +197,16 @@ export class WebGpuBackend implements InferenceBackend {
             "a GPU-resident state was modified on the CPU without syncState()",
           );
         }
-        await this.#call("upload", { slot: r.slot, state: toWire(state, 0) });
+        const wire = toWire(state, 0);
+        await this.#call("upload", { slot: r.slot, state: wire }, transferables(wire));
         r.position = state.position;
       }
       r.lastUse = ++this.#clock;
       return r;
     }
     const slot = await this.#allocSlot();
-    await this.#call("upload", { slot, state: toWire(state, 0) });
+    const wire = toWire(state, 0);
+    await this.#call("upload", { slot, state: wire }, transferables(wire));
     r = {
       slot,
       stale: false,

@@ -82,3 +82,18 @@ export type GenEvent =
   | { gen: number; tokens: number[] }
   | { gen: number; finish: GenFinish; position: number }
   | { gen: number; error: WireError };
+
+/**
+ * The ArrayBuffers inside a message, to transfer instead of copy (a session state is hundreds of
+ * MB at long contexts). Only pass messages whose arrays are not used after sending.
+ */
+export function transferables(v: unknown, out: ArrayBuffer[] = []): ArrayBuffer[] {
+  if (ArrayBuffer.isView(v)) {
+    if (v.buffer instanceof ArrayBuffer && !out.includes(v.buffer)) out.push(v.buffer);
+  } else if (Array.isArray(v)) {
+    for (const x of v) transferables(x, out);
+  } else if (v && typeof v === "object") {
+    for (const x of Object.values(v)) transferables(x, out);
+  }
+  return out;
+}

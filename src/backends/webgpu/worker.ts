@@ -11,7 +11,14 @@ import { Checkpoint } from "../../model/safetensors.ts";
 import { loadWeights } from "../../model/weights.ts";
 import { openGpu } from "./device.ts";
 import { GpuEngine } from "./gpu_engine.ts";
-import type { GenEvent, InitReply, Reply, Request, WireError } from "./protocol.ts";
+import {
+  type GenEvent,
+  type InitReply,
+  type Reply,
+  type Request,
+  transferables,
+  type WireError,
+} from "./protocol.ts";
 import { DecodeRuntime } from "./runtime.ts";
 
 let engine: GpuEngine | null = null;
@@ -19,17 +26,6 @@ let engine: GpuEngine | null = null;
 function wireError(e: unknown): WireError {
   if (e instanceof CapsuleError) return { code: e.code, message: e.message };
   return { code: "internal", message: e instanceof Error ? `${e.message}` : String(e) };
-}
-
-function transferables(v: unknown, out: ArrayBuffer[] = []): ArrayBuffer[] {
-  if (ArrayBuffer.isView(v)) {
-    if (v.buffer instanceof ArrayBuffer && !out.includes(v.buffer)) out.push(v.buffer);
-  } else if (Array.isArray(v)) {
-    for (const x of v) transferables(x, out);
-  } else if (v && typeof v === "object") {
-    for (const x of Object.values(v)) transferables(x, out);
-  }
-  return out;
 }
 
 function reply(id: number, result: unknown): void {
