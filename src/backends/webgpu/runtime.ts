@@ -585,6 +585,26 @@ export function kernelLoopBounds(c: ModelConfig, maxBatchTile = 32): Record<stri
   return out;
 }
 
+/** Uploads one weight matrix (read lazily by `get`), or fills it with random values of amplitude `amp` for synthetic models. */
+type MatrixUploader = (
+  label: string,
+  rows: number,
+  cols: number,
+  get: () => Matrix,
+  format?: WeightFormat,
+  amp?: number,
+) => GpuMatrix;
+
+/** Uploads one f32 vector (read lazily by `get`), or fills it with random values in `[lo, hi]` for synthetic models. */
+type VectorUploader = (
+  label: string,
+  n: number,
+  get: () => Float32Array,
+  lo: number,
+  hi: number,
+  pad?: number,
+) => GPUBuffer;
+
 /** The decode runtime of one model on one device. */
 export class DecodeRuntime {
   readonly ctx: GpuContext;
@@ -931,22 +951,8 @@ export class DecodeRuntime {
   #linearLayer(
     i: number,
     lw: LayerWeights | null,
-    mat: (
-      label: string,
-      rows: number,
-      cols: number,
-      get: () => Matrix,
-      format?: WeightFormat,
-      amp?: number,
-    ) => GpuMatrix,
-    vec: (
-      label: string,
-      n: number,
-      get: () => Float32Array,
-      lo: number,
-      hi: number,
-      pad?: number,
-    ) => GPUBuffer,
+    mat: MatrixUploader,
+    vec: VectorUploader,
     inputNorm: GPUBuffer,
     li: number,
   ): { plan: LinearPlan; weights: LinearLayerWeights } {
@@ -1017,22 +1023,8 @@ export class DecodeRuntime {
   #attentionLayer(
     i: number,
     lw: LayerWeights | null,
-    mat: (
-      label: string,
-      rows: number,
-      cols: number,
-      get: () => Matrix,
-      format?: WeightFormat,
-      amp?: number,
-    ) => GpuMatrix,
-    vec: (
-      label: string,
-      n: number,
-      get: () => Float32Array,
-      lo: number,
-      hi: number,
-      pad?: number,
-    ) => GPUBuffer,
+    mat: MatrixUploader,
+    vec: VectorUploader,
     inputNorm: GPUBuffer,
     ai: number,
   ): { plan: AttnPlan; weights: GatedAttentionLayerWeights | MlaLayerWeights } {
@@ -1097,22 +1089,8 @@ export class DecodeRuntime {
     i: number,
     lw: LayerWeights | null,
     m: MoeConfig,
-    mat: (
-      label: string,
-      rows: number,
-      cols: number,
-      get: () => Matrix,
-      format?: WeightFormat,
-      amp?: number,
-    ) => GpuMatrix,
-    vec: (
-      label: string,
-      n: number,
-      get: () => Float32Array,
-      lo: number,
-      hi: number,
-      pad?: number,
-    ) => GPUBuffer,
+    mat: MatrixUploader,
+    vec: VectorUploader,
     postNorm: GPUBuffer,
   ): MlpMoe {
     const c = this.config, g = this.geo, H = c.hiddenSize;
