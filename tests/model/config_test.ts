@@ -1,4 +1,4 @@
-import { assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
+import { assert, assertEquals, assertStringIncludes, assertThrows } from "@std/assert";
 import { loadModelConfig, parseModelConfig } from "../../src/model/config.ts";
 import { CapsuleError } from "../../src/errors.ts";
 import { fixture } from "../support/fixtures.ts";
@@ -96,4 +96,63 @@ Deno.test("a missing or unparsable config.json names the file", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("mutated configs either parse to a consistent config or fail with a CapsuleError (fuzz)", async () => {
+  const fc = (await import("fast-check")).default;
+  const { CapsuleError } = await import("../../src/errors.ts");
+  const bases = await Promise.all(
+    ["qwen3_5-tiny", "qwen3_5-tiny-hub", "qwen3_next-tiny", "kimi_linear-tiny"].map(async (n) =>
+      JSON.parse(await Deno.readTextFile(`${fixture(n as Parameters<typeof fixture>[0])}/config.json`))
+    ),
+  );
+  const anyValue = fc.oneof(
+    fc.integer({ min: -5, max: 5000 }),
+    fc.double({ noNaN: false }),
+    fc.string({ maxLength: 12 }),
+    fc.boolean(),
+    fc.constant(null),
+    fc.array(fc.integer({ min: -2, max: 40 }), { maxLength: 6 }),
+    fc.dictionary(fc.string({ maxLength: 6 }), fc.integer(), { maxKeys: 3 }),
+  );
+  // Set or delete a (possibly nested) field of a real config.
+  const mutation = fc.record({
+    base: fc.nat(bases.length - 1),
+    path: fc.array(fc.string({ maxLength: 3 }), { minLength: 1, maxLength: 2 }),
+    pick: fc.nat(),
+    value: fc.option(anyValue),
+  });
+  let parsed = 0, refused = 0;
+  fc.assert(
+    fc.property(fc.array(mutation, { minLength: 1, maxLength: 4 }), (muts) => {
+      let raw: Record<string, unknown> = structuredClone(bases[muts[0].base]);
+      for (const m of muts) {
+        if (!raw || typeof raw !== "object" || Array.isArray(raw)) break; // already replaced by a non-object
+        // Target existing keys most of the time so the mutations reach the validators.
+        let target = raw;
+        const nested = Object.entries(raw).filter(([, v]) => v && typeof v === "object" && !Array.isArray(v));
+        if (m.path.length > 1 && nested.length) {
+          target = nested[m.pick % nested.length][1] as Record<string, unknown>;
+        }
+        const keys = Object.keys(target);
+        const key = keys.length && m.pick % 4 !== 0 ? keys[m.pick % keys.length] : m.path[0];
+        if (m.value === null) delete target[key];
+        else target[key] = m.value;
+        if (m.pick % 17 === 0) raw = m.value as Record<string, unknown>; // the whole file replaced
+      }
+      try {
+        const c = parseModelConfig(raw, "fuzz/config.json");
+        parsed++;
+        // What parses must be internally consistent.
+        return c.layerKinds.length === c.numLayers && c.mlp.length === c.numLayers && c.hiddenSize > 0 &&
+          c.linear.numValueHeads % c.linear.numKeyHeads === 0;
+      } catch (e) {
+        refused++;
+        return e instanceof CapsuleError && e.message.startsWith("fuzz/config.json");
+      }
+    }),
+    { numRuns: 2000 },
+  );
+  // Both outcomes must occur, or the mutations are not reaching the validators.
+  assert(parsed > 100 && refused > 100, `parsed ${parsed}, refused ${refused}`);
 });
