@@ -5,7 +5,7 @@
  * @module
  */
 import { Engine } from "../engine/engine.ts";
-import { openStore } from "../store/mod.ts";
+import { maintainStore, openStore } from "../store/mod.ts";
 import type { SessionStore } from "../store/types.ts";
 import { Auth } from "./auth.ts";
 import { createApp } from "./app.ts";
@@ -34,6 +34,7 @@ async function main(): Promise<void> {
     engine.dispose();
     throw e;
   }
+  const stopMaintenance = maintainStore(store);
 
   let draining = false;
   const app = createApp({
@@ -75,6 +76,7 @@ async function main(): Promise<void> {
     console.error(`capsule: ${signal}: finishing in-flight requests`);
     // Stops accepting connections and resolves once every in-flight response has completed.
     await server.shutdown();
+    await stopMaintenance();
     await store.close();
     engine.dispose();
     console.error("capsule: stopped");

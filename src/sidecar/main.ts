@@ -6,7 +6,7 @@
  * @module
  */
 import { Engine } from "../engine/engine.ts";
-import { openStore } from "../store/mod.ts";
+import { maintainStore, openStore } from "../store/mod.ts";
 import type { SessionStore } from "../store/types.ts";
 import { Auth } from "../server/auth.ts";
 import { checkModelDir, ConfigError, isConfigProblem } from "../server/config.ts";
@@ -30,6 +30,7 @@ async function main(): Promise<void> {
     engine.dispose();
     throw e;
   }
+  const stopMaintenance = maintainStore(store);
   const sidecar = await startSidecar({ engine, store, auth, listen: config.listen });
   console.log(`listening on ${sidecar.url}`);
   console.error(
@@ -43,6 +44,7 @@ async function main(): Promise<void> {
     stopping = true;
     console.error(`capsule sidecar: ${signal}: finishing in-flight requests`);
     await sidecar.shutdown();
+    await stopMaintenance();
     await store.close();
     engine.dispose();
     Deno.exit(0);

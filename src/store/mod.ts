@@ -6,7 +6,7 @@
  * @module
  */
 import { CapsuleError } from "../errors.ts";
-import { type KvStoreOptions, openKvStore } from "./kv.ts";
+import { KvStore, type KvStoreOptions, openKvStore } from "./kv.ts";
 import { MemoryStore } from "./memory.ts";
 import { openRedisStore, type RedisStoreOptions } from "./redis.ts";
 import type { SessionStore } from "./types.ts";
@@ -99,4 +99,29 @@ export async function openStore(url: string, opts: OpenStoreOptions = {}): Promi
         ...(spec.namespace ? { namespace: spec.namespace } : {}),
       });
   }
+}
+
+/**
+ * Background upkeep for a long-running node: a Deno KV store sweeps blobs left by commits that
+ * crashed half-way (they are garbage, never visible to readers) every `everyMs`, once they are
+ * `olderThanMs` old. Other stores need none. The timer does
+ * not keep the process alive; the function it returns stops it and waits for a sweep in progress.
+ */
+export function maintainStore(
+  store: SessionStore,
+  opts: { everyMs?: number; olderThanMs?: number } = {},
+): () => Promise<void> {
+  if (!(store instanceof KvStore)) return () => Promise.resolve();
+  let running: Promise<unknown> = Promise.resolve();
+  const timer = setInterval(() => {
+    running = running.then(() => store.sweepOrphans(opts.olderThanMs)).catch((e) =>
+      console.error("capsule: KV orphan sweep failed:", e)
+    );
+  }, opts.everyMs ?? 10 * 60_000);
+  Deno.unrefTimer(timer);
+  // Stopping waits for a sweep in progress, so the store can be closed right after.
+  return async () => {
+    clearInterval(timer);
+    await running;
+  };
 }

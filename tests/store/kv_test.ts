@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertRejects } from "@std/assert";
 import { CapsuleError } from "../../src/errors.ts";
 import { type KvStoreOptions, openKvStore } from "../../src/store/kv.ts";
-import { openStore } from "../../src/store/mod.ts";
+import { maintainStore, openStore } from "../../src/store/mod.ts";
 import { assertBytes, assertConflict, meta, pattern, runStoreConformance } from "./conformance.ts";
 
 runStoreConformance("kv (:memory:)", () => openKvStore(":memory:"));
@@ -234,5 +234,28 @@ Deno.test("kv store: an unopenable path is store_unavailable", async () => {
     await Deno.writeTextFile(`${dir}/file`, "x");
     const e = await assertRejects(() => openStore(`kv:${dir}/file/db.kvdb`), CapsuleError);
     assertEquals(e.code, "store_unavailable");
+  });
+});
+
+Deno.test("kv store: a node's background upkeep sweeps the blobs of crashed commits", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/c.kvdb`;
+    const store = await openKvStore(path);
+    try {
+      await store.commit(T, "s", pattern(100_000, 1), meta(1), null);
+      await store.stageBlob(T, "s", pattern(200_000, 2)); // a commit that never finished
+      const stop = maintainStore(store, { everyMs: 10, olderThanMs: 0 });
+      try {
+        for (let i = 0; i < 200 && (await blobIds(path)).length > 1; i++) {
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      } finally {
+        await stop();
+      }
+      assertEquals((await blobIds(path)).length, 1, "the orphan is gone, the committed blob stays");
+      assertBytes((await store.get(T, "s"))?.capsule, pattern(100_000, 1));
+    } finally {
+      await store.close();
+    }
   });
 });
