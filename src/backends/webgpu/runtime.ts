@@ -1248,6 +1248,17 @@ export class DecodeRuntime {
     const k = this.#attnKernels();
     const w = this.attnWeights[ai];
     const head = [this.step, this.slotBuf, grp.uniform];
+    // The partial (split-context) pass binds the same buffers for both attention kinds.
+    grp.partial.push(
+      this.cache.bind(k.partial, [
+        ...head,
+        this.qBuf,
+        grp.keys[ai],
+        grp.values[ai],
+        grp.partialO,
+        grp.partialML,
+      ]),
+    );
     if (this.config.attention.kind === "gated") {
       grp.prep.push(
         this.cache.bind(k.prep, [
@@ -1258,16 +1269,6 @@ export class DecodeRuntime {
           this.qBuf,
           grp.keys[ai],
           grp.values[ai],
-        ]),
-      );
-      grp.partial.push(
-        this.cache.bind(k.partial, [
-          ...head,
-          this.qBuf,
-          grp.keys[ai],
-          grp.values[ai],
-          grp.partialO,
-          grp.partialML,
         ]),
       );
       grp.combine.push(
@@ -1283,16 +1284,6 @@ export class DecodeRuntime {
           this.qBuf,
           grp.keys[ai],
           grp.values[ai],
-        ]),
-      );
-      grp.partial.push(
-        this.cache.bind(k.partial, [
-          ...head,
-          this.qBuf,
-          grp.keys[ai],
-          grp.values[ai],
-          grp.partialO,
-          grp.partialML,
         ]),
       );
       grp.combine.push(this.cache.bind(k.combine, [...head, w.kvB!, grp.partialO, grp.partialML, this.yAtt]));
