@@ -433,6 +433,65 @@ def training_transcript(rng: random.Random, corpus: Corpus, target_chars: int,
     return Sample("".join(parts), answers)
 
 
+def recall_transcript(rng: random.Random, corpus: Corpus, target_chars: int,
+                      two_hop_rate: float = 0.3) -> Sample:
+    """Facts first, a long stretch of distractors with a few more facts, then questions about them.
+
+    This is the shape of the evaluation prompts. In `training_transcript` a question usually follows
+    its fact within a few turns; here most fact-to-question distances are a large part of the whole
+    transcript, which is what recall over thousands of tokens needs to be trained on.
+    """
+    pool = corpus.train
+    pools = Pools(rng)
+    parts: list[str] = []
+    answers: list[tuple[int, int]] = []
+    size = 0
+
+    def add(chunks: list[str]):
+        nonlocal size
+        for c in chunks:
+            parts.append(c)
+            size += len(c)
+
+    if rng.random() < 0.75:
+        add([msg("system", rng.choice(SYSTEMS))])
+    known: list[Fact] = []
+    pending: list[Fact] = []
+    for _ in range(rng.randint(2, 5)):
+        if rng.random() < two_hop_rate:
+            f = two_hop_fact(rng, pools)
+            add(fact_turn(rng, [f.statements[0]]))
+            pending.append(f)
+        else:
+            f = single_fact(rng, pools)
+            add(fact_turn(rng, f.statements))
+            known.append(f)
+    questions_at = target_chars * rng.uniform(0.7, 0.85)
+    while size < questions_at:
+        r = rng.random()
+        if r < 0.08 and pending:
+            f = pending.pop(rng.randrange(len(pending)))
+            add(fact_turn(rng, [f.statements[1]]))
+            known.append(f)
+        elif r < 0.14:
+            f = single_fact(rng, pools)
+            add(fact_turn(rng, f.statements))
+            known.append(f)
+        else:
+            add(distractor_turn(rng, pool, max_chars=max(200, min(1500, target_chars // 5))))
+    for f in pending:  # a second link must be stated before its question
+        add(fact_turn(rng, [f.statements[1]]))
+        known.append(f)
+    rng.shuffle(known)
+    for f in known:
+        add([question_prefix(rng, f.question)])
+        answers.append((size, size + len(f.answer)))
+        add([f.answer + IM_END + "\n"])
+        if rng.random() < 0.3:
+            add(distractor_turn(rng, pool, max_chars=400))
+    return Sample("".join(parts), answers)
+
+
 def plain_text(rng: random.Random, corpus: Corpus, target_chars: int) -> Sample:
     """Passages separated by blank lines, documents separated by <|endoftext|>."""
     parts, size = [], 0
@@ -445,9 +504,14 @@ def plain_text(rng: random.Random, corpus: Corpus, target_chars: int) -> Sample:
 
 
 def training_sample(rng: random.Random, corpus: Corpus, target_chars: int, plain_rate: float = 0.2,
-                    two_hop_rate: float = 0.3) -> Sample:
-    if rng.random() < plain_rate:
+                    two_hop_rate: float = 0.3, long_rate: float = 0.0) -> Sample:
+    """Plain text with probability plain_rate; otherwise a transcript, of the long-recall shape
+    (`recall_transcript`) with probability long_rate."""
+    r = rng.random()
+    if r < plain_rate:
         return plain_text(rng, corpus, target_chars)
+    if r < plain_rate + long_rate * (1 - plain_rate):
+        return recall_transcript(rng, corpus, target_chars, two_hop_rate)
     return training_transcript(rng, corpus, target_chars, two_hop_rate)
 
 

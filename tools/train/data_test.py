@@ -32,6 +32,31 @@ class TranscriptTest(unittest.TestCase):
                 question_at = s.text.rfind(data.IM_START + "user\n", 0, start)
                 self.assertIn(answer, s.text[:question_at], f"seed {seed}: {answer!r} never stated")
 
+    def test_long_recall_transcripts_ask_late_about_earlier_facts(self):
+        for seed in range(30):
+            s = data.recall_transcript(random.Random(seed), CORPUS, 8000)
+            self.assertGreaterEqual(len(s.answers), 2)
+            for start, end in s.answers:
+                self.assertTrue(s.text[:start].endswith(data.IM_START + "assistant\n"))
+                self.assertTrue(s.text[end:].startswith(data.IM_END))
+                question_at = s.text.rfind(data.IM_START + "user\n", 0, start)
+                self.assertIn(s.text[start:end], s.text[:question_at], f"seed {seed}")
+            # questions come after the long stretch: the first one past 60 % of the text
+            self.assertGreater(s.answers[0][0], 0.6 * 8000)
+
+    def test_sample_mixture_follows_its_rates(self):
+        kinds = {"plain": 0, "long": 0, "short": 0}
+        for seed in range(300):
+            smp = data.training_sample(random.Random(seed), CORPUS, 3000, plain_rate=0.2, long_rate=0.5)
+            if not smp.answers and data.IM_START not in smp.text:
+                kinds["plain"] += 1
+            elif smp.answers and smp.answers[0][0] > 0.6 * 3000:
+                kinds["long"] += 1
+            else:
+                kinds["short"] += 1
+        self.assertTrue(40 <= kinds["plain"] <= 80, kinds)
+        self.assertTrue(90 <= kinds["long"] <= 150, kinds)
+
     def test_transcript_reaches_the_requested_size(self):
         s = data.training_transcript(random.Random(3), CORPUS, 5000)
         self.assertGreaterEqual(len(s.text), 5000)

@@ -196,7 +196,7 @@ def cmd_tokenizer(args) -> None:
 # data stream
 
 def make_stream(tok_path: str, data_dir: str, seq_len: int, seed: str, answer_weight: float,
-                plain_rate: float, two_hop_rate: float):
+                plain_rate: float, two_hop_rate: float, long_rate: float):
     import torch
     from torch.utils.data import IterableDataset, get_worker_info
 
@@ -214,7 +214,8 @@ def make_stream(tok_path: str, data_dir: str, seq_len: int, seed: str, answer_we
             cpt = 3.2  # characters per token, re-estimated as samples go by
             need = seq_len + 1
             while True:
-                smp = data.training_sample(rng, corpus, int(need * cpt * 1.05), plain_rate, two_hop_rate)
+                smp = data.training_sample(rng, corpus, int(need * cpt * 1.05), plain_rate, two_hop_rate,
+                                           long_rate)
                 enc = tok.encode(smp.text, add_special_tokens=False)
                 ids, offs = list(enc.ids), enc.offsets
                 if ids:
@@ -429,6 +430,34 @@ def load_for_eval(path: str, arch: str):
 # ---------------------------------------------------------------------------------------------
 # train
 
+def load_shipped_weights(model, path: str) -> None:
+    """Start from a shipped checkpoint (hub layout, bf16): the second stage of a training that a
+    single device call's time limit cannot hold."""
+    import torch
+
+    tensors = read_safetensors(path)
+    if any(k.startswith("model.language_model.") for k in tensors):
+        tensors = {"model." + k[len("model.language_model."):] if k.startswith("model.language_model.") else k: v
+                   for k, v in tensors.items()}
+    sd = {}
+    for k, (dtype, shape, raw) in tensors.items():
+        if dtype != "BF16":
+            raise SystemExit(f"{path}: {k} is {dtype}, expected BF16")
+        sd[k] = torch.frombuffer(bytearray(raw), dtype=torch.bfloat16).reshape(shape).float()
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
+    if missing or unexpected:
+        raise SystemExit(f"{path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def parse_phases(text: str) -> tuple[tuple[float, int], ...]:
+    """"0:512,0.1:1024" -> ((0.0, 512), (0.1, 1024)): curriculum phases as start fraction:length."""
+    phases = tuple((float(a), int(b)) for a, b in (p.split(":") for p in text.split(",")))
+    if not phases or phases[0][0] != 0.0 or list(phases) != sorted(phases):
+        raise SystemExit(f"--phases {text!r}: start at 0 and increase")
+    return phases
+
+
 def lr_at(step: int, frac: float, peak: float, warmup: int, floor: float) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -453,7 +482,11 @@ def cmd_train(args) -> None:
     tok = Tokenizer.from_file(tok_json)
     corpus = data.Corpus.load(args.data_dir)
 
-    model = build_model(args.arch, args.seed).to(device)
+    model = build_model(args.arch, args.seed)
+    if args.init_from:
+        load_shipped_weights(model, args.init_from)
+        log(f"initialised from {args.init_from} (stage {args.stage})")
+    model = model.to(device)
     n_params = param_count(model)
     log(f"{args.arch}: {type(model).__name__}, {n_params:,} parameters, layer types "
         f"{getattr(model.config, 'layer_types', None)}")
@@ -473,7 +506,7 @@ def cmd_train(args) -> None:
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
                             **({"fused": True} if device.type == "cuda" else {}))
-    phases = SMOKE_PHASES if args.smoke else PHASES
+    phases = SMOKE_PHASES if args.smoke else parse_phases(args.phases) if args.phases else PHASES
     history, monitor_log = [], []
     step, tokens, phase_idx, it = 0, 0, -1, None
     seconds = args.seconds
@@ -491,8 +524,10 @@ def cmd_train(args) -> None:
             phase_idx = want
             seq_len = phases[phase_idx][1]
             batch = max(1, args.tokens_per_step // seq_len)
-            stream = make_stream(tok_json, args.data_dir, seq_len, f"{args.seed}/{args.arch}/phase{phase_idx}",
-                                 args.answer_weight, args.plain_rate, args.two_hop_rate)
+            # Stage 1 keeps the seed strings of the first release; later stages draw fresh data.
+            stage = "" if args.stage == 1 else f"stage{args.stage}/"
+            stream = make_stream(tok_json, args.data_dir, seq_len, f"{args.seed}/{args.arch}/{stage}phase{phase_idx}",
+                                 args.answer_weight, args.plain_rate, args.two_hop_rate, args.long_rate)
             it = None  # let the old workers go before starting new ones
             it = iter(DataLoader(stream, batch_size=batch, num_workers=args.workers, pin_memory=True,
                                  prefetch_factor=4 if args.workers else None))
@@ -543,7 +578,8 @@ def cmd_train(args) -> None:
         "config": spec["config"], "model_type": spec["model_type"],
         "hyper": {k: getattr(args, k) for k in ("seed", "seconds", "tokens_per_step", "lr", "lr_floor", "warmup_steps",
                                                 "weight_decay", "clip", "answer_weight", "plain_rate",
-                                                "two_hop_rate", "bf16", "workers")},
+                                                "two_hop_rate", "long_rate", "bf16", "workers", "stage",
+                                                "init_from")},
         "phases": phases, "steps": step, "tokens": tokens, "train_seconds": round(train_seconds, 1),
         "final_loss": final_loss, "history": history, "monitor": monitor_log,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -669,6 +705,11 @@ def main(argv=None) -> None:
     r.add_argument("--answer-weight", type=float, default=5.0)
     r.add_argument("--plain-rate", type=float, default=0.2)
     r.add_argument("--two-hop-rate", type=float, default=0.3)
+    r.add_argument("--long-rate", type=float, default=0.0,
+                   help="share of transcripts in the long-recall shape (facts first, questions last)")
+    r.add_argument("--init-from", default="", help="model.safetensors of a shipped model to continue from")
+    r.add_argument("--stage", type=int, default=1, help="training stage (seeds the data of stages after 1)")
+    r.add_argument("--phases", default="", help="curriculum as start:seq_len pairs, e.g. 0:512,0.1:1024")
     r.add_argument("--bf16", action="store_true", help="bf16 autocast (default: float32 with TF32 matmuls)")
     r.add_argument("--workers", type=int, default=6)
     r.add_argument("--log-every", type=int, default=10)
