@@ -13,6 +13,7 @@ import { createSyntheticWebGpuBackend, type WebGpuBackend } from "../src/backend
 import type { SessionState } from "../src/engine/state.ts";
 import { GREEDY } from "../src/engine/sampling.ts";
 import { PUBLISHED_CONFIGS } from "../src/model/presets.ts";
+import { type KernelStepStat, kernelTable } from "../src/backends/webgpu/profile.ts";
 
 /** A benchmark model: its config.json object and how many experts the synthetic copy keeps. */
 export interface BenchModel {
@@ -159,6 +160,13 @@ export interface DecodeBenchOptions {
   onResult?: (r: DecodeResult) => void | Promise<void>;
   /** Also time encoding vs GPU execution of this many steps (first context, each batch). */
   diagnoseSteps?: number;
+  /**
+   * Also time every kernel of this many steps on the GPU (first context, each batch; runs the
+   * diagnosis with `diagnoseSteps`, or with this many steps when that is unset).
+   */
+  profileSteps?: number;
+  /** GEMV chunks per thread (RuntimeOptions.gemvChunksPerThread); the runtime's default when unset. */
+  gemvChunksPerThread?: number;
   onDiagnosis?: (d: Record<string, unknown>) => void | Promise<void>;
 }
 
@@ -256,6 +264,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
         maxSlots: maxBatch,
         maxBatch,
         groupSlots: maxBatch,
+        ...(o.gemvChunksPerThread ? { gemvChunksPerThread: o.gemvChunksPerThread } : {}),
       });
     } catch (e) {
       o.log(`${m.name} ${weights}: setup failed: ${(e as Error).message}`);
@@ -282,16 +291,20 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
         o.log(`  reserve ${ctx}: ${(e as Error).message}`);
       }
       for (const b of batches) {
-        if (o.diagnoseSteps && ctx === contexts[0]) {
+        if ((o.diagnoseSteps || o.profileSteps) && ctx === contexts[0]) {
           try {
+            const steps = o.diagnoseSteps || o.profileSteps!, profileSteps = o.profileSteps ?? 0;
             const states: SessionState[] = [];
             for (let i = 0; i < b; i++) {
-              states.push(await backend.randomResidentState(ctx, ctx + 2 * o.diagnoseSteps + 8, 500 + i));
+              states.push(
+                await backend.randomResidentState(ctx, ctx + 2 * steps + profileSteps + 8, 500 + i),
+              );
             }
-            const d = await backend.diagnose(states, o.diagnoseSteps);
+            const d = await backend.diagnose(states, steps, profileSteps ? { profileSteps } : {});
             for (const s of states) await backend.release(s, false);
             const line = { model: m.name, weights, batch: b, context: ctx, ...d };
             o.log(`  diagnose ${JSON.stringify(line)}`);
+            if (d.kernels) o.log(profileSummary(d.kernels, d.profiledUsPerStep!, d.profiledSpanUsPerStep!));
             await o.onDiagnosis?.(line);
           } catch (e) {
             o.log(`  diagnose failed: ${(e as Error).message}`);
@@ -427,6 +440,42 @@ export async function measureReadBandwidth(
   const name = adapter.info.description || adapter.info.device;
   device.destroy();
   return { adapter: name, readGBs, copyGBs };
+}
+
+/** The kernel table of a profiled diagnosis, for the log. */
+function profileSummary(kernels: KernelStepStat[], usPerStep: number, spanUsPerStep: number): string {
+  return `  profile: ${usPerStep.toFixed(1)} µs/step in kernels, ${spanUsPerStep.toFixed(1)} µs/step ` +
+    `first start to last end\n` + kernelTable(kernels).split("\n").map((l) => `    ${l}`).join("\n");
+}
+
+/** One profiled diagnosis as the markdown report shows it. */
+export interface ProfiledDiagnosis {
+  model: string;
+  weights: string;
+  batch: number;
+  context: number;
+  profileSteps: number;
+  profiledUsPerStep: number;
+  profiledSpanUsPerStep: number;
+  kernels: KernelStepStat[];
+}
+
+/** Markdown sections with the kernel tables of profiled diagnoses (empty when there are none). */
+export function markdownProfiles(diagnoses: Record<string, unknown>[]): string {
+  const parts: string[] = [];
+  for (const d of diagnoses) {
+    if (!Array.isArray(d.kernels)) continue;
+    const p = d as unknown as ProfiledDiagnosis;
+    parts.push(
+      `### Kernel profile: ${p.model} ${p.weights}, batch ${p.batch}, context ${p.context}\n\n` +
+        `${p.profileSteps} steps, every dispatch in its own timed compute pass: ` +
+        `${p.profiledUsPerStep.toFixed(1)} µs/step in kernels, ${
+          p.profiledSpanUsPerStep.toFixed(1)
+        } µs/step ` +
+        `from the first kernel's start to the last one's end.\n\n` + kernelTable(p.kernels),
+    );
+  }
+  return parts.join("\n\n");
 }
 
 /** A markdown table of results. */

@@ -4,6 +4,10 @@
  *   deno task bench --backend webgpu --models qwen3.5-0.8b,qwen3.5-0.8b@int8,qwen3.5-9b,kimi-48b \
  *     --batch 1,8,32 --context 1k,32k --out bench/out
  *
+ * `--diagnose N` times encoding vs GPU work of N steps; `--profile N` also times every kernel of N
+ * steps on the GPU (needs the adapter's timestamp-query feature) and adds the tables to decode.md.
+ * `--gemv-cpt N` sets the GEMV's 16-byte weight chunks per thread (RuntimeOptions.gemvChunksPerThread).
+ *
  * A model may carry its own lists: `qwen3.5-9b/1+32/1k` (batches 1 and 32 at context 1k).
  *
  * Writes `decode.json` and `decode.md` into `--out` (default bench/out) and prints the table.
@@ -11,6 +15,7 @@
 import { parseArgs } from "node:util";
 import {
   type DecodeResult,
+  markdownProfiles,
   markdownTable,
   measureReadBandwidth,
   parseSize,
@@ -35,6 +40,8 @@ async function main(): Promise<number> {
       chunk: { type: "string", default: "16" },
       inflight: { type: "string", default: "4" },
       diagnose: { type: "string", default: "0" },
+      profile: { type: "string", default: "0" },
+      "gemv-cpt": { type: "string", default: "0" },
     },
   });
   if (values.backend !== "webgpu") {
@@ -56,6 +63,7 @@ async function main(): Promise<number> {
   const results: DecodeResult[] = [];
   const diagnoses: Record<string, unknown>[] = [];
   const write = async () => {
+    const profiles = markdownProfiles(diagnoses);
     const doc = {
       started,
       device: bw.adapter,
@@ -71,7 +79,7 @@ async function main(): Promise<number> {
       `Device: ${bw.adapter}. Measured streaming read ${bw.readGBs.toFixed(0)} GB/s, copy ${
         bw.copyGBs.toFixed(0)
       } GB/s.\n\n` +
-        markdownTable(results) + "\n",
+        markdownTable(results) + "\n" + (profiles ? `\n${profiles}\n` : ""),
     );
   };
   await runDecodeBench({
@@ -85,6 +93,8 @@ async function main(): Promise<number> {
     maxInflight: Number(values.inflight),
     log: (l) => console.log(l),
     diagnoseSteps: Number(values.diagnose) || undefined,
+    profileSteps: Number(values.profile) || undefined,
+    gemvChunksPerThread: Number(values["gemv-cpt"]) || undefined,
     onDiagnosis: async (d) => {
       diagnoses.push(d);
       await write();

@@ -2,9 +2,12 @@
 //   ENTRY 0 prep:    q/k RMSNorm, partial RoPE, append K and V rows at the slot's position.
 //   ENTRY 1 partial: for one chunk of the cache and one KV head, scores of its G query heads,
 //                    the chunk's max, sum of exp and exp-weighted V.
-//   ENTRY 2 combine: merge the chunks of each query head, apply the sigmoid output gate.
-// KV rows live in a slot group's buffers: row (local·cap + t), each [HKV, D]. The group's batch
-// entries are listed in the step table; `grp` holds the group's index, cap and chunk count.
+//   ENTRY 2 combine: merge the session's chunks of each query head, apply the sigmoid gate.
+// Chunks are attn_rpc(n) rows (common.wgsl), n the session's own context, so its summation order
+// never depends on the batch or the group. KV rows live in a slot group's buffers: row
+// (local·cap + t), each [HKV, D]. The group's batch entries are listed in the step table; `grp`
+// holds the group's index, cap and chunk count (enough for any context ≤ cap; the partials'
+// layout stride).
 #include "common.wgsl"
 
 const HQ: u32 = {{HQ}}u;
@@ -13,7 +16,6 @@ const D: u32 = {{D}}u;
 const G: u32 = HQ / HKV;
 const PROJ: u32 = {{PROJ}}u;     // row stride of the q|k|v projection ([q_h | gate_h] per head)
 const MAXB: u32 = {{MAXB}}u;
-const RPCMAX: u32 = {{RPCMAX}}u; // rows per chunk, at most
 const OS4: u32 = {{OS4}}u;       // output row stride in vec4
 const WG: u32 = 64u;
 const NEG: f32 = -3.0e38;
@@ -74,54 +76,166 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 
 #if PARTIAL
+// Work split (PWG threads; rpc = attn_rpc(n) rows per chunk, a function of the session's n only):
+//   scores: TPR = max(1, PWG / rpc) threads per row, each a fixed stride-TPR slice of the D/4
+//           vec4s; the slices' partial dots are summed in slice order through `sc`;
+//   softmax: SPH threads per head (max is order-free; the sum adds the threads' partials in order);
+//   values: each thread on one vec4 column; VS = PWG / (D/4) threads share a column, taking rows
+//           q, q + VS, …, and thread q = 0 adds the others' partials in q order.
+const PWG: u32 = {{PWG}}u;
+const D4: u32 = D / 4u;
+const SCW: u32 = max(ATTN_RPC_MAX, PWG);      // per-head stride of `sc` (rows · TPR ≤ SCW)
+const VS: u32 = max(1u, PWG / D4);
+const SPH: u32 = max(1u, min(8u, PWG / G));
 @group(0) @binding(3) var<storage, read> qbuf: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> K: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> V: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> po: array<vec4<f32>>; // [MAXB, HQ, nc, D]
 @group(0) @binding(7) var<storage, read_write> pml: array<vec2<f32>>; // [MAXB, HQ, nc] (max, sum)
-var<workgroup> qs: array<vec4<f32>, G * D / 4u>;
-var<workgroup> sc: array<f32, G * RPCMAX>;
+// The G queries during the score phase, then the value partials of threads q ≥ 1.
+var<workgroup> qs: array<vec4<f32>, max(G * D4, (VS - 1u) * G * D4)>;
+var<workgroup> sc: array<f32, G * SCW>;
+var<workgroup> red: array<f32, G * SPH>;
+var<workgroup> ctxLen: u32;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(PWG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
   let c = wid.x;
   let kvh = wid.y;
   let b = entry_of(wid.z);
-  let slot = step[ST_ENTRIES + 4u * b];
   let local = step[ST_ENTRIES + 4u * b + 2u];
-  let n = slots[slot * SLOT_WORDS + SH_POS] + 1u;
+  if (l == 0u) { ctxLen = slots[step[ST_ENTRIES + 4u * b] * SLOT_WORDS + SH_POS] + 1u; }
+  let n = workgroupUniformLoad(&ctxLen); // uniform, so the early exit below may precede barriers
+  let rpc = attn_rpc(n);
+  let start = c * rpc;
+  // Chunks past the session's own count (the group is sized for its longest context) do nothing.
+  if (start >= n) { return; }
+  let rows = min(n - start, rpc);
   let nc = grp.nc;
-  // Fixed-size chunks: the summation order depends only on the context, never on the group.
-  let start = min(n, c * RPCMAX);
-  let end = min(n, start + RPCMAX);
+  let tpr = max(1u, PWG / rpc);
+  let s = l % tpr;
   let scale = inverseSqrt(f32(D));
-  for (var i = l; i < G * D / 4u; i += WG) { qs[i] = qbuf[(b * HQ + kvh * G) * D / 4u + i]; }
+  for (var i = l; i < G * D4; i += PWG) { qs[i] = qbuf[(b * HQ + kvh * G) * D4 + i]; }
   workgroupBarrier();
-  for (var t = start + l; t < end; t += WG) {
-    let kb = ((local * grp.cap + t) * HKV + kvh) * D / 4u;
+  for (var r = l / tpr; r < rows; r += PWG / tpr) {
+    let kb = ((local * grp.cap + start + r) * HKV + kvh) * D4;
     var acc = array<f32, G>();
-    for (var v = 0u; v < D / 4u; v++) {
+    var v = s;
+    // Four loads in flight per step; the dots still accumulate in v order.
+    for (; v + 3u * tpr < D4; v += 4u * tpr) {
+      let k0 = K[kb + v];
+      let k1 = K[kb + v + tpr];
+      let k2 = K[kb + v + 2u * tpr];
+      let k3 = K[kb + v + 3u * tpr];
+      for (var g = 0u; g < G; g++) {
+        let q = g * D4 + v;
+        acc[g] += dot(qs[q], k0);
+        acc[g] += dot(qs[q + tpr], k1);
+        acc[g] += dot(qs[q + 2u * tpr], k2);
+        acc[g] += dot(qs[q + 3u * tpr], k3);
+      }
+    }
+    for (; v < D4; v += tpr) {
       let kv = K[kb + v];
-      for (var g = 0u; g < G; g++) { acc[g] += dot(qs[g * D / 4u + v], kv); }
+      for (var g = 0u; g < G; g++) { acc[g] += dot(qs[g * D4 + v], kv); }
     }
-    for (var g = 0u; g < G; g++) { sc[g * RPCMAX + t - start] = acc[g] * scale; }
+    for (var g = 0u; g < G; g++) { sc[g * SCW + r * tpr + s] = acc[g]; }
   }
   workgroupBarrier();
-  if (l < G) {
-    var m = NEG;
-    for (var t = 0u; t < end - start; t++) { m = max(m, sc[l * RPCMAX + t]); }
+  // Row score = slices summed in slice order, kept in the row's slice-0 cell.
+  for (var i = l; i < G * rows; i += PWG) {
+    let at = (i / rows) * SCW + (i % rows) * tpr;
+    var x = sc[at];
+    for (var j = 1u; j < tpr; j++) { x += sc[at + j]; }
+    sc[at] = x * scale;
+  }
+  workgroupBarrier();
+  let hg = l / SPH;
+  let hj = l % SPH;
+  var m = NEG;
+  if (hg < G) {
+    for (var r = hj; r < rows; r += SPH) { m = max(m, sc[hg * SCW + r * tpr]); }
+    red[l] = m;
+  }
+  workgroupBarrier();
+  if (hg < G) {
+    for (var j = 0u; j < SPH; j++) { m = max(m, red[hg * SPH + j]); }
+  }
+  workgroupBarrier();
+  if (hg < G) {
     var sum = 0.0;
-    for (var t = 0u; t < end - start; t++) { let p = exp(sc[l * RPCMAX + t] - m); sc[l * RPCMAX + t] = p; sum += p; }
-    pml[(b * HQ + kvh * G + l) * nc + c] = vec2<f32>(m, sum);
+    for (var r = hj; r < rows; r += SPH) {
+      let at = hg * SCW + r * tpr;
+      let p = exp(sc[at] - m);
+      sc[at] = p;
+      sum += p;
+    }
+    red[l] = sum;
   }
   workgroupBarrier();
-  for (var v = l; v < D / 4u; v += WG) {
-    var acc = array<vec4<f32>, G>();
-    for (var t = start; t < end; t++) {
-      let vv = V[((local * grp.cap + t) * HKV + kvh) * D / 4u + v];
-      for (var g = 0u; g < G; g++) { acc[g] += sc[g * RPCMAX + t - start] * vv; }
+  if (hg < G && hj == 0u) {
+    var sum = 0.0;
+    for (var j = 0u; j < SPH; j++) { sum += red[hg * SPH + j]; }
+    pml[(b * HQ + kvh * G + hg) * nc + c] = vec2<f32>(m, sum);
+  }
+  let vbase = (local * grp.cap + start) * HKV + kvh;
+  if (VS == 1u) {
+    for (var v = l; v < D4; v += PWG) {
+      var acc = array<vec4<f32>, G>();
+      var r = 0u;
+      for (; r + 3u < rows; r += 4u) {
+        let v0 = V[(vbase + r * HKV) * D4 + v];
+        let v1 = V[(vbase + (r + 1u) * HKV) * D4 + v];
+        let v2 = V[(vbase + (r + 2u) * HKV) * D4 + v];
+        let v3 = V[(vbase + (r + 3u) * HKV) * D4 + v];
+        for (var g = 0u; g < G; g++) {
+          let at = g * SCW + r * tpr;
+          acc[g] += sc[at] * v0;
+          acc[g] += sc[at + tpr] * v1;
+          acc[g] += sc[at + 2u * tpr] * v2;
+          acc[g] += sc[at + 3u * tpr] * v3;
+        }
+      }
+      for (; r < rows; r++) {
+        let vv = V[(vbase + r * HKV) * D4 + v];
+        for (var g = 0u; g < G; g++) { acc[g] += sc[g * SCW + r * tpr] * vv; }
+      }
+      for (var g = 0u; g < G; g++) { po[((b * HQ + kvh * G + g) * nc + c) * D4 + v] = acc[g]; }
     }
-    for (var g = 0u; g < G; g++) { po[((b * HQ + kvh * G + g) * nc + c) * D / 4u + v] = acc[g]; }
+  } else {
+    let q = l / D4;
+    let v = l % D4;
+    var acc = array<vec4<f32>, G>();
+    if (q < VS) {
+      var r = q;
+      for (; r + 3u * VS < rows; r += 4u * VS) {
+        let v0 = V[(vbase + r * HKV) * D4 + v];
+        let v1 = V[(vbase + (r + VS) * HKV) * D4 + v];
+        let v2 = V[(vbase + (r + 2u * VS) * HKV) * D4 + v];
+        let v3 = V[(vbase + (r + 3u * VS) * HKV) * D4 + v];
+        for (var g = 0u; g < G; g++) {
+          let at = g * SCW + r * tpr;
+          acc[g] += sc[at] * v0;
+          acc[g] += sc[at + VS * tpr] * v1;
+          acc[g] += sc[at + 2u * VS * tpr] * v2;
+          acc[g] += sc[at + 3u * VS * tpr] * v3;
+        }
+      }
+      for (; r < rows; r += VS) {
+        let vv = V[(vbase + r * HKV) * D4 + v];
+        for (var g = 0u; g < G; g++) { acc[g] += sc[g * SCW + r * tpr] * vv; }
+      }
+      if (q > 0u) {
+        for (var g = 0u; g < G; g++) { qs[((q - 1u) * G + g) * D4 + v] = acc[g]; }
+      }
+    }
+    workgroupBarrier();
+    if (q == 0u) {
+      for (var j = 1u; j < VS; j++) {
+        for (var g = 0u; g < G; g++) { acc[g] += qs[((j - 1u) * G + g) * D4 + v]; }
+      }
+      for (var g = 0u; g < G; g++) { po[((b * HQ + kvh * G + g) * nc + c) * D4 + v] = acc[g]; }
+    }
   }
 }
 #endif
@@ -131,20 +245,59 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 @group(0) @binding(4) var<storage, read> po: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> pml: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>; // [B, HQ·D]
+var<workgroup> red: array<f32, WG>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
   let h = wid.x;
   let b = entry_of(wid.y);
-  let nc = grp.nc;
-  let base = (b * HQ + h) * nc;
+  // The session's own chunk count (grp.nc is only the layout stride): its result never depends on
+  // the group it sits in.
+  let ncs = attn_chunks(slots[step[ST_ENTRIES + 4u * b] * SLOT_WORDS + SH_POS] + 1u);
+  let base = (b * HQ + h) * grp.nc;
+  // The max is exact in any order: strided over the threads, then a tree.
   var m = NEG;
-  for (var c = 0u; c < nc; c++) { m = max(m, pml[base + c].x); }
-  var total = 0.0;
-  for (var c = 0u; c < nc; c++) { let e = pml[base + c]; total += e.y * exp(e.x - m); }
+  for (var c = l; c < ncs; c += WG) { m = max(m, pml[base + c].x); }
+  red[l] = m;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (l < k) { red[l] = max(red[l], red[l + k]); }
+    workgroupBarrier();
+  }
+  m = red[0];
   for (var v = l; v < D / 4u; v += WG) {
+    // One pass in chunk order for the weighted sum and the total, four chunks' loads in flight.
     var o = vec4<f32>(0.0);
-    for (var c = 0u; c < nc; c++) { o += po[(base + c) * D / 4u + v] * exp(pml[base + c].x - m); }
+    var total = 0.0;
+    var c = 0u;
+    for (; c + 3u < ncs; c += 4u) {
+      let e0 = pml[base + c];
+      let e1 = pml[base + c + 1u];
+      let e2 = pml[base + c + 2u];
+      let e3 = pml[base + c + 3u];
+      let p0 = po[(base + c) * D / 4u + v];
+      let p1 = po[(base + c + 1u) * D / 4u + v];
+      let p2 = po[(base + c + 2u) * D / 4u + v];
+      let p3 = po[(base + c + 3u) * D / 4u + v];
+      let w0 = exp(e0.x - m);
+      let w1 = exp(e1.x - m);
+      let w2 = exp(e2.x - m);
+      let w3 = exp(e3.x - m);
+      o += p0 * w0;
+      total += e0.y * w0;
+      o += p1 * w1;
+      total += e1.y * w1;
+      o += p2 * w2;
+      total += e2.y * w2;
+      o += p3 * w3;
+      total += e3.y * w3;
+    }
+    for (; c < ncs; c++) {
+      let e = pml[base + c];
+      let w = exp(e.x - m);
+      o += po[(base + c) * D / 4u + v] * w;
+      total += e.y * w;
+    }
     let gi = b * PROJ + h * 2u * D + D + 4u * v;
     let gate = vec4<f32>(sigmoid(proj[gi]), sigmoid(proj[gi + 1u]), sigmoid(proj[gi + 2u]), sigmoid(proj[gi + 3u]));
     out[b * OS4 + h * D / 4u + v] = o / total * gate;

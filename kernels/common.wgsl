@@ -55,3 +55,18 @@ fn hash32(seed: u32, counter: u32) -> u32 {
 fn uniform01(seed: u32, counter: u32) -> f32 {
   return f32(hash32(seed, counter) >> 8u) / 16777216.0;
 }
+
+// Split-context decode attention (attention.wgsl, mla.wgsl): rows per chunk for a context of n
+// rows. A function of n alone, never of the group's capacity or the batch, so a session's
+// summation order is its own: pow2ceil(ceil(n / 64)) clamped to [16, 128], i.e. at most 64 chunks
+// up to 8,192 rows (short contexts still spread over many workgroups) and chunks of 128 beyond.
+// Twin: attnRowsPerChunk in src/backends/webgpu/runtime.ts.
+const ATTN_RPC_MIN: u32 = 16u;
+const ATTN_RPC_MAX: u32 = 128u;
+fn attn_rpc(n: u32) -> u32 {
+  let per = max((n + 63u) / 64u, 1u);
+  // next power of two ≥ per (countLeadingZeros(0) is 32, so per = 1 gives 1)
+  return clamp(1u << (32u - countLeadingZeros(per - 1u)), ATTN_RPC_MIN, ATTN_RPC_MAX);
+}
+// Chunks a context of n rows splits into.
+fn attn_chunks(n: u32) -> u32 { let r = attn_rpc(n); return (n + r - 1u) / r; }

@@ -4,7 +4,9 @@
 //                    the q rope slice; one extra workgroup RMS-normalises c and appends c, kr.
 //   ENTRY 1 partial: for one chunk of the cache and HB heads, scores q̃·c + q_r·kr, the chunk's
 //                    max and sum of exp, and the exp-weighted latent context Σ p c.
-//   ENTRY 2 combine: merge the chunks of a head and up-project the context with W_v.
+//   ENTRY 2 combine: merge the session's chunks of a head and up-project the context with W_v.
+// Chunks are attn_rpc(n) rows (common.wgsl), n the session's own context, so its summation order
+// never depends on the batch or the group; grp.nc (enough for any context ≤ cap) is the stride.
 // W_kvb is f16, rows per head [k_nope (DN) | v (DV)], each R wide, padded to ROWU32 words.
 #include "common.wgsl"
 
@@ -18,7 +20,7 @@ const PROJ: u32 = {{PROJ}}u;     // row stride of the q | kv_a projection
 const QROWS: u32 = HH * (DN + DR);
 const ROWU32: u32 = {{ROWU32}}u;
 const MAXB: u32 = {{MAXB}}u;
-const RPCMAX: u32 = {{RPCMAX}}u;
+const PWG: u32 = {{PWG}}u;       // threads of a partial workgroup
 const HB: u32 = {{HB}}u;         // heads per partial workgroup
 const OSTRIDE: u32 = {{OSTRIDE}}u; // output row stride
 const WG: u32 = 64u;
@@ -81,58 +83,170 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 
 #if PARTIAL
+// Work split, as attention.wgsl (rpc = attn_rpc(n), a function of the session's n only):
+//   scores: TPR = max(1, PWG / rpc) threads per row, each a fixed stride-TPR slice of the latent
+//           then of the rope slice; the slices' partial dots are summed in slice order via `sc`;
+//   softmax: SPH threads per head;
+//   context: each thread on one vec4 column of c; VS = PWG / (R/4) threads share a column,
+//           taking rows q, q + VS, …, and thread q = 0 adds the others' partials in q order.
+const R4: u32 = R / 4u;
+const DR4: u32 = DR / 4u;
+const SCW: u32 = max(ATTN_RPC_MAX, PWG);      // per-head stride of `sc` (rows · TPR ≤ SCW)
+const VS: u32 = max(1u, PWG / R4);
+const SPH: u32 = max(1u, min(8u, PWG / HB));
 @group(0) @binding(3) var<storage, read> qabs: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> K: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> V: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> pctx: array<vec4<f32>>; // [MAXB, HH, nc, R]
 @group(0) @binding(7) var<storage, read_write> pml: array<vec2<f32>>;  // [MAXB, HH, nc]
-var<workgroup> qs: array<vec4<f32>, HB * QW / 4u>;
-var<workgroup> sc: array<f32, HB * RPCMAX>;
+// The HB absorbed queries during the score phase, then the context partials of threads q ≥ 1.
+var<workgroup> qs: array<vec4<f32>, max(HB * QW / 4u, (VS - 1u) * HB * R4)>;
+var<workgroup> sc: array<f32, HB * SCW>;
+var<workgroup> red: array<f32, HB * SPH>;
+var<workgroup> ctxLen: u32;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(PWG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
   let c = wid.x;
   let h0 = wid.y * HB;
   let b = entry_of(wid.z);
-  let slot = step[ST_ENTRIES + 4u * b];
   let local = step[ST_ENTRIES + 4u * b + 2u];
-  let n = slots[slot * SLOT_WORDS + SH_POS] + 1u;
+  if (l == 0u) { ctxLen = slots[step[ST_ENTRIES + 4u * b] * SLOT_WORDS + SH_POS] + 1u; }
+  let n = workgroupUniformLoad(&ctxLen); // uniform, so the early exit below may precede barriers
+  let rpc = attn_rpc(n);
+  let start = c * rpc;
+  // Chunks past the session's own count (the group is sized for its longest context) do nothing.
+  if (start >= n) { return; }
+  let rows = min(n - start, rpc);
   let nc = grp.nc;
-  // Fixed-size chunks: the summation order depends only on the context, never on the group.
-  let start = min(n, c * RPCMAX);
-  let end = min(n, start + RPCMAX);
+  let tpr = max(1u, PWG / rpc);
+  let s = l % tpr;
   let scale = inverseSqrt(f32(DN + DR));
-  for (var i = l; i < HB * QW / 4u; i += WG) { qs[i] = qabs[(b * HH + h0) * QW / 4u + i]; }
+  for (var i = l; i < HB * QW / 4u; i += PWG) { qs[i] = qabs[(b * HH + h0) * QW / 4u + i]; }
   workgroupBarrier();
-  for (var t = start + l; t < end; t += WG) {
-    let row = local * grp.cap + t;
+  for (var r = l / tpr; r < rows; r += PWG / tpr) {
+    let row = local * grp.cap + start + r;
     var acc = array<f32, HB>();
-    for (var v = 0u; v < R / 4u; v++) {
-      let kv = K[row * R / 4u + v];
+    var v = s;
+    // Four loads in flight per step; the dots still accumulate in v order.
+    for (; v + 3u * tpr < R4; v += 4u * tpr) {
+      let k0 = K[row * R4 + v];
+      let k1 = K[row * R4 + v + tpr];
+      let k2 = K[row * R4 + v + 2u * tpr];
+      let k3 = K[row * R4 + v + 3u * tpr];
+      for (var h = 0u; h < HB; h++) {
+        let q = h * QW / 4u + v;
+        acc[h] += dot(qs[q], k0);
+        acc[h] += dot(qs[q + tpr], k1);
+        acc[h] += dot(qs[q + 2u * tpr], k2);
+        acc[h] += dot(qs[q + 3u * tpr], k3);
+      }
+    }
+    for (; v < R4; v += tpr) {
+      let kv = K[row * R4 + v];
       for (var h = 0u; h < HB; h++) { acc[h] += dot(qs[h * QW / 4u + v], kv); }
     }
-    for (var v = 0u; v < DR / 4u; v++) {
-      let kr = V[row * DR / 4u + v];
-      for (var h = 0u; h < HB; h++) { acc[h] += dot(qs[h * QW / 4u + R / 4u + v], kr); }
+    for (var u = s; u < DR4; u += tpr) {
+      let kr = V[row * DR4 + u];
+      for (var h = 0u; h < HB; h++) { acc[h] += dot(qs[h * QW / 4u + R4 + u], kr); }
     }
-    for (var h = 0u; h < HB; h++) { sc[h * RPCMAX + t - start] = acc[h] * scale; }
+    for (var h = 0u; h < HB; h++) { sc[h * SCW + r * tpr + s] = acc[h]; }
   }
   workgroupBarrier();
-  if (l < HB) {
-    var m = NEG;
-    for (var t = 0u; t < end - start; t++) { m = max(m, sc[l * RPCMAX + t]); }
+  // Row score = slices summed in slice order, kept in the row's slice-0 cell.
+  for (var i = l; i < HB * rows; i += PWG) {
+    let at = (i / rows) * SCW + (i % rows) * tpr;
+    var x = sc[at];
+    for (var j = 1u; j < tpr; j++) { x += sc[at + j]; }
+    sc[at] = x * scale;
+  }
+  workgroupBarrier();
+  let hg = l / SPH;
+  let hj = l % SPH;
+  var m = NEG;
+  if (hg < HB) {
+    for (var r = hj; r < rows; r += SPH) { m = max(m, sc[hg * SCW + r * tpr]); }
+    red[l] = m;
+  }
+  workgroupBarrier();
+  if (hg < HB) {
+    for (var j = 0u; j < SPH; j++) { m = max(m, red[hg * SPH + j]); }
+  }
+  workgroupBarrier();
+  if (hg < HB) {
     var sum = 0.0;
-    for (var t = 0u; t < end - start; t++) { let p = exp(sc[l * RPCMAX + t] - m); sc[l * RPCMAX + t] = p; sum += p; }
-    pml[(b * HH + h0 + l) * nc + c] = vec2<f32>(m, sum);
+    for (var r = hj; r < rows; r += SPH) {
+      let at = hg * SCW + r * tpr;
+      let p = exp(sc[at] - m);
+      sc[at] = p;
+      sum += p;
+    }
+    red[l] = sum;
   }
   workgroupBarrier();
-  for (var v = l; v < R / 4u; v += WG) {
-    var acc = array<vec4<f32>, HB>();
-    for (var t = start; t < end; t++) {
-      let cv = K[(local * grp.cap + t) * R / 4u + v];
-      for (var h = 0u; h < HB; h++) { acc[h] += sc[h * RPCMAX + t - start] * cv; }
+  if (hg < HB && hj == 0u) {
+    var sum = 0.0;
+    for (var j = 0u; j < SPH; j++) { sum += red[hg * SPH + j]; }
+    pml[(b * HH + h0 + hg) * nc + c] = vec2<f32>(m, sum);
+  }
+  let cbase = local * grp.cap + start;
+  if (VS == 1u) {
+    for (var v = l; v < R4; v += PWG) {
+      var acc = array<vec4<f32>, HB>();
+      var r = 0u;
+      for (; r + 3u < rows; r += 4u) {
+        let c0 = K[(cbase + r) * R4 + v];
+        let c1 = K[(cbase + r + 1u) * R4 + v];
+        let c2 = K[(cbase + r + 2u) * R4 + v];
+        let c3 = K[(cbase + r + 3u) * R4 + v];
+        for (var h = 0u; h < HB; h++) {
+          let at = h * SCW + r * tpr;
+          acc[h] += sc[at] * c0;
+          acc[h] += sc[at + tpr] * c1;
+          acc[h] += sc[at + 2u * tpr] * c2;
+          acc[h] += sc[at + 3u * tpr] * c3;
+        }
+      }
+      for (; r < rows; r++) {
+        let cv = K[(cbase + r) * R4 + v];
+        for (var h = 0u; h < HB; h++) { acc[h] += sc[h * SCW + r * tpr] * cv; }
+      }
+      for (var h = 0u; h < HB; h++) { pctx[((b * HH + h0 + h) * nc + c) * R4 + v] = acc[h]; }
     }
-    for (var h = 0u; h < HB; h++) { pctx[((b * HH + h0 + h) * nc + c) * R / 4u + v] = acc[h]; }
+  } else {
+    let q = l / R4;
+    let v = l % R4;
+    var acc = array<vec4<f32>, HB>();
+    if (q < VS) {
+      var r = q;
+      for (; r + 3u * VS < rows; r += 4u * VS) {
+        let c0 = K[(cbase + r) * R4 + v];
+        let c1 = K[(cbase + r + VS) * R4 + v];
+        let c2 = K[(cbase + r + 2u * VS) * R4 + v];
+        let c3 = K[(cbase + r + 3u * VS) * R4 + v];
+        for (var h = 0u; h < HB; h++) {
+          let at = h * SCW + r * tpr;
+          acc[h] += sc[at] * c0;
+          acc[h] += sc[at + VS * tpr] * c1;
+          acc[h] += sc[at + 2u * VS * tpr] * c2;
+          acc[h] += sc[at + 3u * VS * tpr] * c3;
+        }
+      }
+      for (; r < rows; r += VS) {
+        let cv = K[(cbase + r) * R4 + v];
+        for (var h = 0u; h < HB; h++) { acc[h] += sc[h * SCW + r * tpr] * cv; }
+      }
+      if (q > 0u) {
+        for (var h = 0u; h < HB; h++) { qs[((q - 1u) * HB + h) * R4 + v] = acc[h]; }
+      }
+    }
+    workgroupBarrier();
+    if (q == 0u) {
+      for (var j = 1u; j < VS; j++) {
+        for (var h = 0u; h < HB; h++) { acc[h] += qs[((j - 1u) * HB + h) * R4 + v]; }
+      }
+      for (var h = 0u; h < HB; h++) { pctx[((b * HH + h0 + h) * nc + c) * R4 + v] = acc[h]; }
+    }
   }
 }
 #endif
@@ -143,20 +257,59 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 @group(0) @binding(5) var<storage, read> pml: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;  // [B, HH·DV]
 var<workgroup> ctx: array<vec4<f32>, R / 4u>;
+var<workgroup> red: array<f32, WG>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
   let h = wid.x;
   let b = entry_of(wid.y);
-  let nc = grp.nc;
-  let base = (b * HH + h) * nc;
+  // The session's own chunk count (grp.nc is only the layout stride): its result never depends on
+  // the group it sits in.
+  let ncs = attn_chunks(slots[step[ST_ENTRIES + 4u * b] * SLOT_WORDS + SH_POS] + 1u);
+  let base = (b * HH + h) * grp.nc;
+  // The max is exact in any order: strided over the threads, then a tree.
   var m = NEG;
-  for (var c = 0u; c < nc; c++) { m = max(m, pml[base + c].x); }
-  var total = 0.0;
-  for (var c = 0u; c < nc; c++) { let e = pml[base + c]; total += e.y * exp(e.x - m); }
+  for (var c = l; c < ncs; c += WG) { m = max(m, pml[base + c].x); }
+  red[l] = m;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (l < k) { red[l] = max(red[l], red[l + k]); }
+    workgroupBarrier();
+  }
+  m = red[0];
   for (var v = l; v < R / 4u; v += WG) {
+    // One pass in chunk order for the weighted sum and the total, four chunks' loads in flight.
     var o = vec4<f32>(0.0);
-    for (var c = 0u; c < nc; c++) { o += pctx[(base + c) * R / 4u + v] * exp(pml[base + c].x - m); }
+    var total = 0.0;
+    var c = 0u;
+    for (; c + 3u < ncs; c += 4u) {
+      let e0 = pml[base + c];
+      let e1 = pml[base + c + 1u];
+      let e2 = pml[base + c + 2u];
+      let e3 = pml[base + c + 3u];
+      let p0 = pctx[(base + c) * R / 4u + v];
+      let p1 = pctx[(base + c + 1u) * R / 4u + v];
+      let p2 = pctx[(base + c + 2u) * R / 4u + v];
+      let p3 = pctx[(base + c + 3u) * R / 4u + v];
+      let w0 = exp(e0.x - m);
+      let w1 = exp(e1.x - m);
+      let w2 = exp(e2.x - m);
+      let w3 = exp(e3.x - m);
+      o += p0 * w0;
+      total += e0.y * w0;
+      o += p1 * w1;
+      total += e1.y * w1;
+      o += p2 * w2;
+      total += e2.y * w2;
+      o += p3 * w3;
+      total += e3.y * w3;
+    }
+    for (; c < ncs; c++) {
+      let e = pml[base + c];
+      let w = exp(e.x - m);
+      o += pctx[(base + c) * R / 4u + v] * w;
+      total += e.y * w;
+    }
     ctx[v] = o / total;
   }
   workgroupBarrier();

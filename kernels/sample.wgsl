@@ -1,13 +1,23 @@
-// Token selection on the GPU, one workgroup per batch entry, with the semantics of
-// sampleToken() in src/engine/sampling.ts: greedy = argmax (lowest id on ties); otherwise the
-// candidates are the logits in descending order (ties: lower id first), cut to top-k, weighted
-// exp((l - max)/T), cut to the shortest prefix holding top-p of the mass, and the token is where
-// the running sum first exceeds u·mass, u = uniform(seed, position). No sort: every "position in
-// sorted order" is found by a radix descent over order-preserving u32 keys of the logits
-// (8-bit digits with counts for top-k, 4-bit digits with per-thread mass bins for the prefix
-// sums), then ties on the found key are ranked by id. Each pass reads the logits once; about
-// 28 passes in all, so one invocation loops ~28·V/256 times (below Mesa's 65,535 cap for
-// V ≤ ~500k; the engine checks this bound at load).
+// Token selection on the GPU, with the semantics of sampleToken() in src/engine/sampling.ts:
+// greedy = argmax (lowest id on ties); otherwise the candidates are the logits in descending order
+// (ties: lower id first), cut to top-k, weighted exp((l - max)/T), cut to the shortest prefix
+// holding top-p of the mass, and the token is where the running sum first exceeds u·mass,
+// u = uniform(seed, position).
+//
+// Two dispatches per step. ENTRY ARGMAX runs (NBLK, B) workgroups, each reducing one block of
+// BLK = 2048 logits of one batch entry to its (max, lowest id among equal maxima), so the one
+// full read greedy decoding needs is spread over the whole GPU. ENTRY SAMPLE then runs one
+// workgroup per entry: it takes max and argmax from the NBLK partials (the same tie rule, so the
+// same token as one scan would give), and for T = 0 it is done.
+//
+// For T > 0 there is no sort: every "position in sorted order" is found by a radix descent over
+// order-preserving u32 keys of the logits (8-bit digits with counts for top-k, 4-bit digits with
+// per-thread mass bins for the prefix sums), then ties on the found key are ranked by id. Each
+// digit depends on the one before, so these passes stay in the one workgroup; each reads the
+// logits once (27 passes in all), eight loads per thread at a time so that they overlap rather
+// than each waiting out the memory latency alone. A thread visits its elements in the same
+// order as a one-at-a-time loop, so every f32 sum is the same. One invocation loops about
+// 27·V/2048 times (the engine checks this bound against Mesa's 65,535 cap at load).
 //
 // After choosing, thread 0 writes the token where the next step's embedding gather reads it,
 // appends it to the slot's output ring, advances the position and sets the stop flag (stop id
@@ -26,20 +36,84 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>) {
 }
 #endif
 
-#if SAMPLE
+#if !ADVANCE
+// Shared by ARGMAX and SAMPLE.
 const V: u32 = {{V}}u;
 const LSTRIDE: u32 = {{LSTRIDE}}u;
 const WG: u32 = 256u;
-const PER: u32 = (V + WG - 1u) / WG;
+const BLK: u32 = 8u * WG;                 // logits per ARGMAX workgroup
+const NBLK: u32 = (V + BLK - 1u) / BLK;   // ARGMAX workgroups per batch entry
 const NEG: f32 = -3.0e38;
 const ALL: u32 = 0xffffffffu;
 
 @group(0) @binding(2) var<storage, read> logits: array<f32>;
+
+var<workgroup> rf: array<f32, RF>;
+var<workgroup> ru: array<u32, WG>;
+
+struct Best { v: f32, i: u32 }
+
+// Largest v over the workgroup, lowest i among equal v; every thread gets it.
+fn best(v: f32, i: u32, l: u32) -> Best {
+  rf[l] = v;
+  ru[l] = i;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (l < s) {
+      let ov = rf[l + s];
+      let oi = ru[l + s];
+      if (ov > rf[l] || (ov == rf[l] && oi < ru[l])) { rf[l] = ov; ru[l] = oi; }
+    }
+    workgroupBarrier();
+  }
+  let r = Best(rf[0], ru[0]);
+  workgroupBarrier();
+  return r;
+}
+#endif
+
+#if ARGMAX
+const RF: u32 = WG;
+// Per (entry, block): max bits and its id (ALL when the block holds nothing above NEG).
+@group(0) @binding(3) var<storage, read_write> part: array<u32>;
+var<workgroup> wDone: u32;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+  let blk = wid.x;
+  let b = wid.y;
+  if (l == 0u) { wDone = slots[step[ST_ENTRIES + 4u * b] * SLOT_WORDS + SH_DONE]; }
+  if (workgroupUniformLoad(&wDone) != 0u) { return; }
+  let base = b * LSTRIDE;
+  let i0 = blk * BLK + l;
+  // All eight loads first (indices clamped into the row), then the scan in id order.
+#unroll u 8
+  let x@u@ = logits[base + min(i0 + @u@u * WG, V - 1u)];
+#endunroll
+  var bv = NEG;
+  var bi = ALL;
+#unroll u 8
+  if (i0 + @u@u * WG < V && x@u@ > bv) { bv = x@u@; bi = i0 + @u@u * WG; }
+#endunroll
+  let r = best(bv, bi, l);
+  if (l == 0u) {
+    let o = 2u * (b * NBLK + blk);
+    part[o] = bitcast<u32>(r.v);
+    part[o + 1u] = r.i;
+  }
+}
+#endif
+
+#if SAMPLE
+const RF: u32 = 17u * WG;                 // mass bins + "above"
+const PER: u32 = (V + WG - 1u) / WG;      // logits per thread in a pass
+const PQ: u32 = (PER + 7u) / 8u;          // rounds of eight loads
+const NQ: u32 = (NBLK + WG - 1u) / WG;    // ARGMAX partials per thread
+
 @group(0) @binding(3) var<storage, read_write> ring: array<u32>;
+@group(0) @binding(4) var<storage, read> part: array<u32>;
 
 var<workgroup> hist: array<atomic<u32>, 256>;
-var<workgroup> rf: array<f32, 4352>;   // 17 · WG: mass bins + "above"
-var<workgroup> ru: array<u32, WG>;
 var<workgroup> wDone: u32;
 var<workgroup> wTemp: u32;
 var<workgroup> wTopK: u32;
@@ -53,8 +127,9 @@ var<workgroup> wMass: f32;
 // Candidate filter: key above k1 (ties up to id c1) and above k2 (ties up to id c2).
 struct Pred { k1: u32, c1: u32, k2: u32, c2: u32 }
 
+// -0 takes +0's key: they compare equal, so they must tie (ranked by id) as in sampleToken.
 fn key_of(x: f32) -> u32 {
-  let b = bitcast<u32>(x);
+  let b = select(bitcast<u32>(x), 0u, x == 0.0);
   return select(b ^ 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }
 fn val_of(k: u32) -> f32 { return bitcast<f32>(select(~k, k ^ 0x80000000u, (k & 0x80000000u) != 0u)); }
@@ -74,14 +149,56 @@ fn sum_f(v: f32, l: u32) -> f32 {
   return r;
 }
 
+// One element of a top-k histogram pass (digit d at `shift`, keys under `prefix`).
+fn hist_add(x: f32, d: u32, shift: u32, prefix: u32) {
+  let key = key_of(x);
+  if (d == 0u || (key >> (shift + 8u)) == prefix) { atomicAdd(&hist[(key >> shift) & 255u], 1u); }
+}
+
+// Whether element i (logit x) has key kappa and passes p.
+fn is_tie(x: f32, i: u32, kappa: u32, p: Pred) -> bool {
+  return key_of(x) == kappa && keep(kappa, i, p);
+}
+
+// One element of a mass pass: its weight into the 4-bit bins of digit d (below `prefix`) or
+// into `ab` (above it).
+fn mass_add(
+  bins: ptr<function, array<f32, 16>>,
+  ab: ptr<function, f32>,
+  x: f32,
+  i: u32,
+  d: u32,
+  shift: u32,
+  prefix: u32,
+  mx: f32,
+  T: f32,
+  p: Pred,
+) {
+  let key = key_of(x);
+  if (keep(key, i, p)) {
+    let pr = exp((x - mx) / T);
+    if (d == 0u) {
+      (*bins)[key >> 28u] += pr;
+    } else {
+      let hi = key >> (shift + 4u);
+      if (hi > prefix) { *ab += pr; } else if (hi == prefix) { (*bins)[(key >> shift) & 15u] += pr; }
+    }
+  }
+}
+
 // The r-th (0-based, clamped to the count) element in id order with key == kappa that passes p.
 // Threads own contiguous id ranges here so that id order is thread order. Sets wRank.
 fn nth_tie(base: u32, kappa: u32, r: u32, p: Pred, l: u32) -> u32 {
   let lo = l * PER;
   var cnt = 0u;
-  for (var k = 0u; k < PER; k++) {
-    let i = lo + k;
-    if (i < V) { if (key_of(logits[base + i]) == kappa && keep(kappa, i, p)) { cnt++; } }
+  for (var q = 0u; q < PQ; q++) {
+    let k0 = q * 8u;
+#unroll u 8
+    let x@u@ = logits[base + min(lo + k0 + @u@u, V - 1u)];
+#endunroll
+#unroll u 8
+    if (k0 + @u@u < PER && lo + k0 + @u@u < V && is_tie(x@u@, lo + k0 + @u@u, kappa, p)) { cnt++; }
+#endunroll
   }
   ru[l] = cnt;
   workgroupBarrier();
@@ -97,14 +214,17 @@ fn nth_tie(base: u32, kappa: u32, r: u32, p: Pred, l: u32) -> u32 {
   let ex = ru[l];
   if (rr >= ex && rr < ex + cnt) {
     var seen = 0u;
-    for (var k = 0u; k < PER; k++) {
-      let i = lo + k;
-      if (i < V) {
-        if (key_of(logits[base + i]) == kappa && keep(kappa, i, p)) {
-          if (seen == rr - ex) { wRes = i; }
-          seen++;
-        }
+    for (var q = 0u; q < PQ; q++) {
+      let k0 = q * 8u;
+#unroll u 8
+      let x@u@ = logits[base + min(lo + k0 + @u@u, V - 1u)];
+#endunroll
+#unroll u 8
+      if (k0 + @u@u < PER && lo + k0 + @u@u < V && is_tie(x@u@, lo + k0 + @u@u, kappa, p)) {
+        if (seen == rr - ex) { wRes = lo + k0 + @u@u; }
+        seen++;
       }
+#endunroll
     }
   }
   return workgroupUniformLoad(&wRes);
@@ -119,21 +239,14 @@ fn crossing(base: u32, mx: f32, T: f32, goal: f32, strict: bool, p: Pred, l: u32
     let shift = 28u - 4u * d;
     var bins = array<f32, 16>();
     var ab = 0.0;
-    for (var k = 0u; k < PER; k++) {
-      let i = l + k * WG;
-      if (i < V) {
-        let x = logits[base + i];
-        let key = key_of(x);
-        if (keep(key, i, p)) {
-          let pr = exp((x - mx) / T);
-          if (d == 0u) {
-            bins[key >> 28u] += pr;
-          } else {
-            let hi = key >> (shift + 4u);
-            if (hi > prefix) { ab += pr; } else if (hi == prefix) { bins[(key >> shift) & 15u] += pr; }
-          }
-        }
-      }
+    for (var q = 0u; q < PQ; q++) {
+      let i0 = l + q * (8u * WG);
+#unroll u 8
+      let x@u@ = logits[base + min(i0 + @u@u * WG, V - 1u)];
+#endunroll
+#unroll u 8
+      if (i0 + @u@u * WG < V) { mass_add(&bins, &ab, x@u@, i0 + @u@u * WG, d, shift, prefix, mx, T, p); }
+#endunroll
     }
     for (var j = 0u; j < 16u; j++) { rf[j * WG + l] = bins[j]; }
     rf[16u * WG + l] = ab;
@@ -184,27 +297,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let topp = bitcast<f32>(workgroupUniformLoad(&wTopP));
   let base = b * LSTRIDE;
 
-  // Max and argmax (lowest id among equal maxima).
+  // Max and argmax (lowest id among equal maxima) from ARGMAX's per-block partials; blocks are
+  // in id order, so the same rule picks the same (value, id) pair a single scan would.
   var bv = NEG;
   var bi = ALL;
-  for (var k = 0u; k < PER; k++) {
-    let i = l + k * WG;
-    if (i < V) { let x = logits[base + i]; if (x > bv) { bv = x; bi = i; } }
-  }
-  rf[l] = bv;
-  ru[l] = bi;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (l < s) {
-      let ov = rf[l + s];
-      let oi = ru[l + s];
-      if (ov > rf[l] || (ov == rf[l] && oi < ru[l])) { rf[l] = ov; ru[l] = oi; }
+  for (var k = 0u; k < NQ; k++) {
+    let j = l + k * WG;
+    if (j < NBLK) {
+      let o = 2u * (b * NBLK + j);
+      let v = bitcast<f32>(part[o]);
+      let i = part[o + 1u];
+      if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
     }
-    workgroupBarrier();
   }
-  let mx = rf[0];
-  var token = ru[0];
-  workgroupBarrier();
+  let top = best(bv, bi, l);
+  let mx = top.v;
+  var token = top.i;
 
   if (T > 0.0) {
     let all = Pred(0u, ALL, 0u, ALL);
@@ -217,12 +325,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let shift = 24u - 8u * d;
         atomicStore(&hist[l], 0u);
         workgroupBarrier();
-        for (var k = 0u; k < PER; k++) {
-          let i = l + k * WG;
-          if (i < V) {
-            let key = key_of(logits[base + i]);
-            if (d == 0u || (key >> (shift + 8u)) == prefix) { atomicAdd(&hist[(key >> shift) & 255u], 1u); }
-          }
+        for (var q = 0u; q < PQ; q++) {
+          let i0 = l + q * (8u * WG);
+#unroll u 8
+          let x@u@ = logits[base + min(i0 + @u@u * WG, V - 1u)];
+#endunroll
+#unroll u 8
+          if (i0 + @u@u * WG < V) { hist_add(x@u@, d, shift, prefix); }
+#endunroll
         }
         workgroupBarrier();
         if (l == 0u) {
@@ -243,9 +353,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       pk = Pred(prefix, cut, 0u, ALL);
     }
     var tot = 0.0;
-    for (var k = 0u; k < PER; k++) {
-      let i = l + k * WG;
-      if (i < V) { let x = logits[base + i]; if (keep(key_of(x), i, pk)) { tot += exp((x - mx) / T); } }
+    for (var q = 0u; q < PQ; q++) {
+      let i0 = l + q * (8u * WG);
+#unroll u 8
+      let x@u@ = logits[base + min(i0 + @u@u * WG, V - 1u)];
+#endunroll
+#unroll u 8
+      if (i0 + @u@u * WG < V && keep(key_of(x@u@), i0 + @u@u * WG, pk)) { tot += exp((x@u@ - mx) / T); }
+#endunroll
     }
     let total = sum_f(tot, l);
     var kept = pk;

@@ -10,6 +10,7 @@ import { Harness, randArray, rng, testGpu } from "../../src/backends/webgpu/harn
 import {
   DecodeRuntime,
   kernelLoopBounds,
+  sampleBlocks,
   samplerLoopBound,
   SH,
   SLOT_WORDS,
@@ -68,7 +69,7 @@ Deno.test({
   name: "a model whose sampling loops would pass the driver's cap is refused, not run with wrong results",
   ignore: !gpu || !Number.isFinite(gpu.loopCap),
   fn: async () => {
-    const big = parseModelConfig({ ...MODELS["tiny-qwen"].raw, vocab_size: 2_000_000 });
+    const big = parseModelConfig({ ...MODELS["tiny-qwen"].raw, vocab_size: 8_000_000 });
     assert(samplerLoopBound(big.vocabSize) > gpu!.loopCap);
     const e = await assertRejects(
       () => DecodeRuntime.create(gpu!, big, { kind: "random", seed: 1 }),
@@ -103,12 +104,17 @@ Deno.test({
           MAXTOK: 5,
         })),
       );
-      h.run("sample.wgsl", { SAMPLE: 1, ADVANCE: 0, V, LSTRIDE: V, RING: 4 }, "rwrw", [
-        h.stepTable([0, 1, 2], 4),
-        slots,
-        h.buffer(logits),
-        h.buffer(64),
-      ], [params.length]);
+      // The decode step's two dispatches: per-block argmax, then sampling.
+      const d = { ADVANCE: 0, V, LSTRIDE: V, RING: 4 };
+      const step = h.stepTable([0, 1, 2], 4), lb = h.buffer(logits);
+      const part = h.buffer(params.length * sampleBlocks(V) * 8);
+      h.run("sample.wgsl", { ...d, ARGMAX: 1, SAMPLE: 0 }, "rwrw", [step, slots, lb, part], [
+        sampleBlocks(V),
+        params.length,
+      ]);
+      h.run("sample.wgsl", { ...d, ARGMAX: 0, SAMPLE: 1 }, "rwrwr", [step, slots, lb, h.buffer(64), part], [
+        params.length,
+      ]);
       const hdr = await h.u32(slots, params.length * SLOT_WORDS);
       params.forEach((p, b) => {
         assertEquals(

@@ -10,7 +10,14 @@ import { applyRope, attendGqa, rmsNormRows, ropeInvFreq, sigmoid, softmaxInPlace
 import { parseModelConfig } from "../../model/config.ts";
 import { Harness, maxRelDiff, randArray, rng, testGpu } from "./harness.ts";
 import { packMatrix, unpackMatrix } from "./pack.ts";
-import { attentionDefines, geometry, RPCMAX } from "./runtime.ts";
+import {
+  attentionDefines,
+  attnChunks,
+  attnGroupChunks,
+  attnRowsPerChunk,
+  geometry,
+  RPCMAX,
+} from "./runtime.ts";
 
 const gpu = await testGpu();
 
@@ -44,7 +51,7 @@ Deno.test({
       const r = rng(21);
       const g = geometry(c), d = attentionDefines(c, 8);
       const hq = a.numHeads, hkv = a.numKvHeads, D = a.headDim, row = hkv * D;
-      const cap = 3 * RPCMAX, nc = Math.ceil(cap / RPCMAX);
+      const cap = 3 * RPCMAX, nc = attnGroupChunks(cap);
       const slots = [1, 0, 2], positions = [0, 129, 300], done = [0, 0, 1];
       const B = slots.length, mb = 8;
       const proj = randArray(r, mb * g.PS, -1, 1);
@@ -160,7 +167,7 @@ Deno.test({
       const rr = rng(22);
       const g = geometry(c), d = attentionDefines(c, 8);
       const hh = a.numHeads, dn = a.qkNopeHeadDim, dr = a.qkRopeHeadDim, dv = a.vHeadDim, R = a.kvLoraRank;
-      const cap = 2 * RPCMAX, nc = Math.ceil(cap / RPCMAX);
+      const cap = 2 * RPCMAX, nc = attnGroupChunks(cap);
       const slots = [0, 1], positions = [0, 200], B = 2, mb = 8;
       const proj = randArray(rr, mb * g.PS, -1, 1);
       const Kc = randArray(rr, 2 * cap * R, -1, 1), Vr = randArray(rr, 2 * cap * dr, -1, 1);
@@ -266,6 +273,316 @@ Deno.test({
           for (let j = 0; j < D; j++) worst = Math.max(worst, Math.abs(got[i * D + j] - want[j]));
           assert(worst < 2e-5, `D=${D} position ${p}: |difference| ${worst}`);
         });
+      }
+    } finally {
+      h.dispose();
+    }
+  },
+});
+
+Deno.test("attention chunks depend on the session's context only, and a group has enough for any context it holds", () => {
+  const rpc = [1, 15, 16, 17, 100, 1000, 1024, 1025, 2048, 2049, 5000, 8192, 8193, 32768].map(
+    attnRowsPerChunk,
+  );
+  assertEquals(rpc, [16, 16, 16, 16, 16, 16, 16, 32, 32, 64, 128, 128, 128, 128]);
+  for (let n = 1; n <= 8192; n++) assert(attnChunks(n) <= 64, `n=${n}: ${attnChunks(n)} chunks`);
+  assertEquals(attnChunks(32768), 256);
+  // attnGroupChunks(cap) is exactly the most any context n ≤ cap needs (caps are multiples of RPCMAX).
+  let most = 0, n = 0;
+  for (let cap = RPCMAX; cap <= 160 * RPCMAX; cap += RPCMAX) {
+    while (n < cap) most = Math.max(most, attnChunks(++n));
+    assertEquals(attnGroupChunks(cap), most, `cap ${cap}`);
+  }
+});
+
+/** One session of a split-context test: its context length and its own rows of everything. */
+interface CtxSession {
+  n: number;
+  /** gated: q [HQ·D] | MLA: absorbed query [HH·(R + DR)] */
+  q: Float32Array;
+  /** gated: K rows [n, HKV·D] | MLA: latent rows [n, R] */
+  keys: Float32Array;
+  /** gated: V rows [n, HKV·D] | MLA: rope-key rows [n, DR] */
+  values: Float32Array;
+  /** gated: the projection row (its gate halves are read) */
+  proj?: Float32Array;
+}
+
+/**
+ * Runs the partial and combine passes of `file` for `sessions` placed at slots `locals` of one KV
+ * group of capacity `cap` (its chunk count from attnGroupChunks), and returns each session's output.
+ */
+async function runSplitContext(
+  h: Harness,
+  file: "attention.wgsl" | "mla.wgsl",
+  c: ReturnType<typeof parseModelConfig>,
+  cap: number,
+  sessions: CtxSession[],
+  locals: number[],
+  wkvb?: GPUBuffer,
+): Promise<Float32Array[]> {
+  const a = c.attention, g = geometry(c), d = attentionDefines(c, 8), mb = 8;
+  const B = sessions.length, nslots = Math.max(...locals) + 1, nc = attnGroupChunks(cap);
+  const gated = a.kind === "gated";
+  const heads = a.numHeads;
+  const qw = gated ? a.headDim : a.kvLoraRank + a.qkRopeHeadDim;
+  const krow = gated ? a.numKvHeads * a.headDim : a.kvLoraRank;
+  const vrow = gated ? a.numKvHeads * a.headDim : a.qkRopeHeadDim;
+  const width = gated ? a.headDim : a.kvLoraRank;
+  const K = new Float32Array(nslots * cap * krow), V = new Float32Array(nslots * cap * vrow);
+  const q = new Float32Array(mb * heads * qw), proj = new Float32Array(mb * g.PS);
+  sessions.forEach((s, b) => {
+    assert(s.n <= cap);
+    K.set(s.keys, locals[b] * cap * krow);
+    V.set(s.values, locals[b] * cap * vrow);
+    q.set(s.q, b * heads * qw);
+    if (s.proj) proj.set(s.proj, b * g.PS);
+  });
+  const step = h.stepTable(sessions.map((_, b) => b), mb, locals);
+  const slotBuf = h.slots(sessions.map((s) => ({ POS: s.n - 1 })));
+  const grp = h.uniform(new Uint32Array([0, cap, nc, 0]));
+  const po = h.buffer(mb * heads * nc * width * 4), pml = h.buffer(mb * heads * nc * 8);
+  const out = h.buffer(mb * g.attOut * 4);
+  const head = [step, slotBuf, grp];
+  h.run(file, d.partial, "rrurrrww", [...head, h.buffer(q), h.buffer(K), h.buffer(V), po, pml], [
+    nc,
+    gated ? a.numKvHeads : Math.ceil(heads / Math.min(8, heads)),
+    B,
+  ]);
+  h.run(file, d.combine, "rrurrrw", [...head, gated ? h.buffer(proj) : wkvb!, po, pml, out], [heads, B]);
+  const got = await h.f32(out, mb * g.attOut);
+  const per = gated ? heads * a.headDim : heads * a.vHeadDim;
+  return sessions.map((_, b) => got.slice(b * g.attOut, b * g.attOut + per));
+}
+
+function gatedConfig(heads: number, kvHeads: number, headDim: number) {
+  return parseModelConfig({
+    model_type: "qwen3_5_text",
+    vocab_size: 64,
+    hidden_size: 32,
+    num_hidden_layers: 1,
+    num_attention_heads: heads,
+    num_key_value_heads: kvHeads,
+    head_dim: headDim,
+    intermediate_size: 32,
+    linear_key_head_dim: 8,
+    linear_value_head_dim: 16,
+    linear_num_key_heads: 1,
+    linear_num_value_heads: 1,
+    layer_types: ["full_attention"],
+    rope_parameters: { rope_theta: 10000, partial_rotary_factor: 0.5 },
+    dtype: "bfloat16",
+  });
+}
+
+function mlaConfig(heads: number, rank: number, rope: number, nope: number, v: number) {
+  return parseModelConfig({
+    model_type: "kimi_linear",
+    vocab_size: 64,
+    hidden_size: 32,
+    intermediate_size: 32,
+    moe_intermediate_size: 16,
+    num_hidden_layers: 1,
+    num_attention_heads: heads,
+    kv_lora_rank: rank,
+    qk_nope_head_dim: nope,
+    qk_rope_head_dim: rope,
+    v_head_dim: v,
+    mla_use_nope: true,
+    num_experts: 2,
+    num_experts_per_token: 1,
+    first_k_dense_replace: 1,
+    linear_attn_config: { head_dim: 16, num_heads: 1, kda_layers: [], full_attn_layers: [1] },
+  });
+}
+
+function gatedSession(r: () => number, c: ReturnType<typeof parseModelConfig>, n: number): CtxSession {
+  const a = c.attention;
+  if (a.kind !== "gated") throw new Error("unreachable");
+  const row = a.numKvHeads * a.headDim;
+  return {
+    n,
+    q: randArray(r, a.numHeads * a.headDim, -2, 2),
+    keys: randArray(r, n * row, -1, 1),
+    values: randArray(r, n * row, -1, 1),
+    proj: randArray(r, geometry(c).PS, -1, 1),
+  };
+}
+
+function gatedReference(c: ReturnType<typeof parseModelConfig>, s: CtxSession): Float32Array {
+  const a = c.attention;
+  if (a.kind !== "gated") throw new Error("unreachable");
+  const D = a.headDim;
+  return attendGqa(s.q, s.keys, s.values, s.n, a.numHeads, a.numKvHeads, D, 1 / Math.sqrt(D)).map((o, j) => {
+    const hh = Math.floor(j / D);
+    return o * sigmoid(s.proj![hh * 2 * D + D + (j % D)]);
+  });
+}
+
+function mlaSession(r: () => number, c: ReturnType<typeof parseModelConfig>, n: number): CtxSession {
+  const a = c.attention;
+  if (a.kind !== "mla") throw new Error("unreachable");
+  return {
+    n,
+    q: randArray(r, a.numHeads * (a.kvLoraRank + a.qkRopeHeadDim), -0.5, 0.5),
+    keys: randArray(r, n * a.kvLoraRank, -1, 1),
+    values: randArray(r, n * a.qkRopeHeadDim, -1, 1),
+  };
+}
+
+/** Absorbed MLA from the absorbed query: softmax(q̃·c + q_r·kr) over the rows, then W_v Σ p c. */
+function mlaReference(c: ReturnType<typeof parseModelConfig>, W: Float32Array, s: CtxSession): Float32Array {
+  const a = c.attention;
+  if (a.kind !== "mla") throw new Error("unreachable");
+  const R = a.kvLoraRank, dr = a.qkRopeHeadDim, dn = a.qkNopeHeadDim, dv = a.vHeadDim, n = s.n;
+  const out = new Float32Array(a.numHeads * dv);
+  for (let h0 = 0; h0 < a.numHeads; h0++) {
+    const qb = h0 * (R + dr);
+    const p = new Float64Array(n);
+    for (let m = 0; m < n; m++) {
+      let sc = 0;
+      for (let j = 0; j < R; j++) sc += s.q[qb + j] * s.keys[m * R + j];
+      for (let j = 0; j < dr; j++) sc += s.q[qb + R + j] * s.values[m * dr + j];
+      p[m] = sc / Math.sqrt(dn + dr);
+    }
+    softmaxInPlace(p, n);
+    const ctx = new Float64Array(R);
+    for (let m = 0; m < n; m++) for (let j = 0; j < R; j++) ctx[j] += p[m] * s.keys[m * R + j];
+    for (let i = 0; i < dv; i++) {
+      let o = 0;
+      for (let j = 0; j < R; j++) o += W[(h0 * (dn + dv) + dn + i) * R + j] * ctx[j];
+      out[h0 * dv + i] = o;
+    }
+  }
+  return out;
+}
+
+// Contexts on every chunk size (16, 32 and 128 rows) and its edges, all in one ragged batch.
+const CONTEXTS = [1, 15, 16, 17, 100, 1000, 1025, 5000];
+
+Deno.test({
+  name:
+    "gated split-context attention equals attendGqa for contexts on every chunk size, in one ragged batch",
+  ignore: !gpu,
+  fn: async () => {
+    const h = new Harness(gpu!);
+    try {
+      const r = rng(31);
+      // D/4 = 64 < the partial workgroup (value rows split over threads), and D/4 = 128 (one
+      // column per thread) with G = 4; odd G = 3 with D/4 = 5.
+      for (
+        const [hq, hkv, D, ns] of [[8, 2, 256, CONTEXTS], [4, 1, 512, [1, 17, 1025]], [6, 2, 20, [
+          3,
+          40,
+          2100,
+        ]]] as const
+      ) {
+        const c = gatedConfig(hq, hkv, D);
+        const sessions = ns.map((n) => gatedSession(r, c, n));
+        const cap = Math.ceil(Math.max(...ns) / RPCMAX) * RPCMAX;
+        const got = await runSplitContext(
+          h,
+          "attention.wgsl",
+          c,
+          cap,
+          sessions,
+          ns.map((_, i) => ns.length - 1 - i),
+        );
+        sessions.forEach((s, b) => {
+          const e = maxRelDiff(got[b], gatedReference(c, s));
+          assert(e < 1e-4, `HQ ${hq} D ${D}, context ${s.n}: attention output differs by ${e}`);
+        });
+      }
+    } finally {
+      h.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "MLA split-context attention equals the absorbed CPU MLA for contexts on every chunk size, in one ragged batch",
+  ignore: !gpu,
+  fn: async () => {
+    const h = new Harness(gpu!);
+    try {
+      const r = rng(32);
+      // Kimi's latent width (R/4 = 128, one column per thread) and a small one (rows split).
+      for (
+        const [hh, R, dr, dn, dv, ns] of [[8, 512, 64, 128, 32, CONTEXTS], [3, 24, 8, 12, 20, [
+          2,
+          17,
+          300,
+          1030,
+        ]]] as const
+      ) {
+        const c = mlaConfig(hh, R, dr, dn, dv);
+        const kvB = packMatrix({
+          rows: hh * (dn + dv),
+          cols: R,
+          data: randArray(r, hh * (dn + dv) * R, -0.2, 0.2),
+        }, "f16");
+        const W = unpackMatrix(kvB).data;
+        const sessions = ns.map((n) => mlaSession(r, c, n));
+        const cap = Math.ceil(Math.max(...ns) / RPCMAX) * RPCMAX;
+        const got = await runSplitContext(
+          h,
+          "mla.wgsl",
+          c,
+          cap,
+          sessions,
+          ns.map((_, i) => i),
+          h.buffer(kvB.data),
+        );
+        sessions.forEach((s, b) => {
+          const e = maxRelDiff(got[b], mlaReference(c, W, s));
+          assert(e < 1e-4, `HH ${hh} R ${R}, context ${s.n}: MLA output differs by ${e}`);
+        });
+      }
+    } finally {
+      h.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a session's attention output is bit-identical alone in a small group and among others in a large one",
+  ignore: !gpu,
+  fn: async () => {
+    const h = new Harness(gpu!);
+    try {
+      const r = rng(33);
+      const gc = gatedConfig(8, 2, 256), mc = mlaConfig(8, 512, 64, 128, 32);
+      const mc2 = mc.attention;
+      if (mc2.kind !== "mla") throw new Error("unreachable");
+      const kvB = packMatrix({
+        rows: 8 * (mc2.qkNopeHeadDim + mc2.vHeadDim),
+        cols: 512,
+        data: randArray(r, 8 * (mc2.qkNopeHeadDim + mc2.vHeadDim) * 512, -0.2, 0.2),
+      }, "f16");
+      const wkvb = h.buffer(kvB.data);
+      for (
+        const [file, c, make] of [["attention.wgsl", gc, gatedSession], ["mla.wgsl", mc, mlaSession]] as const
+      ) {
+        for (const n of [17, 1000, 3000]) {
+          const s = make(r, c, n);
+          const others = [5, 9000, 640].map((m) => make(r, c, m));
+          const small = Math.ceil(n / RPCMAX) * RPCMAX, large = 9088;
+          assert(attnGroupChunks(small) !== attnGroupChunks(large));
+          const [alone] = await runSplitContext(h, file, c, small, [s], [0], wkvb);
+          const mixed = await runSplitContext(h, file, c, large, [others[0], others[1], s, others[2]], [
+            1,
+            0,
+            3,
+            2,
+          ], wkvb);
+          assertEquals(
+            new Uint32Array(mixed[2].buffer),
+            new Uint32Array(alone.buffer),
+            `${file}, context ${n}: the output depends on the group or the batch`,
+          );
+        }
       }
     } finally {
       h.dispose();

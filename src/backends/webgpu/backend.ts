@@ -20,7 +20,7 @@ import type { SamplingParams } from "../../engine/sampling.ts";
 import type { FinishReason } from "../../engine/session.ts";
 import { createState, type KvRows, type SessionState } from "../../engine/state.ts";
 import { CapsuleError, type ErrorCode } from "../../errors.ts";
-import type { EngineStats, WireState } from "./gpu_engine.ts";
+import type { DiagnoseOptions, Diagnosis, EngineStats, WireState } from "./gpu_engine.ts";
 import {
   type GenEvent,
   type InitReply,
@@ -418,14 +418,18 @@ export class WebGpuBackend implements InferenceBackend {
     await this.#call("reserve", { capacity, count });
   }
 
-  /** Diagnostics: time encoding, submission and GPU execution of `steps` steps over these states. */
-  async diagnose(states: SessionState[], steps: number): Promise<Record<string, number>> {
+  /**
+   * Diagnostics: time encoding, submission and GPU execution of `steps` steps over these states;
+   * with `profileSteps`, also the GPU time of every kernel (see {@link Diagnosis.kernels}). The
+   * states advance by every step run (see GpuEngine.diagnose for the KV room they need).
+   */
+  async diagnose(states: SessionState[], steps: number, opts: DiagnoseOptions = {}): Promise<Diagnosis> {
     const slots = states.map((s) => {
       const r = this.#resident.get(s);
       if (!r || r.busy) throw new CapsuleError("state_mismatch", "diagnose needs idle GPU-resident states");
       return r.slot;
     });
-    return await this.#call("diagnose", { slots, steps });
+    return await this.#call("diagnose", { slots, steps, profileSteps: opts.profileSteps });
   }
 
   /** Drop a state's GPU copy now (its CPU copy is synced first when stale and `sync`). */

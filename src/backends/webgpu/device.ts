@@ -51,6 +51,8 @@ export async function openGpu(opts: OpenGpuOptions = {}): Promise<GpuContext> {
   }
   const l = adapter.limits;
   const device = await adapter.requestDevice({
+    // Timestamp queries only serve the kernel profiler (profile.ts); ask for them where offered.
+    requiredFeatures: adapter.features.has("timestamp-query") ? ["timestamp-query"] : [],
     requiredLimits: {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
       maxBufferSize: l.maxBufferSize,

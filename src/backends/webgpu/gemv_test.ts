@@ -17,6 +17,7 @@ interface Case {
   batch: number;
   format: WeightFormat;
   variant: "plain" | "rms" | "pair" | "add" | "heads";
+  chunksPerThread?: number;
 }
 
 async function runCase(h: Harness, c: Case, seed: number): Promise<number> {
@@ -44,7 +45,7 @@ async function runCase(h: Harness, c: Case, seed: number): Promise<number> {
     : c.variant === "heads"
     ? { pro: 2, add: true, nh, dvh, nb }
     : {};
-  const plan = gemvPlan({ ...packed }, xs, ys, eps, variant);
+  const plan = gemvPlan({ ...packed }, xs, ys, eps, variant, c.chunksPerThread);
   const auxData = c.variant === "heads"
     ? ss
     : new Float32Array(xs).fill(0).map((_, i) => i < c.cols ? scale[i] : 0);
@@ -113,6 +114,9 @@ Deno.test({
         k++;
       }
     }
+    // Fewer, longer-lived threads per row (RuntimeOptions.gemvChunksPerThread) on the wide shape.
+    cases.push({ rows: 50, cols: 1030, batch: 1, format: "f16", variant: "rms", chunksPerThread: 16 });
+    cases.push({ rows: 74, cols: 1030, batch: 3, format: "int8", variant: "pair", chunksPerThread: 32 });
     try {
       for (const [i, c] of cases.entries()) {
         const err = await runCase(h, c, 100 + i);

@@ -11,6 +11,13 @@
  */
 import { CapsuleError } from "../../errors.ts";
 import { ChunkedPrefill } from "./chunked.ts";
+import {
+  aggregateTimings,
+  canProfile,
+  KernelProfiler,
+  type KernelStepStat,
+  stepBreakdown,
+} from "./profile.ts";
 import { type DecodeRuntime, PassRecorder, SH, type Slot, SLOT_WORDS, writeArray } from "./runtime.ts";
 
 /** Why a generation ended (mirrors `FinishReason` of the session). */
@@ -99,6 +106,45 @@ export interface EngineStats {
   pipelines: number;
   bytesAllocated: number;
 }
+
+/** Options of {@link GpuEngine.diagnose}. */
+export interface DiagnoseOptions {
+  /** Also time every dispatch of this many steps on the GPU (needs "timestamp-query"); 0: no. */
+  profileSteps?: number;
+}
+
+/** What {@link GpuEngine.diagnose} measured. Times in ms per step unless named µs. */
+export interface Diagnosis {
+  steps: number;
+  dispatchesPerStep: number;
+  encodeMsPerStep: number;
+  finishMsPerStep: number;
+  submitMsPerStep: number;
+  waitMsPerStep: number;
+  totalMsPerStep: number;
+  pipelinedEncodeSubmitMsPerStep: number;
+  pipelinedTotalMsPerStep: number;
+  /** Steps profiled per dispatch (present only when profiling ran). */
+  profileSteps?: number;
+  /** Dispatches timed in all (profiled steps × dispatches per step). */
+  profiledDispatches?: number;
+  /** Sum of the timed dispatches' GPU time per step, in µs. */
+  profiledUsPerStep?: number;
+  /**
+   * GPU clock from the first dispatch's start to the last one's end, per step, in µs: the sum
+   * above plus the gaps between the (one-dispatch) passes.
+   */
+  profiledSpanUsPerStep?: number;
+  /** Per kernel label, largest GPU time per step first. */
+  kernels?: KernelStepStat[];
+}
+
+type ProfileKeys =
+  | "profileSteps"
+  | "profiledDispatches"
+  | "profiledUsPerStep"
+  | "profiledSpanUsPerStep"
+  | "kernels";
 
 /** Session operations over a {@link DecodeRuntime}. */
 export class GpuEngine {
@@ -595,10 +641,24 @@ export class GpuEngine {
   /**
    * Diagnostics: record `steps` generation steps for the given slots and time, per step, the
    * JavaScript encoding, `finish()`, `submit()` and the wait for the GPU; then the same with two
-   * command buffers submitted back to back (to see whether encoding overlaps GPU work).
+   * command buffers submitted back to back (to see whether encoding overlaps GPU work). With
+   * `profileSteps`, then record that many more steps with every dispatch timed on the GPU
+   * (timestamp queries, see profile.ts) and add the per-kernel breakdown.
+   *
+   * The slots advance by every step run here, so they need KV room for
+   * `steps + 2 · max(1, ⌊steps / 2⌋) + profileSteps` more rows.
    */
-  async diagnose(ids: number[], steps: number): Promise<Record<string, number>> {
+  async diagnose(ids: number[], steps: number, opts: DiagnoseOptions = {}): Promise<Diagnosis> {
     const rt = this.rt, dev = rt.device;
+    const profileSteps = opts.profileSteps ?? 0;
+    if (!Number.isInteger(profileSteps) || profileSteps < 0) {
+      throw new CapsuleError(
+        "invalid_argument",
+        `profileSteps must be a non-negative integer, not ${profileSteps}`,
+      );
+    }
+    // Refuse before running anything when the device cannot time dispatches.
+    if (profileSteps > 0 && !canProfile(dev)) KernelProfiler.create(dev, 1, rt.ctx.adapterName);
     const slots = ids.map((id) => this.#slot(id));
     if (slots.some((s) => this.#generating(s))) {
       throw new CapsuleError("state_mismatch", "diagnose needs idle slots");
@@ -628,11 +688,7 @@ export class GpuEngine {
     const t6 = performance.now();
     await dev.queue.onSubmittedWorkDone();
     const t7 = performance.now();
-    for (const s of slots) {
-      rt.writeHeader(s, { DONE: 0, GEN: 0 });
-      s.pos += 0;
-    }
-    return {
+    const out: Diagnosis = {
       steps,
       dispatchesPerStep: rec.dispatches / steps,
       encodeMsPerStep: (t1 - t0) / steps,
@@ -643,6 +699,41 @@ export class GpuEngine {
       pipelinedEncodeSubmitMsPerStep: (t6 - t5) / (2 * half),
       pipelinedTotalMsPerStep: (t7 - t5) / (2 * half),
     };
+    try {
+      if (profileSteps > 0) Object.assign(out, await this.#profile(profileSteps));
+    } finally {
+      for (const s of slots) rt.writeHeader(s, { DONE: 0, GEN: 0 });
+    }
+    return out;
+  }
+
+  /** Run `n` steps of the current batch with every dispatch timed; the per-kernel breakdown. */
+  async #profile(n: number): Promise<Required<Pick<Diagnosis, ProfileKeys>>> {
+    const rt = this.rt, dev = rt.device;
+    // Count the dispatches of one step first (a recording that is never submitted).
+    const count = new PassRecorder(dev);
+    rt.encodeStep(count, { head: true, sample: true });
+    count.finish();
+    const prof = KernelProfiler.create(dev, count.dispatches * n, rt.ctx.adapterName);
+    try {
+      const rec = new PassRecorder(dev, prof);
+      for (let k = 0; k < n; k++) rt.encodeStep(rec, { head: true, sample: true });
+      rec.endPass();
+      prof.resolve(rec.encoder);
+      dev.queue.submit([rec.finish()]);
+      const timings = await prof.read();
+      const kernels = stepBreakdown(aggregateTimings(timings), n);
+      const last = timings[timings.length - 1];
+      return {
+        profileSteps: n,
+        profiledDispatches: timings.length,
+        profiledUsPerStep: kernels.reduce((s, k) => s + k.usPerStep, 0),
+        profiledSpanUsPerStep: last ? (last.startUs + last.us) / n : 0,
+        kernels,
+      };
+    } finally {
+      prof.destroy();
+    }
   }
 
   /** Pre-create KV groups with room for `count` slots of `capacity` rows (as few groups as fit). */

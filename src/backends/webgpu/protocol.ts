@@ -4,6 +4,7 @@
  */
 import type { ModelConfig } from "../../model/config.ts";
 import type {
+  Diagnosis,
   EngineStats,
   ForwardReply,
   ForwardRequest,
@@ -47,7 +48,7 @@ export type Request =
   | { id: number; op: "abort"; slot: number }
   | { id: number; op: "randomize"; slot: number; position: number; capacity: number; seed: number }
   | { id: number; op: "reserve"; capacity: number; count: number }
-  | { id: number; op: "diagnose"; slots: number[]; steps: number }
+  | { id: number; op: "diagnose"; slots: number[]; steps: number; profileSteps?: number }
   | { id: number; op: "stats" }
   | { id: number; op: "tune"; stepsPerChunk?: number; maxInflight?: number };
 
@@ -63,7 +64,7 @@ export interface Results {
   abort: null;
   randomize: null;
   reserve: null;
-  diagnose: Record<string, number>;
+  diagnose: Diagnosis;
   stats: EngineStats;
   tune: null;
 }

@@ -15,6 +15,7 @@ import { type Matrix, ropeInvFreq } from "../cpu/ops.ts";
 import { CapsuleError } from "../../errors.ts";
 import type { GpuContext } from "./device.ts";
 import { grid2, type Kernel, PipelineCache } from "./pipelines.ts";
+import { kernelKind, type KernelProfiler } from "./profile.ts";
 import {
   interleaveRows,
   packMatrix,
@@ -55,6 +56,31 @@ export const SLOT_WORDS = 64;
 export const MAX_STOPS = 48;
 /** Rows of one attention chunk (flash-decoding split), at most. */
 export const RPCMAX = 128;
+/** Rows of one attention chunk, at least. */
+export const RPCMIN = 16;
+/** Threads of a split-context attention (partial) workgroup (a power of two, like the chunk sizes). */
+export const ATTN_PARTIAL_WG = 128;
+
+/**
+ * Rows per attention chunk for a session whose context is `n` rows: pow2ceil(ceil(n / 64))
+ * clamped to [{@link RPCMIN}, {@link RPCMAX}]. A function of `n` only, so a session's summation
+ * order never depends on its batch or KV group. Twin of `attn_rpc` in kernels/common.wgsl.
+ */
+export function attnRowsPerChunk(n: number): number {
+  let r = RPCMIN;
+  while (r < RPCMAX && 64 * r < n) r *= 2;
+  return r;
+}
+
+/** Chunks a context of `n` rows splits into (twin of `attn_chunks`). */
+export function attnChunks(n: number): number {
+  return Math.ceil(n / attnRowsPerChunk(n));
+}
+
+/** Chunks a KV group of capacity `cap` provides: the most any context n ≤ cap needs. */
+export function attnGroupChunks(cap: number): number {
+  return Math.max(Math.min(64, Math.ceil(cap / RPCMIN)), Math.ceil(cap / RPCMAX));
+}
 /** Slot groups a step can reference. */
 export const MAX_GROUPS = 16;
 
@@ -82,6 +108,11 @@ export interface RuntimeOptions {
    * each continuing the state). 0: as many as the device's largest binding allows, up to 8192.
    */
   prefillPiece: number;
+  /**
+   * 16-byte weight chunks each GEMV thread streams per row (a power of two). Fewer threads per
+   * row means fewer, longer-lived workgroups with more loads in flight each; see {@link gemvPlan}.
+   */
+  gemvChunksPerThread: number;
 }
 
 /** Defaults of {@link RuntimeOptions}. */
@@ -94,6 +125,7 @@ export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = {
   groupSlots: 8,
   prefillMinTokens: 2,
   prefillPiece: 0,
+  gemvChunksPerThread: 4,
 };
 
 /** Where the weights come from. */
@@ -111,6 +143,8 @@ export interface GpuMatrix {
 
 /** One GEMV dispatch of a step. */
 interface GemvOp {
+  /** What it computes, for the profiler (e.g. "gemv in_proj"). */
+  name: string;
   defines: Defines;
   outs: number;
   rpg: number;
@@ -190,7 +224,7 @@ export class KvGroup {
     this.index = index;
     this.cap = cap;
     this.nslots = nslots;
-    this.nc = Math.ceil(cap / RPCMAX);
+    this.nc = attnGroupChunks(cap);
     this.free = Array.from({ length: nslots }, (_, i) => nslots - 1 - i);
   }
 }
@@ -218,14 +252,23 @@ export interface StepHooks {
   beforeHead?(): void;
 }
 
-/** A command encoder with a compute pass that can be interrupted for copies. */
+/**
+ * A command encoder with a compute pass that can be interrupted for copies.
+ *
+ * With a {@link KernelProfiler}, every {@link dispatch} instead runs in a compute pass of its own
+ * whose timestamps the profiler collects (work recorded through {@link pass} directly is not
+ * timed).
+ */
 export class PassRecorder {
   readonly encoder: GPUCommandEncoder;
+  /** The profiler timing each dispatch, or null (the usual, single-pass recording). */
+  readonly profiler: KernelProfiler | null;
   #pass: GPUComputePassEncoder | null = null;
   dispatches = 0;
 
-  constructor(device: GPUDevice) {
+  constructor(device: GPUDevice, profiler: KernelProfiler | null = null) {
     this.encoder = device.createCommandEncoder();
+    this.profiler = profiler;
   }
 
   /** The open compute pass (opened on demand). */
@@ -240,12 +283,27 @@ export class PassRecorder {
     this.#pass = null;
   }
 
-  /** Record a dispatch. */
-  dispatch(kernel: Kernel, bind: GPUBindGroup, x: number, y = 1, z = 1): void {
+  /**
+   * Record a dispatch. `label` names it for the profiler (default: derived from the kernel, see
+   * {@link kernelKind}); it does not change what runs.
+   */
+  dispatch(kernel: Kernel, bind: GPUBindGroup, x: number, y = 1, z = 1, label?: string): void {
+    if (this.profiler) return this.#profiled(kernel, bind, x, y, z, label);
     const p = this.pass;
     p.setPipeline(kernel.pipeline);
     p.setBindGroup(0, bind);
     p.dispatchWorkgroups(x, y, z);
+    this.dispatches++;
+  }
+
+  #profiled(kernel: Kernel, bind: GPUBindGroup, x: number, y: number, z: number, label?: string): void {
+    this.endPass();
+    const timestampWrites = this.profiler!.next(label ?? kernelKind(kernel.label));
+    const p = this.encoder.beginComputePass({ timestampWrites });
+    p.setPipeline(kernel.pipeline);
+    p.setBindGroup(0, bind);
+    p.dispatchWorkgroups(x, y, z);
+    p.end();
     this.dispatches++;
   }
 
@@ -268,6 +326,11 @@ function pow2floor(n: number): number {
   return 2 ** Math.floor(Math.log2(Math.max(1, n)));
 }
 
+/** Threads sharing one GEMV output row: `chunks / chunksPerThread`, a power of two in [4, 64]. */
+export function gemvThreadsPerRow(chunks: number, chunksPerThread: number): number {
+  return Math.min(64, Math.max(4, pow2floor(chunks / chunksPerThread)));
+}
+
 /** Variant of a GEMV: prologue, SwiGLU pairing, residual add, head geometry for PRO2. */
 export interface GemvVariant {
   pro?: 0 | 1 | 2;
@@ -286,8 +349,9 @@ export function gemvPlan(
   ys: number,
   eps: number,
   o: GemvVariant,
+  chunksPerThread = DEFAULT_RUNTIME_OPTIONS.gemvChunksPerThread,
 ): { defines: Defines; outs: number; rpg: number } {
-  const tpr = Math.min(64, Math.max(4, pow2floor(w.chunks / 4)));
+  const tpr = gemvThreadsPerRow(w.chunks, chunksPerThread);
   const rpg = 256 / tpr;
   const outs = o.pair ? w.rows / 2 : w.rows;
   const defines: Defines = {
@@ -375,7 +439,7 @@ export function attentionDefines(
       D: a.headDim,
       PROJ: g.PS,
       MAXB: mb,
-      RPCMAX,
+      PWG: ATTN_PARTIAL_WG,
       OS4: g.attOut / 4,
       ROT: a.rotaryDim,
       EPS: c.rmsNormEps,
@@ -391,7 +455,7 @@ export function attentionDefines(
       PROJ: g.PS,
       ROWU32: roundUp(a.kvLoraRank, 8) / 2,
       MAXB: mb,
-      RPCMAX,
+      PWG: ATTN_PARTIAL_WG,
       HB: Math.min(8, a.numHeads),
       OSTRIDE: g.attOut,
       EPS: a.kvNormEps,
@@ -411,8 +475,8 @@ export function moeDefines(c: ModelConfig, m: MoeConfig, fmt: WeightFormat): { u
   const nsh = IS > 0 ? 1 : 0;
   const chunksUp = roundUp(H, perChunk(fmt)) / perChunk(fmt);
   const chunksDown = roundUp(I, perChunk(fmt)) / perChunk(fmt);
-  const tpr = Math.min(64, Math.max(4, pow2floor(chunksUp / 4)));
-  const tprD = Math.min(64, Math.max(4, pow2floor(chunksDown / 4)));
+  const tpr = gemvThreadsPerRow(chunksUp, 4);
+  const tprD = gemvThreadsPerRow(chunksDown, 4);
   const base: Defines = {
     E: m.numExperts,
     ERS: g.ers,
@@ -521,10 +585,25 @@ export function geometry(c: ModelConfig): Geometry {
   };
 }
 
-/** Per-invocation loop iterations of the sampling kernel (its largest loop total). */
+/** Logits one block-argmax workgroup of sample.wgsl reduces (8 per thread; twin of its BLK). */
+export const SAMPLE_BLOCK = 2048;
+
+/** Block-argmax workgroups per batch entry for a vocabulary of `vocab` (sample.wgsl's NBLK). */
+export function sampleBlocks(vocab: number): number {
+  return Math.ceil(vocab / SAMPLE_BLOCK);
+}
+
+/**
+ * Per-invocation loop iterations of the sampling kernel: its SAMPLE entry at T > 0, 27 passes of
+ * ⌈⌈V/256⌉/8⌉ rounds (eight loads each, unrolled) plus the partials, the tree reductions and
+ * thread 0's digit and prefix scans. The ARGMAX entry loops only in its 8-step tree reduction.
+ */
 export function samplerLoopBound(vocab: number): number {
-  const per = Math.ceil(vocab / 256);
-  return 28 * per + 6 * 256 + 256 * 4;
+  const rounds = Math.ceil(Math.ceil(vocab / 256) / 8);
+  const partials = Math.ceil(sampleBlocks(vocab) / 256);
+  // partials + tree 8; top-k: 4 × (256 digit scan) + 256 tie prefix; sum 8; two crossings of
+  // 8 × (16 + 8 · 18 + 16) + 256 each; 48 stop ids; + the outer digit loops.
+  return 27 * rounds + partials + 8 + 5 * 256 + 8 + 2 * (8 * 176 + 256 + 8) + 48 + 4;
 }
 
 /**
@@ -532,12 +611,16 @@ export function samplerLoopBound(vocab: number): number {
  * Each entry is the total over all loops of one invocation, the quantity Mesa's software
  * drivers cap at 65,535.
  */
-export function kernelLoopBounds(c: ModelConfig, maxBatchTile = 32): Record<string, number> {
+export function kernelLoopBounds(
+  c: ModelConfig,
+  maxBatchTile = 32,
+  gemvChunksPerThread = DEFAULT_RUNTIME_OPTIONS.gemvChunksPerThread,
+): Record<string, number> {
   const g = geometry(c);
   const l = c.linear, a = c.attention;
   const gemv = (cols: number, fmt: WeightFormat) => {
     const chunks = roundUp(cols, perChunk(fmt)) / perChunk(fmt);
-    const tpr = Math.min(64, Math.max(4, pow2floor(chunks / 4)));
+    const tpr = gemvThreadsPerRow(chunks, gemvChunksPerThread);
     // norm prologue + per-row sum, main loop, then per round of 8 entries the lane sums
     const rounds = Math.ceil(maxBatchTile / 8);
     return Math.ceil((8 * maxBatchTile) / 256) * Math.ceil(roundUp(cols, 16) / 4 / 8) + 8 +
@@ -556,24 +639,44 @@ export function kernelLoopBounds(c: ModelConfig, maxBatchTile = 32): Record<stri
       2 * (l.keyHeadDim / g.RG) + 4 * 8,
     "sample.wgsl": samplerLoopBound(c.vocabSize),
   };
+  // Split-context partial (PWG threads, worst case over the chunk sizes): query load, score rows
+  // (slices of `rowVec4` vec4s, `heads` dots each), slice sums, softmax, then the value columns.
+  const pwg = ATTN_PARTIAL_WG;
+  const partial = (heads: number, rowVec4: number[], cols4: number) => {
+    const sph = Math.max(1, Math.min(8, Math.floor(pwg / heads)));
+    const vs = Math.max(1, Math.floor(pwg / cols4));
+    let worst = 0;
+    for (let rpc = RPCMIN; rpc <= RPCMAX; rpc *= 2) {
+      const tpr = Math.max(1, pwg / rpc);
+      const score = Math.ceil(rpc / (pwg / tpr)) *
+        (rowVec4.reduce((t, w) => t + Math.ceil(w / tpr) * (heads + 1), 0) + heads);
+      const values = vs === 1
+        ? Math.ceil(cols4 / pwg) * (rpc * (heads + 1) + heads)
+        : Math.ceil(rpc / vs) * (heads + 1) + vs * heads + 2 * heads;
+      worst = Math.max(
+        worst,
+        score + Math.ceil(heads * rpc / pwg) * tpr + 2 * (Math.ceil(rpc / sph) + sph) + values,
+      );
+    }
+    return Math.ceil(heads * rowVec4.reduce((t, w) => t + w, 0) / pwg) + worst;
+  };
+  // Combine: the strided max and its tree, then per output vec4 one pass over the session's chunks
+  // (those of a 1M-token context).
+  const maxChunks = attnChunks(1_048_576);
+  const combine = (cols4: number) => Math.ceil(maxChunks / 64) + 6 + Math.ceil(cols4 / 64) * maxChunks;
   if (a.kind === "gated") {
     const G = a.numHeads / a.numKvHeads;
     out["attention.wgsl"] = Math.max(
       3 * Math.ceil(a.headDim / 64) + 6,
-      G * a.headDim / 4 / 64 + Math.ceil(RPCMAX / 64) * (a.headDim / 4 * G + G) + 2 * RPCMAX +
-        Math.ceil(a.headDim / 256) * RPCMAX * G,
-      // combine: two passes over the chunks plus one per output vec4 (chunks of a 1M-token cache)
-      3 * Math.ceil(1_048_576 / RPCMAX) * Math.ceil(a.headDim / 256),
+      partial(G, [a.headDim / 4], a.headDim / 4),
+      combine(a.headDim / 4),
     );
   } else {
     const HB = Math.min(8, a.numHeads);
-    const qw = a.kvLoraRank + a.qkRopeHeadDim;
     out["mla.wgsl"] = Math.max(
       Math.ceil(a.kvLoraRank / 2 / 64) * a.qkNopeHeadDim + Math.ceil(a.kvLoraRank / 64) * 2 + 6,
-      HB * qw / 4 / 64 + Math.ceil(RPCMAX / 64) * (qw / 4) * HB + 2 * RPCMAX +
-        Math.ceil(a.kvLoraRank / 256) * RPCMAX * HB,
-      2 * Math.ceil(1_048_576 / RPCMAX) + Math.ceil(a.kvLoraRank / 256) * Math.ceil(1_048_576 / RPCMAX) +
-        Math.ceil(a.vHeadDim / 64) * (a.kvLoraRank / 2),
+      partial(HB, [a.kvLoraRank / 4, a.qkRopeHeadDim / 4], a.kvLoraRank / 4),
+      combine(a.kvLoraRank / 4) + Math.ceil(a.vHeadDim / 64) * (a.kvLoraRank / 2),
     );
   }
   if (g.moe) {
@@ -653,6 +756,11 @@ export class DecodeRuntime {
   embedKernel!: Kernel;
   embedBind!: GPUBindGroup;
   lmGemv!: GemvOp;
+  /** Per-block (max, argmax) of the logits, the first of the two sampling dispatches. */
+  argmaxKernel!: Kernel;
+  argmaxBind!: GPUBindGroup;
+  /** Its partials: [maxBatch, sampleBlocks(V)] pairs of (max bits, id). */
+  samplePart!: GPUBuffer;
   sampleKernel!: Kernel;
   advanceKernel!: Kernel;
   sampleBind!: GPUBindGroup;
@@ -685,9 +793,16 @@ export class DecodeRuntime {
   ): Promise<DecodeRuntime> {
     const opts = { ...DEFAULT_RUNTIME_OPTIONS, ...options };
     if (opts.maxBatch > opts.maxSlots) opts.maxBatch = opts.maxSlots;
+    const cpt = opts.gemvChunksPerThread;
+    if (!Number.isInteger(cpt) || cpt < 1 || cpt > 64 || (cpt & (cpt - 1)) !== 0) {
+      throw new CapsuleError(
+        "invalid_argument",
+        `gemvChunksPerThread must be a power of two in 1..64, got ${cpt}`,
+      );
+    }
     checkSupported(config);
     if (Number.isFinite(ctx.loopCap)) {
-      for (const [kernel, n] of Object.entries(kernelLoopBounds(config, opts.maxBatchTile))) {
+      for (const [kernel, n] of Object.entries(kernelLoopBounds(config, opts.maxBatchTile, cpt))) {
         if (n >= ctx.loopCap) {
           throw new CapsuleError(
             "unsupported_model",
@@ -891,8 +1006,12 @@ export class DecodeRuntime {
         denseWeights = { gateUp: gu, down };
         mlp = {
           kind: "dense",
-          gu: this.#gemv(gu, this.x, g.HP, this.hDense, g.hDense, { pro: 1, aux: postNorm, pair: true }),
-          down: this.#gemv(down, this.hDense, g.hDense, this.x, g.HP, { add: true }),
+          gu: this.#gemv("mlp gate_up", gu, this.x, g.HP, this.hDense, g.hDense, {
+            pro: 1,
+            aux: postNorm,
+            pair: true,
+          }),
+          down: this.#gemv("mlp down", down, this.hDense, g.hDense, this.x, g.HP, { add: true }),
         };
       } else {
         mlp = this.#moeLayer(i, lw, m, mat, vec, postNorm);
@@ -900,27 +1019,36 @@ export class DecodeRuntime {
       this.plan.push({ mixer, mlp });
       this.prefillLayers.push({ inputNorm, postNorm, mixer: mixerWeights, mlp: denseWeights });
     }
-    this.lmGemv = this.#gemv(this.lmHead, this.x, g.HP, this.logits, g.LSTRIDE, {
+    this.lmGemv = this.#gemv("lm_head", this.lmHead, this.x, g.HP, this.logits, g.LSTRIDE, {
       pro: 1,
       aux: this.finalNorm,
     });
-    this.sampleKernel = this.cache.kernel("sample.wgsl", {
-      SAMPLE: 1,
-      ADVANCE: 0,
-      V: c.vocabSize,
-      LSTRIDE: g.LSTRIDE,
-      RING: this.opts.ring,
-    }, "rwrw");
+    const sd = { V: c.vocabSize, LSTRIDE: g.LSTRIDE, RING: this.opts.ring };
+    this.samplePart = this.buffer("samplePartials", this.mb * sampleBlocks(c.vocabSize) * 8);
+    this.argmaxKernel = this.cache.kernel("sample.wgsl", { ...sd, ARGMAX: 1, SAMPLE: 0, ADVANCE: 0 }, "rwrw");
+    this.argmaxBind = this.cache.bind(this.argmaxKernel, [
+      this.step,
+      this.slotBuf,
+      this.logits,
+      this.samplePart,
+    ]);
+    this.sampleKernel = this.cache.kernel(
+      "sample.wgsl",
+      { ...sd, ARGMAX: 0, SAMPLE: 1, ADVANCE: 0 },
+      "rwrwr",
+    );
+    // Same layout as sampling (it binds the same group and ignores what it does not use).
     this.advanceKernel = this.cache.kernel(
       "sample.wgsl",
-      { SAMPLE: 0, ADVANCE: 1, RING: this.opts.ring },
-      "rwrw",
+      { ARGMAX: 0, SAMPLE: 0, ADVANCE: 1, RING: this.opts.ring },
+      "rwrwr",
     );
     this.sampleBind = this.cache.bind(this.sampleKernel, [
       this.step,
       this.slotBuf,
       this.logits,
       this.ringBuf,
+      this.samplePart,
     ]);
     this.normKernel = this.cache.kernel(
       "norm.wgsl",
@@ -931,12 +1059,20 @@ export class DecodeRuntime {
     await this.device.queue.onSubmittedWorkDone();
   }
 
-  /** A GEMV op: `w · X'` into `y` (stride `ys`), X with stride `xs` (multiple of 16). */
-  #gemv(w: GpuMatrix, x: GPUBuffer, xs: number, y: GPUBuffer, ys: number, o: GemvVariant): GemvOp {
-    const plan = gemvPlan(w, xs, ys, this.config.rmsNormEps, o);
+  /** A GEMV op named `op` (for the profiler): `w · X'` into `y` (stride `ys`), X with stride `xs` (÷ 16). */
+  #gemv(
+    op: string,
+    w: GpuMatrix,
+    x: GPUBuffer,
+    xs: number,
+    y: GPUBuffer,
+    ys: number,
+    o: GemvVariant,
+  ): GemvOp {
+    const plan = gemvPlan(w, xs, ys, this.config.rmsNormEps, o, this.opts.gemvChunksPerThread);
     const layout = this.cache.layout("rrrrwr");
     const bind = this.cache.bind(layout, [this.step, w.buf, w.scales, x, y, o.aux ?? this.dummy]);
-    return { ...plan, bind, kernels: new Map() };
+    return { name: `gemv ${op}`, ...plan, bind, kernels: new Map() };
   }
 
   #gemvKernel(op: GemvOp, bt: number): Kernel {
@@ -991,7 +1127,7 @@ export class DecodeRuntime {
     }
     const fg = fgB?.buf ?? this.dummy;
     const outW = mat(`L${i}.outProj`, H, hv * dv, () => (m as { out: Matrix }).out);
-    const inProj = this.#gemv(inW, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm });
+    const inProj = this.#gemv("in_proj", inW, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm });
     const defines = linearDefines(c);
     const kernel = this.cache.kernel("linear_attn.wgsl", defines, "rrrrwwrrww");
     const bind = this.cache.bind(kernel, [
@@ -1006,7 +1142,7 @@ export class DecodeRuntime {
       this.yLin,
       this.ssBuf,
     ]);
-    const outProj = this.#gemv(outW, this.yLin, g.linOut, this.x, g.HP, {
+    const outProj = this.#gemv("out_proj", outW, this.yLin, g.linOut, this.x, g.HP, {
       pro: 2,
       aux: this.ssBuf,
       add: true,
@@ -1058,8 +1194,8 @@ export class DecodeRuntime {
           kind: "gated",
           layer: i,
           attnIndex: ai,
-          qkv: this.#gemv(qkv, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm }),
-          oProj: this.#gemv(o, this.yAtt, g.attOut, this.x, g.HP, { add: true }),
+          qkv: this.#gemv("qkv", qkv, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm }),
+          oProj: this.#gemv("o_proj", o, this.yAtt, g.attOut, this.x, g.HP, { add: true }),
         },
         weights: { kind: "gated", qkv, norms: params, invFreq, o },
       };
@@ -1078,8 +1214,8 @@ export class DecodeRuntime {
         kind: "mla",
         layer: i,
         attnIndex: ai,
-        qkv: this.#gemv(qkv, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm }),
-        oProj: this.#gemv(o, this.yAtt, g.attOut, this.x, g.HP, { add: true }),
+        qkv: this.#gemv("qkv", qkv, this.x, g.HP, this.proj, g.PS, { pro: 1, aux: inputNorm }),
+        oProj: this.#gemv("o_proj", o, this.yAtt, g.attOut, this.x, g.HP, { add: true }),
       },
       weights: { kind: "mla", qkvA: qkv, kvNorm, kvB, o },
     };
@@ -1135,7 +1271,7 @@ export class DecodeRuntime {
     return {
       kind: "moe",
       // Rows of g.ers logits: moe.wgsl reads entry b's logits at b · ERS (ERS = g.ers).
-      router: this.#gemv(router, this.x, g.HP, this.rl, g.ers, { pro: 1, aux: postNorm }),
+      router: this.#gemv("router", router, this.x, g.HP, this.rl, g.ers, { pro: 1, aux: postNorm }),
       up,
       upBind: this.cache.bind(up, [
         this.step,
@@ -1429,7 +1565,7 @@ export class DecodeRuntime {
   #gemvDispatch(rec: PassRecorder, op: GemvOp, B: number): void {
     const bt = this.batchTile(B);
     const [x, y, z] = gemvGrid(op.outs, op.rpg, B, bt);
-    rec.dispatch(this.#gemvKernel(op, bt), op.bind, x, y, z);
+    rec.dispatch(this.#gemvKernel(op, bt), op.bind, x, y, z, op.name);
   }
 
   /**
@@ -1486,8 +1622,12 @@ export class DecodeRuntime {
     }
     o.hooks?.beforeHead?.();
     if (o.head) this.#gemvDispatch(rec, this.lmGemv, B);
-    if (o.sample) rec.dispatch(this.sampleKernel, this.sampleBind, B);
-    else rec.dispatch(this.advanceKernel, this.sampleBind, B);
+    if (o.sample) {
+      rec.dispatch(this.argmaxKernel, this.argmaxBind, sampleBlocks(c.vocabSize), B, 1, "sample argmax");
+      rec.dispatch(this.sampleKernel, this.sampleBind, B, 1, 1, "sample");
+    } else {
+      rec.dispatch(this.advanceKernel, this.sampleBind, B, 1, 1, "advance");
+    }
   }
 
   /** Record the final RMSNorm of x into `hiddenNorm` (for hidden-state capture). */

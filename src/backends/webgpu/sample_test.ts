@@ -1,16 +1,45 @@
 /**
- * sample.wgsl against sampleToken() (greedy, temperature, top-k, top-p, counter-based RNG) on
- * random logits with ragged vocabulary sizes, including logits with many exact ties, and the
- * bookkeeping the decode loop relies on: next token written where the embedding reads it, output
- * ring, position advance, stop ids, max tokens, and stopped entries left untouched.
+ * sample.wgsl (block argmax, then sampling) against sampleToken() (greedy, temperature, top-k,
+ * top-p, counter-based RNG) on random logits with ragged vocabulary sizes, including logits with
+ * many exact ties and ties at the maximum spread over several blocks, and the bookkeeping the
+ * decode loop relies on: next token written where the embedding reads it, output ring, position
+ * advance, stop ids, max tokens, and stopped entries left untouched.
  */
 import { assert, assertEquals } from "@std/assert";
 import { hash32, sampleToken, type SamplingParams, uniform } from "../../engine/sampling.ts";
 import { Harness, randArray, rng, testGpu } from "./harness.ts";
-import { SH, SLOT_WORDS } from "./runtime.ts";
+import { SAMPLE_BLOCK, sampleBlocks, SH, SLOT_WORDS } from "./runtime.ts";
 
 const gpu = await testGpu();
 const RING = 16;
+
+/**
+ * The two sampling dispatches of a decode step for `n` entries, as the runtime records them:
+ * ARGMAX over (blocks, n) into a partials buffer, then SAMPLE over n.
+ */
+function runSample(
+  h: Harness,
+  V: number,
+  lstride: number,
+  n: number,
+  buffers: { step: GPUBuffer; slots: GPUBuffer; logits: GPUBuffer; ring: GPUBuffer },
+): void {
+  const d = { V, LSTRIDE: lstride, RING, ADVANCE: 0 };
+  const part = h.buffer(n * sampleBlocks(V) * 8);
+  h.run("sample.wgsl", { ...d, ARGMAX: 1, SAMPLE: 0 }, "rwrw", [
+    buffers.step,
+    buffers.slots,
+    buffers.logits,
+    part,
+  ], [sampleBlocks(V), n]);
+  h.run("sample.wgsl", { ...d, ARGMAX: 0, SAMPLE: 1 }, "rwrwr", [
+    buffers.step,
+    buffers.slots,
+    buffers.logits,
+    buffers.ring,
+    part,
+  ], [n]);
+}
 
 const PARAMS: SamplingParams[] = [
   { temperature: 0, topK: 0, topP: 1, seed: 0 },
@@ -43,12 +72,12 @@ Deno.test({
             GEN: round,
             MAXTOK: 1000,
           })));
-          h.run("sample.wgsl", { SAMPLE: 1, ADVANCE: 0, V, LSTRIDE: V, RING }, "rwrw", [
-            h.stepTable(PARAMS.map((_, i) => i), 8),
+          runSample(h, V, V, B, {
+            step: h.stepTable(PARAMS.map((_, i) => i), 8),
             slots,
-            h.buffer(logits),
-            h.buffer(B * RING * 4),
-          ], [B]);
+            logits: h.buffer(logits),
+            ring: h.buffer(B * RING * 4),
+          });
           const hdr = await h.u32(slots, B * SLOT_WORDS);
           PARAMS.forEach((p, b) => {
             const want = sampleToken(logits.subarray(b * V, (b + 1) * V), p, base + b + round);
@@ -60,6 +89,128 @@ Deno.test({
           });
         }
       }
+    } finally {
+      h.dispose();
+    }
+  },
+});
+
+/** Where a ragged-vocabulary row puts its maximum (see {@link plantedRow}). */
+type TiePattern = "spread" | "late" | "signed-zero" | "flat";
+
+/**
+ * A row of `V` logits on a 0.25 grid in [-4, 4] (so ties below the maximum too) whose maximum is
+ * planted by `pattern`: "spread" = one value at several ids in different blocks, the last id and
+ * one just past the first block among them; "late" = the maximum tied in the last two blocks only,
+ * with the runner-up several times in the first; "signed-zero" = all negative but +0 and -0 at
+ * several ids (equal maxima with different bits); "flat" = every logit equal.
+ */
+function plantedRow(r: () => number, V: number, pattern: TiePattern): Float32Array {
+  const row = randArray(r, V, -4, 4).map((x) => Math.round(x * 4) / 4);
+  const ids = (n: number, lo: number, hi: number) =>
+    Array.from({ length: n }, () => lo + Math.floor(r() * (hi - lo)));
+  switch (pattern) {
+    case "spread":
+      for (const i of [...ids(6, 0, V), V - 1, Math.min(V - 1, SAMPLE_BLOCK + 3)]) row[i] = 6;
+      break;
+    case "late":
+      for (const i of ids(3, 0, Math.min(V, SAMPLE_BLOCK))) row[i] = 5.5;
+      for (const i of ids(4, Math.max(0, V - 2 * SAMPLE_BLOCK), V)) row[i] = 6;
+      break;
+    case "signed-zero":
+      for (let i = 0; i < V; i++) row[i] = -0.25 - Math.abs(row[i]);
+      ids(6, 0, V).forEach((i, j) => row[i] = j % 2 ? 0 : -0);
+      break;
+    case "flat":
+      row.fill(1.5);
+      break;
+  }
+  return row;
+}
+
+Deno.test({
+  name:
+    "block argmax then sampling matches sampleToken on ragged vocabularies with maximum ties across blocks",
+  ignore: !gpu,
+  fn: async () => {
+    const h = new Harness(gpu!);
+    try {
+      const r = rng(97);
+      const B = PARAMS.length;
+      const patterns: TiePattern[] = ["spread", "late", "signed-zero", "flat"];
+      for (const V of [1, 255, 257, 2047, 2049, 4099, 70001]) {
+        // Rows padded past V with a huge logit: reading past the vocabulary would pick it.
+        const lstride = V + 5;
+        for (const [round, pattern] of patterns.entries()) {
+          const logits = new Float32Array(B * lstride).fill(1e30);
+          const rows = PARAMS.map((_, b) => {
+            const row = plantedRow(r, V, pattern);
+            logits.set(row, b * lstride);
+            return row;
+          });
+          const base = 7 + 31 * round + V;
+          const slots = h.slots(PARAMS.map((p, i) => ({
+            TEMP: p.temperature,
+            TOPK: p.topK,
+            TOPP: p.topP,
+            SEED: p.seed,
+            CBASE: base + i,
+            GEN: round,
+            MAXTOK: 1000,
+          })));
+          runSample(h, V, lstride, B, {
+            step: h.stepTable(PARAMS.map((_, i) => i), B),
+            slots,
+            logits: h.buffer(logits),
+            ring: h.buffer(B * RING * 4),
+          });
+          const hdr = await h.u32(slots, B * SLOT_WORDS);
+          PARAMS.forEach((p, b) => {
+            assertEquals(
+              hdr[b * SLOT_WORDS + SH.TOKEN],
+              sampleToken(rows[b], p, base + b + round),
+              `V=${V} ${pattern} ${JSON.stringify(p)}`,
+            );
+          });
+        }
+      }
+    } finally {
+      h.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "greedy over more blocks than the sampling workgroup has threads keeps the lowest id among maxima",
+  ignore: !gpu,
+  fn: async () => {
+    // Past 256 blocks one thread of SAMPLE folds several partials (blocks j and j + 256): its
+    // own tie rule then decides, not only the tree's.
+    const V = 260 * SAMPLE_BLOCK + 3001;
+    assert(sampleBlocks(V) === 262);
+    const h = new Harness(gpu!);
+    try {
+      const r = rng(5);
+      const plant = [
+        [3 * SAMPLE_BLOCK + 17, 259 * SAMPLE_BLOCK + 1], // same thread, first block wins
+        [259 * SAMPLE_BLOCK + 1, 3 * SAMPLE_BLOCK + 17, V - 1], // listed out of order
+        [256 * SAMPLE_BLOCK + 5, V - 1], // both in blocks past 256
+        [V - 1], // last id alone
+        [0, 256 * SAMPLE_BLOCK, V - 1], // block 0 and its fold partner
+      ];
+      assert(plant.flat().every((i) => i < V));
+      const n = plant.length;
+      const logits = randArray(r, n * V, -4, 4);
+      plant.forEach((ids, b) => ids.forEach((i) => logits[b * V + i] = 9));
+      const slots = h.slots(plant.map(() => ({ TEMP: 0, MAXTOK: 10 })));
+      runSample(h, V, V, n, {
+        step: h.stepTable(plant.map((_, i) => i), n),
+        slots,
+        logits: h.buffer(logits),
+        ring: h.buffer(n * RING * 4),
+      });
+      const hdr = await h.u32(slots, n * SLOT_WORDS);
+      plant.forEach((ids, b) => assertEquals(hdr[b * SLOT_WORDS + SH.TOKEN], Math.min(...ids), `entry ${b}`));
     } finally {
       h.dispose();
     }
@@ -79,12 +230,12 @@ Deno.test({
       const slots = h.slots(
         seeds.map((s, i) => ({ TEMP: 1, TOPK: 0, TOPP: 1, SEED: s, CBASE: i * 977, MAXTOK: 10 })),
       );
-      h.run("sample.wgsl", { SAMPLE: 1, ADVANCE: 0, V, LSTRIDE: V, RING }, "rwrw", [
-        h.stepTable(seeds.map((_, i) => i), n),
+      runSample(h, V, V, n, {
+        step: h.stepTable(seeds.map((_, i) => i), n),
         slots,
-        h.buffer(new Float32Array(n * V)),
-        h.buffer(n * RING * 4),
-      ], [n]);
+        logits: h.buffer(new Float32Array(n * V)),
+        ring: h.buffer(n * RING * 4),
+      });
       const hdr = await h.u32(slots, n * SLOT_WORDS);
       seeds.forEach((s, i) => {
         const want = Math.floor(uniform(s, i * 977) * V);
@@ -118,12 +269,7 @@ Deno.test({
         { POS: 40, GEN: 2, MAXTOK: 5, DONE: 1, TOKEN: 7 }, // already stopped: untouched
       ]);
       const ring = h.buffer(4 * RING * 4);
-      h.run("sample.wgsl", { SAMPLE: 1, ADVANCE: 0, V, LSTRIDE: V, RING }, "rwrw", [
-        h.stepTable([0, 1, 2, 3], 8),
-        slots,
-        h.buffer(logits),
-        ring,
-      ], [4]);
+      runSample(h, V, V, 4, { step: h.stepTable([0, 1, 2, 3], 8), slots, logits: h.buffer(logits), ring });
       const hdr = await h.u32(slots, 4 * SLOT_WORDS), rg = await h.u32(ring, 4 * RING);
       const f = (s: number, k: keyof typeof SH) => hdr[s * SLOT_WORDS + SH[k]];
       assertEquals([f(0, "TOKEN"), f(0, "POS"), f(0, "GEN"), f(0, "DONE"), rg[0 * RING + 0]], [
@@ -155,7 +301,7 @@ Deno.test({
         0,
       ]);
       // The advance entry point moves live positions only.
-      h.run("sample.wgsl", { SAMPLE: 0, ADVANCE: 1, RING }, "rwrw", [
+      h.run("sample.wgsl", { ARGMAX: 0, SAMPLE: 0, ADVANCE: 1, RING }, "rwrw", [
         h.stepTable([0, 1, 2, 3], 8),
         slots,
         h.buffer(16),

@@ -105,7 +105,7 @@ async function handle(msg: Request): Promise<void> {
       need().reserve(msg.capacity, msg.count);
       return reply(msg.id, null);
     case "diagnose":
-      return reply(msg.id, await need().diagnose(msg.slots, msg.steps));
+      return reply(msg.id, await need().diagnose(msg.slots, msg.steps, { profileSteps: msg.profileSteps }));
     case "stats":
       return reply(msg.id, need().stats());
     case "tune": {
