@@ -4,15 +4,19 @@
 //               qbuf [T, HQ, D]; k (normed, rotated) and v appended to the cache rows.
 //   PREP_MLA:   Kimi: c = RMSNorm(ckv[0:R]) and kr = ckv[R:R+DR] appended to the latent cache, and
 //               each head's q rope slice copied next to its absorbed query in qbuf [T, HH, R+DR].
-//   ATTN:       flash-attention style: a workgroup owns BQ tokens × the G query heads of one KV
-//               head (R = BQ·G rows, TPR invocations per row), walks key tiles of BKV rows staged in
-//               workgroup memory, keeps an online softmax (running max m, sum l) and the output
-//               accumulators in registers. Keys of one pass are [kStart, kEnd) ∩ [0, position];
+//   ATTN:       flash-attention as two register-tiled GEMMs per key tile. A workgroup owns BQ
+//               tokens × the G query heads of one KV head (RQ = BQ·G rows) and walks key tiles of
+//               BKV keys: S = Q·Kᵀ (each invocation a 4-row × 4-key block, Q and K staged BK dims
+//               at a time, k-major), an online-softmax row pass (one invocation per row keeps the
+//               running max m and sum l), then O += P·V (each invocation a TMO-row × TNO-column
+//               block of O in registers, V staged BV keys at a time). Staging is double-buffered
+//               (one barrier per step) with the next step's global loads issued before the
+//               current step's products. Keys of one pass are [kStart, kEnd) ∩ [0, position];
 //               passes after the first reload (m, l, unnormalised O) and all but the last store
 //               them, so the host can bound every invocation's loop count. The last pass divides
 //               by l and, for Qwen, applies the sigmoid output gate.
 // Key dims 0..DK1 come from buffer K1 (Qwen keys, MLA latent c), DK1..DQK from K2 (MLA kr); values
-// are V (Qwen) or the first DV dims of the key tile (VFROMK, MLA: the latent c).
+// are V (Qwen) or the first DV dims of the key rows (VFROMK, MLA: the latent c).
 #include "prefill_common.wgsl"
 
 struct Params {
@@ -176,12 +180,27 @@ const DK1: u32 = {{DK1}}u;        // key dims from K1 (the rest from K2)
 const DK2: u32 = DQK - DK1;
 const DV: u32 = {{DV}}u;
 const BQ: u32 = {{BQ}}u;          // tokens per workgroup
-const RQ: u32 = BQ * G;           // query rows per workgroup
+const RQ: u32 = BQ * G;           // query rows per workgroup (row r: token r / G, head r % G)
 const BKV: u32 = {{BKV}}u;        // keys per tile
-const TPR: u32 = {{TPR}}u;        // invocations per row
-const WG: u32 = RQ * TPR;
-const NE: u32 = DV / 4u / TPR;    // output vec4 per invocation
-const KP: u32 = DQK / 4u + 1u;    // key tile row stride (vec4), padded
+const BK: u32 = {{BK}}u;          // query/key dims per S step
+const BV: u32 = {{BV}}u;          // keys per P·V step
+const TMO: u32 = {{TMO}}u;        // O rows per invocation (groups of 4, TYO·4 apart)
+const TNO: u32 = {{TNO}}u;        // O columns per invocation (vec4s, TXO apart)
+const TXO: u32 = DV / TNO;
+const TYO: u32 = RQ / TMO;
+const TXS: u32 = BKV / 4u;        // S: invocation l < SWG owns rows 4·(l / TXS) + 0..3, keys 4·(l % TXS) + 0..3
+const SWG: u32 = RQ / 4u * TXS;
+const WG: u32 = {{WG}}u;
+const NS: u32 = DQK / BK;
+const NV: u32 = BKV / BV;
+const QP4: u32 = RQ / 4u + 1u;    // vec4 per staged query dim (k-major [BK][RQ + 4])
+const KP4: u32 = BKV / 4u + 1u;   // vec4 per staged key dim ([BK][BKV + 4])
+const KOFF: u32 = BK * QP4;       // keys follow the queries in a slot
+const SLOT: u32 = {{SLOT}}u;      // vec4 per staging slot: max(S step, V step [BV][DV])
+const SP4: u32 = BKV / 4u + 1u;   // vec4 per row of the score tile [RQ][BKV + 4]
+const QN: u32 = RQ * BK / 4u;     // vec4 items of one step's staging
+const KN: u32 = BKV * BK / 4u;
+const VN: u32 = BV * DV / 4u;
 const SCALE: f32 = {{SCALE}};
 const NEG: f32 = -3.0e38;
 
@@ -193,149 +212,325 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(6) var<storage, read_write> O: array<f32>;
 @group(0) @binding(7) var<storage, read_write> ML: array<vec2<f32>>; // [T, HQ] running (m, l)
 
-var<workgroup> Ks: array<vec4<f32>, BKV * KP>;
-#if !VFROMK
-var<workgroup> Vs: array<vec4<f32>, BKV * DV / 4u>;
+var<workgroup> st: array<vec4<f32>, 2u * SLOT>;   // two staging slots (step g uses slot g % 2)
+var<workgroup> Ss: array<vec4<f32>, RQ * SP4>;    // scores, then probabilities, of one key tile
+var<workgroup> Al: array<vec4<f32>, RQ / 4u>;     // per row: this tile's rescale, at the end 1 / l
+
+// Global loads of one staging item (zero outside the rows / keys of this block).
+fn load_q(idx: u32, s: u32, t0: u32, kvh: u32) -> vec4<f32> {
+  let row = idx / (BK / 4u);
+  let t = t0 + row / G;
+  if (idx >= QN || t >= p.T) { return vec4<f32>(0.0); }
+  return Q[(t * HQ + kvh * G + row % G) * p.qStride + s * (BK / 4u) + idx % (BK / 4u)];
+}
+
+fn load_k(idx: u32, s: u32, kt: u32, kHi: u32, kvh: u32) -> vec4<f32> {
+  let key = kt + idx / (BK / 4u);
+  if (idx >= KN || key >= kHi) { return vec4<f32>(0.0); }
+  let row = p.row0 + key;
+  let c4 = s * (BK / 4u) + idx % (BK / 4u);
+  if (c4 < DK1 / 4u) { return K1[(row * HKV + kvh) * (DK1 / 4u) + c4]; }
+  return K2[row * (DK2 / 4u) + c4 - DK1 / 4u];
+}
+
+// Values of keys k0 … k0 + BV − 1.
+fn load_v(idx: u32, k0: u32, kHi: u32, kvh: u32) -> vec4<f32> {
+  let key = k0 + idx / (DV / 4u);
+  if (idx >= VN || key >= kHi) { return vec4<f32>(0.0); }
+  let c4 = idx % (DV / 4u);
+#if VFROMK
+  return K1[((p.row0 + key) * HKV + kvh) * (DK1 / 4u) + c4];
+#else
+  return V[((p.row0 + key) * HKV + kvh) * (DV / 4u) + c4];
 #endif
-var<workgroup> Sc: array<f32, RQ * BKV>;
+}
+
+// Staging stores: queries and keys transposed to k-major, values as they are.
+fn put_q(sb: u32, idx: u32, v: vec4<f32>) {
+  if (idx >= QN) { return; }
+  let row = idx / (BK / 4u);
+  let b = sb + (idx % (BK / 4u)) * 4u * QP4 + row / 4u;
+  let c = row % 4u;
+  st[b][c] = v.x;
+  st[b + QP4][c] = v.y;
+  st[b + 2u * QP4][c] = v.z;
+  st[b + 3u * QP4][c] = v.w;
+}
+
+fn put_k(sb: u32, idx: u32, v: vec4<f32>) {
+  if (idx >= KN) { return; }
+  let key = idx / (BK / 4u);
+  let b = sb + KOFF + (idx % (BK / 4u)) * 4u * KP4 + key / 4u;
+  let c = key % 4u;
+  st[b][c] = v.x;
+  st[b + KP4][c] = v.y;
+  st[b + 2u * KP4][c] = v.z;
+  st[b + 3u * KP4][c] = v.w;
+}
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let qb = p.qb0 + wid.x;
+  let blocks = (p.T + BQ - 1u) / BQ;
+  let qb = blocks - 1u - wid.x;                 // the longest rows first (causal work grows with qb)
   let kvh = wid.y;
   let t0 = qb * BQ;
-  let rr = l / TPR;
-  let part = l % TPR;
-  let t = t0 + rr / G;
-  let head = kvh * G + rr % G;
-  let live = t < p.T;
-  let pos = p.p0 + t;
   let blockEnd = p.p0 + min(t0 + BQ, p.T);      // keys this block ever needs: [0, blockEnd)
   let kLo = p.kStart;
   let kHi = min(p.kEnd, blockEnd);
   let first = p.kStart == 0u;
   let last = p.kEnd >= blockEnd;
-  let qBase = (min(t, p.T - 1u) * HQ + head) * p.qStride;  // dead rows read a live row, never stored
-  let oBase = p.oOff + t * p.oStride + head * DV;
+  let txs = l % TXS;
+  let tys = l / TXS;
+  let txo = l % TXO;
+  let tyo = l / TXO;
 
-  var m = NEG;
-  var lsum = 0.0;
-#for E in 0..DV/4/TPR
-  var o{{E}} = vec4<f32>(0.0);
+  // Row pass state: invocation l < RQ owns row l's running max and sum.
+  let rt = t0 + l / G;
+  let rlive = l < RQ && rt < p.T;
+  let rml = rt * HQ + kvh * G + l % G;
+  var mr = NEG;
+  var lr = 0.0;
+  if (!first && rlive) {
+    let s = ML[rml];
+    mr = s.x;
+    lr = s.y;
+  }
+
+  // O block: rows tyo·4 + A·TYO·4 + i (R = 4A + i), columns 4·(txo + B·TXO) + 0..3.
+#for R in 0..TMO
+#for B in 0..TNO/4
+  var o{{R}}_{{B}} = vec4<f32>(0.0);
 #endfor
-  if (!first && live) {
-    let s = ML[t * HQ + head];
-    m = s.x;
-    lsum = s.y;
-#for E in 0..DV/4/TPR
+  let pb{{R}} = (tyo * 4u + {{R / 4}}u * TYO * 4u + {{R % 4}}u) * SP4;
+#endfor
+  if (!first) {
+#for R in 0..TMO
     {
-      let d = 4u * (part + {{E}}u * TPR);
-      o{{E}} = vec4<f32>(O[oBase + d], O[oBase + d + 1u], O[oBase + d + 2u], O[oBase + d + 3u]);
+      let row = tyo * 4u + {{R / 4}}u * TYO * 4u + {{R % 4}}u;
+      let t = t0 + row / G;
+      if (t < p.T) {
+        let ob = p.oOff + t * p.oStride + (kvh * G + row % G) * DV;
+#for B in 0..TNO/4
+        {
+          let d = ob + 4u * (txo + {{B}}u * TXO);
+          o{{R}}_{{B}} = vec4<f32>(O[d], O[d + 1u], O[d + 2u], O[d + 3u]);
+        }
+#endfor
+      }
     }
 #endfor
   }
+
+  // Prefetch registers: the next staging step's items of this invocation.
+#for I in 0..QI
+  var rq{{I}} = load_q(l + {{I}}u * WG, 0u, t0, kvh);
+#endfor
+#for I in 0..KI
+  var rk{{I}} = load_k(l + {{I}}u * WG, 0u, kLo, kHi, kvh);
+#endfor
+#for I in 0..VI
+  var rv{{I}} = vec4<f32>(0.0);
+#endfor
+  var g = 0u;
 
   for (var kt = kLo; kt < kHi; kt += BKV) {
     {{TICK}}
-    // Stage the key (and value) tile.
-    for (var e = l; e < BKV * DQK / 4u; e += WG) {
+    // S = Q·Kᵀ for rows 4·tys + 0..3 (s0..s3) × keys kt + 4·txs + 0..3 (the vec4 lanes).
+    var s0 = vec4<f32>(0.0);
+    var s1 = vec4<f32>(0.0);
+    var s2 = vec4<f32>(0.0);
+    var s3 = vec4<f32>(0.0);
+    for (var s = 0u; s < NS; s++) {
       {{TICK}}
-      let kk = e / (DQK / 4u);
-      let c4 = e % (DQK / 4u);
-      var v = vec4<f32>(0.0);
-      if (kt + kk < kHi) {
-        let row = p.row0 + kt + kk;
-        if (c4 < DK1 / 4u) { v = K1[(row * HKV + kvh) * (DK1 / 4u) + c4]; } else { v = K2[row * (DK2 / 4u) + c4 - DK1 / 4u]; }
+      let sb = (g & 1u) * SLOT;
+#for I in 0..QI
+      put_q(sb, l + {{I}}u * WG, rq{{I}});
+#endfor
+#for I in 0..KI
+      put_k(sb, l + {{I}}u * WG, rk{{I}});
+#endfor
+      workgroupBarrier();
+      if (s + 1u < NS) {
+#for I in 0..QI
+        rq{{I}} = load_q(l + {{I}}u * WG, s + 1u, t0, kvh);
+#endfor
+#for I in 0..KI
+        rk{{I}} = load_k(l + {{I}}u * WG, s + 1u, kt, kHi, kvh);
+#endfor
+      } else {
+#for I in 0..VI
+        rv{{I}} = load_v(l + {{I}}u * WG, kt, kHi, kvh);
+#endfor
       }
-      Ks[kk * KP + c4] = v;
-    }
-#if !VFROMK
-    for (var e = l; e < BKV * DV / 4u; e += WG) {
-      {{TICK}}
-      let kk = e / (DV / 4u);
-      let c4 = e % (DV / 4u);
-      var v = vec4<f32>(0.0);
-      if (kt + kk < kHi) { v = V[((p.row0 + kt + kk) * HKV + kvh) * (DV / 4u) + c4]; }
-      Vs[e] = v;
-    }
+#if SIDLE
+      if (l < SWG) {
 #endif
-    workgroupBarrier();
-    // Scores of this row's keys part, part + TPR, … (each query load serves all of them).
-#for S in 0..BKV/TPR
-    var a{{S}} = 0.0;
+#for DD in 0..BK
+      {
+        let a = st[sb + {{DD}}u * QP4 + tys];
+        let b = st[sb + KOFF + {{DD}}u * KP4 + txs];
+        s0 = fma(vec4<f32>(a.x), b, s0);
+        s1 = fma(vec4<f32>(a.y), b, s1);
+        s2 = fma(vec4<f32>(a.z), b, s2);
+        s3 = fma(vec4<f32>(a.w), b, s3);
+      }
 #endfor
-    for (var c4 = 0u; c4 < DQK / 4u; c4++) {
-      {{TICK}}
-      let qv = Q[qBase + c4];
-#for S in 0..BKV/TPR
-      a{{S}} += dot(qv, Ks[(part + {{S}}u * TPR) * KP + c4]);
-#endfor
+#if SIDLE
+      }
+#endif
+      g++;
     }
-#for S in 0..BKV/TPR
+    // Scaled scores, masked outside [kStart, kEnd) ∩ [0, position] and on rows past T.
+#if SIDLE
+    if (l < SWG) {
+#endif
     {
-      let kk = part + {{S}}u * TPR;
-      Sc[rr * BKV + kk] = select(NEG, a{{S}} * SCALE, live && kt + kk < kHi && kt + kk <= pos);
-    }
+      let kv = vec4<u32>(kt + txs * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+      let inr = kv < vec4<u32>(kHi);
+#for I in 0..4
+      {
+        let row = tys * 4u + {{I}}u;
+        let t = t0 + row / G;
+        let ok = inr & (kv <= vec4<u32>(p.p0 + t)) & vec4<bool>(t < p.T);
+        Ss[row * SP4 + txs] = select(vec4<f32>(NEG), s{{I}} * SCALE, ok);
+      }
 #endfor
-    workgroupBarrier();
-    // Online softmax and the value accumulation (every invocation of a row computes the same m).
-    var mt = NEG;
-    for (var kk = 0u; kk < BKV; kk++) {
-      {{TICK}}
-      mt = max(mt, Sc[rr * BKV + kk]);
     }
-    let mn = max(m, mt);
-    let alpha = exp(m - mn);
-    lsum *= alpha;
-#for E in 0..DV/4/TPR
-    o{{E}} *= alpha;
-#endfor
-    for (var kk = 0u; kk < BKV; kk++) {
-      {{TICK}}
-      let sc = Sc[rr * BKV + kk];
-      let pk = select(exp(sc - mn), 0.0, sc <= NEG);
-      lsum += pk;
-#for E in 0..DV/4/TPR
-#if VFROMK
-      o{{E}} += pk * Ks[kk * KP + part + {{E}}u * TPR];
-#else
-      o{{E}} += pk * Vs[kk * (DV / 4u) + part + {{E}}u * TPR];
+#if SIDLE
+    }
 #endif
+    workgroupBarrier();
+    // Row pass: new running max, probabilities in place, running sum, and the rescale of O.
+    if (l < RQ) {
+      var mt = NEG;
+#for J in 0..BKV/4
+      {
+        let x = Ss[l * SP4 + {{J}}u];
+        mt = max(mt, max(max(x.x, x.y), max(x.z, x.w)));
+      }
+#endfor
+      let mn = max(mr, mt);
+      let alpha = exp(mr - mn);
+      var sum = 0.0;
+#for J in 0..BKV/4
+      {
+        let x = Ss[l * SP4 + {{J}}u];
+        let pk = select(exp(x - vec4<f32>(mn)), vec4<f32>(0.0), x <= vec4<f32>(NEG));
+        Ss[l * SP4 + {{J}}u] = pk;
+        sum += (pk.x + pk.y) + (pk.z + pk.w);
+      }
+#endfor
+      lr = lr * alpha + sum;
+      mr = mn;
+      Al[l / 4u][l % 4u] = alpha;
+    }
+    workgroupBarrier();
+#for A in 0..TMO/4
+    {
+      let al = Al[tyo + {{A}}u * TYO];
+#for I in 0..4
+#for B in 0..TNO/4
+      o{{A * 4 + I}}_{{B}} *= al[{{I}}];
+#endfor
 #endfor
     }
-    m = mn;
-    workgroupBarrier();
+#endfor
+    // O += P·V, BV keys per step.
+    for (var v = 0u; v < NV; v++) {
+      {{TICK}}
+      let sb = (g & 1u) * SLOT;
+#for I in 0..VI
+      if (l + {{I}}u * WG < VN) { st[sb + l + {{I}}u * WG] = rv{{I}}; }
+#endfor
+      workgroupBarrier();
+      if (v + 1u < NV) {
+#for I in 0..VI
+        rv{{I}} = load_v(l + {{I}}u * WG, kt + (v + 1u) * BV, kHi, kvh);
+#endfor
+      } else if (kt + BKV < kHi) {
+#for I in 0..QI
+        rq{{I}} = load_q(l + {{I}}u * WG, 0u, t0, kvh);
+#endfor
+#for I in 0..KI
+        rk{{I}} = load_k(l + {{I}}u * WG, 0u, kt + BKV, kHi, kvh);
+#endfor
+      }
+#for KQ in 0..BV/4
+      {
+#for R in 0..TMO
+        let p{{R}} = Ss[pb{{R}} + v * (BV / 4u) + {{KQ}}u];
+#endfor
+#for C in 0..4
+        {
+#for B in 0..TNO/4
+          let v{{B}} = st[sb + {{KQ * 4 + C}}u * (DV / 4u) + txo + {{B}}u * TXO];
+#endfor
+#for R in 0..TMO
+#for B in 0..TNO/4
+          o{{R}}_{{B}} = fma(vec4<f32>(p{{R}}[{{C}}]), v{{B}}, o{{R}}_{{B}});
+#endfor
+#endfor
+        }
+#endfor
+      }
+#endfor
+      g++;
+    }
   }
 
-  if (live) {
-    if (last) {
-      let inv = 1.0 / lsum;
-#for E in 0..DV/4/TPR
+  // Every V step ends its tile's reads of Al behind a barrier, so it can now carry 1 / l.
+  if (l < RQ) { Al[l / 4u][l % 4u] = 1.0 / lr; }
+  workgroupBarrier();
+  if (last) {
+#for A in 0..TMO/4
+    {
+      let inv = Al[tyo + {{A}}u * TYO];
+#for I in 0..4
       {
-        let d = 4u * (part + {{E}}u * TPR);
-        var v = o{{E}} * inv;
+        let row = tyo * 4u + {{A}}u * TYO * 4u + {{I}}u;
+        let t = t0 + row / G;
+        if (t < p.T) {
+          let head = kvh * G + row % G;
+          let ob = p.oOff + t * p.oStride + head * DV;
+#for B in 0..TNO/4
+          {
+            let d = 4u * (txo + {{B}}u * TXO);
+            var y = o{{A * 4 + I}}_{{B}} * inv[{{I}}];
 #if GATE
-        let g = p.gOff + t * p.gStride + head * 2u * DV + DV + d;
-        v *= vec4<f32>(pf_sigmoid(gate[g]), pf_sigmoid(gate[g + 1u]), pf_sigmoid(gate[g + 2u]), pf_sigmoid(gate[g + 3u]));
+            let gi = p.gOff + t * p.gStride + head * 2u * DV + DV + d;
+            y *= vec4<f32>(pf_sigmoid(gate[gi]), pf_sigmoid(gate[gi + 1u]), pf_sigmoid(gate[gi + 2u]), pf_sigmoid(gate[gi + 3u]));
 #endif
-        O[oBase + d] = v.x;
-        O[oBase + d + 1u] = v.y;
-        O[oBase + d + 2u] = v.z;
-        O[oBase + d + 3u] = v.w;
+            O[ob + d] = y.x;
+            O[ob + d + 1u] = y.y;
+            O[ob + d + 2u] = y.z;
+            O[ob + d + 3u] = y.w;
+          }
+#endfor
+        }
       }
 #endfor
-    } else {
-#for E in 0..DV/4/TPR
-      {
-        let d = 4u * (part + {{E}}u * TPR);
-        O[oBase + d] = o{{E}}.x;
-        O[oBase + d + 1u] = o{{E}}.y;
-        O[oBase + d + 2u] = o{{E}}.z;
-        O[oBase + d + 3u] = o{{E}}.w;
-      }
-#endfor
-      if (part == 0u) { ML[t * HQ + head] = vec2<f32>(m, lsum); }
     }
+#endfor
+  } else {
+#for R in 0..TMO
+    {
+      let row = tyo * 4u + {{R / 4}}u * TYO * 4u + {{R % 4}}u;
+      let t = t0 + row / G;
+      if (t < p.T) {
+        let ob = p.oOff + t * p.oStride + (kvh * G + row % G) * DV;
+#for B in 0..TNO/4
+        {
+          let d = ob + 4u * (txo + {{B}}u * TXO);
+          O[d] = o{{R}}_{{B}}.x;
+          O[d + 1u] = o{{R}}_{{B}}.y;
+          O[d + 2u] = o{{R}}_{{B}}.z;
+          O[d + 3u] = o{{R}}_{{B}}.w;
+        }
+#endfor
+      }
+    }
+#endfor
+    if (rlive) { ML[rml] = vec2<f32>(mr, lr); }
   }
   pf_count_done();
 }

@@ -7,30 +7,34 @@
 //   QK_ij =     Σ_c q̂_i[c] k̂_j[c] e^{G_i[c] − G_j[c]}            (j ≤ i)
 //   T = (I + A)^{-1} (unit lower triangular), U = T diag(β) V, W = T diag(β) (e^G ⊙ K̂)
 //   V' = U − W S;  O = (e^G ⊙ Q̂) S + QK V';  S ← e^{G_last} ⊙ S + (K̂ ⊙ e^{G_last − G})ᵀ V'
-// PHASE_A (grid: chunks of the segment × HV heads) computes everything that does not depend on S
-// into a scratch block per (chunk, head); PHASE_B (grid: DV / CB column blocks × HV heads) walks
-// the segment's chunks in order with its S columns in workgroup memory. The host cuts a prompt
-// into segments so no invocation exceeds its loop budget.
+// Three dispatches per segment of chunks:
+//   PHASE_A (grid: chunks × HV heads) everything that does not depend on S, into a scratch block
+//           per (chunk, head): register-tiled Gram products over staged channel slices, T by
+//           forward substitution, T·[βV | βe^G K̂] as a tiled product.
+//   PHASE_B (grid: DV / CB column blocks × HV heads) the only serial part: walks the chunks in
+//           order carrying S (in registers and workgroup memory), computes V' (stored over U) and
+//           stores each chunk's incoming S for PHASE_C. Its loops load one step ahead.
+//   PHASE_C (grid: chunks × HV heads × DV / CO column blocks) the outputs, fully parallel:
+//           O = (e^G ⊙ Q̂) S_in + QK V', a tiled product of 4×4 outputs per invocation.
+// The host cuts a prompt into segments so the scratch fits one binding and no invocation exceeds
+// its loop budget.
 #include "prefill_common.wgsl"
 
-const L: u32 = {{L}}u;            // chunk length
+const L: u32 = {{L}}u;            // chunk length (a power of two, 8 … 64)
 const DK: u32 = {{DK}}u;
 const DV: u32 = {{DV}}u;
 const HV: u32 = {{HV}}u;
 const RATIO: u32 = {{RATIO}}u;    // value heads per key head
-#if KDA
-const GW: u32 = DK;               // decay values per token and head
-#else
-const GW: u32 = 1u;
-#endif
-// Scratch block of one (chunk, head), in floats.
-const S_U: u32 = 0u;              // U then V' rows [L, DV]
-const S_W: u32 = S_U + L * DV;    // W [L, DK]
-const S_QK: u32 = S_W + L * DK;   // QK [L, L] (zero above the diagonal)
-const S_QD: u32 = S_QK + L * L;   // e^{G_i} ⊙ q̂_i  [L, DK]
-const S_KT: u32 = S_QD + L * DK;  // (k̂_m ⊙ e^{G_last − G_m}) transposed [DK, L]
-const S_GL: u32 = S_KT + DK * L;  // e^{G_last} [DK]
-const S_GS: u32 = S_GL + DK;      // KDA: G [L, DK]
+// Scratch block of one (chunk, head), in floats; every region starts at a multiple of 4.
+const O_QKT: u32 = 0u;                 // QK transposed [L (m), L (i)], zero for m > i
+const O_U: u32 = O_QKT + L * L;        // U, then V' (PHASE_B) [L, DV]
+const O_WT: u32 = O_U + L * DV;        // W transposed [DK, L]
+const O_QDT: u32 = O_WT + DK * L;      // (e^G ⊙ q) transposed [DK, L], q not yet normalised
+const O_KG: u32 = O_QDT + DK * L;      // k̂_m ⊙ e^{G_last − G_m} [L, DK]
+const O_GL: u32 = O_KG + L * DK;       // e^{G_last} [DK]
+const O_QI: u32 = O_GL + DK;           // q's inverse norm × dk^-½ [L]
+const O_SIN: u32 = O_QI + L;           // the chunk's incoming state, transposed [DV, DK]
+const O_GS: u32 = O_SIN + DV * DK;     // KDA: G [L, DK]
 const BLOCK: u32 = {{BLOCK}}u;
 
 struct Params {
@@ -44,35 +48,38 @@ struct Params {
 #if PHASE_A
 const WG: u32 = 256u;
 const SCALE: f32 = {{SCALE}};     // dk^-1/2
+const KS: u32 = {{KS}}u;          // channels per staged slice of the Gram products
+const NST: u32 = {{NST}}u;        // staged matrices: q, k (and G for KDA)
+const LP: u32 = L + 4u;           // padded row of a staged slice (conflict-free transposed stores)
+const TL: u32 = L / 4u;           // 4×4 tiles per side of an L×L product
+const CW: u32 = 4096u / L;        // columns per pass of T·[βV | βe^G K̂] ((L/4)·(CW/4) = 256 tiles)
+const MS: u32 = L / 4u;           // rows per staged slice of [βV | βe^G K̂] (MS·CW = 1024)
+const NCOL: u32 = DV + DK;
+const SH0: u32 = {{SH0}}u;        // floats of region 0: max(staged slices, M)
 @group(0) @binding(1) var<storage, read> y: array<f32>;      // conv output: q | k | v channels
 @group(0) @binding(2) var<storage, read> gin: array<f32>;    // decay input a (GDN) or f (KDA)
 @group(0) @binding(3) var<storage, read> bin: array<f32>;    // β logits
 @group(0) @binding(4) var<storage, read> prm: array<f32>;    // A_log [HV] | dt_bias [HV·GW]
 @group(0) @binding(5) var<storage, read_write> sc: array<f32>;
 
-var<workgroup> M: array<f32, L * L>;   // A below the diagonal, (I + A)^{-1} transposed above it
+// Region 0 [0, SH0): the staged channel slices of q, k (, G) as [c][i] rows of LP, then M: A below
+// the diagonal, T = (I + A)^{-1} transposed above it. Region 1 [SH0, SH0 + MS·CW): a staged slice
+// of [βV | βe^G K̂] rows.
+var<workgroup> sh: array<vec4<f32>, (SH0 + MS * CW) / 4u>;
 var<workgroup> qinv: array<f32, L>;
 var<workgroup> kinv: array<f32, L>;
 var<workgroup> beta: array<f32, L>;
 var<workgroup> gcs: array<f32, L>;     // GDN: cumulative log decay
 
-fn qrow(i: u32, c: u32, kh: u32, t0: u32) -> f32 { return y[(t0 + i) * p.yStride + p.qOff + kh * DK + c]; }
-fn krow(i: u32, c: u32, kh: u32, t0: u32) -> f32 { return y[(t0 + i) * p.yStride + p.kOff + kh * DK + c]; }
-fn q4(i: u32, c4: u32, kh: u32, t0: u32) -> vec4<f32> {
-  let b = (t0 + i) * p.yStride + p.qOff + kh * DK + 4u * c4;
-  return vec4<f32>(y[b], y[b + 1u], y[b + 2u], y[b + 3u]);
-}
-fn k4(i: u32, c4: u32, kh: u32, t0: u32) -> vec4<f32> {
-  let b = (t0 + i) * p.yStride + p.kOff + kh * DK + 4u * c4;
-  return vec4<f32>(y[b], y[b + 1u], y[b + 2u], y[b + 3u]);
-}
-// Cumulative log decay of row i, channels 4·c4 … 4·c4+3 (the GDN value broadcast).
-fn g4(base: u32, i: u32, c4: u32) -> vec4<f32> {
+fn shs(i: u32) -> f32 { return sh[i >> 2u][i & 3u]; }
+fn shw(i: u32, v: f32) { sh[i >> 2u][i & 3u] = v; }
+fn yk(i: u32, c: u32, kh: u32, t0: u32) -> f32 { return y[(t0 + i) * p.yStride + p.kOff + kh * DK + c]; }
+// Cumulative log decay of row i, channel c (the GDN value is per row).
+fn gat(base: u32, i: u32, c: u32) -> f32 {
 #if KDA
-  let b = base + S_GS + i * DK + 4u * c4;
-  return vec4<f32>(sc[b], sc[b + 1u], sc[b + 2u], sc[b + 3u]);
+  return sc[base + O_GS + i * DK + c];
 #else
-  return vec4<f32>(gcs[i]);
+  return gcs[i];
 #endif
 }
 
@@ -85,20 +92,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let Lc = min(L, p.T - t0);
   let base = (ci * HV + h) * BLOCK;
 
-  // 1. Inverse L2 norms (eps inside the sqrt; q also scaled), β, decays.
-  if (l < 2u * L) {
-    let i = l % L;
-    var ss = 0.0;
-    if (i < Lc) {
-      for (var c4 = 0u; c4 < DK / 4u; c4++) {
-        {{TICK}}
-        let v = select(k4(i, c4, kh, t0), q4(i, c4, kh, t0), l < L);
-        ss += dot(v, v);
-      }
-    }
-    let inv = select(0.0, 1.0 / sqrt(ss + 1e-6), i < Lc);
-    if (l < L) { qinv[i] = inv * SCALE; } else { kinv[i] = inv; }
-  }
+  // 1. β and the cumulative decays (padded rows: β = 0, decay 0).
   if (l < L) {
     var b = 0.0;
     if (l < Lc) { b = pf_sigmoid(bin[p.bOff + (t0 + l) * p.bStride + h]); }
@@ -106,7 +100,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   let na = -exp(prm[p.pOff + h]);
 #if KDA
-  // Thread c accumulates channel c's decay down the chunk (padded rows add nothing).
+  // Thread c accumulates channel c's decay down the chunk.
   for (var c = l; c < DK; c += WG) {
     {{TICK}}
     let db = prm[p.pOff + HV + h * DK + c];
@@ -114,8 +108,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var i = 0u; i < L; i++) {
       {{TICK}}
       if (i < Lc) { acc += na * pf_softplus(gin[p.gOff + (t0 + i) * p.gStride + h * DK + c] + db); }
-      sc[base + S_GS + i * DK + c] = acc;
+      sc[base + O_GS + i * DK + c] = acc;
     }
+    sc[base + O_GL + c] = exp(acc);
   }
 #else
   if (l < L) {
@@ -136,204 +131,478 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   storageBarrier();
   workgroupBarrier();
 
-  // 2. A (strictly lower, into M) and QK (lower incl. the diagonal, into scratch).
-  for (var e = l; e < L * L; e += WG) {
+  // 2. Gram products K Kᵀ and Q Kᵀ (decay-weighted for KDA) of the raw rows, one 4×4 tile of each
+  //    per invocation (rows 4·ti…, columns 4·tj…), over staged slices of KS channels. The same
+  //    slices give (e^G ⊙ q)ᵀ, and the diagonal tiles the squared norms.
+  let act = l < TL * TL;
+  let ti = l / TL;
+  let tj = l % TL;
+#for A in 0..4
+  var P{{A}} = vec4<f32>(0.0);
+  var R{{A}} = vec4<f32>(0.0);
+#endfor
+  var qq = vec4<f32>(0.0);
+  for (var s0 = 0u; s0 < DK; s0 += KS) {
     {{TICK}}
-    let i = e / L;
-    let j = e % L;
-    var akk = 0.0;
-    var aqk = 0.0;
-    if (j <= i && i < Lc) {
-      for (var c4 = 0u; c4 < DK / 4u; c4++) {
-        {{TICK}}
-        let kj = k4(j, c4, kh, t0);
-#if KDA
-        let d = exp(g4(base, i, c4) - g4(base, j, c4)) * kj;
-#else
-        let d = kj;
-#endif
-        akk += dot(k4(i, c4, kh, t0), d);
-        aqk += dot(q4(i, c4, kh, t0), d);
+    workgroupBarrier();
+    for (var e = l; e < NST * KS * TL; e += WG) {
+      {{TICK}}
+      let c = e % KS;
+      let r4 = (e / KS) % TL;
+      let which = e / (KS * TL);
+      var v = vec4<f32>(0.0);
+      let qk = select(p.kOff, p.qOff, which == 0u) + kh * DK + s0 + c;
+#for X in 0..4
+      if (4u * r4 + {{X}}u < Lc) {
+        if (which < 2u) {
+          v[{{X}}] = y[(t0 + 4u * r4 + {{X}}u) * p.yStride + qk];
+        } else {
+          v[{{X}}] = gat(base, 4u * r4 + {{X}}u, s0 + c);
+        }
       }
-#if !KDA
-      let f = exp(gcs[i] - gcs[j]);
-      akk *= f;
-      aqk *= f;
-#endif
-      akk *= beta[i] * kinv[i] * kinv[j];
-      aqk *= qinv[i] * kinv[j];
+#endfor
+      sh[(which * KS * LP + c * LP) / 4u + r4] = v;
     }
-    if (j < i) { M[e] = akk; }
-    sc[base + S_QK + e] = aqk;
+    workgroupBarrier();
+    for (var e = l; e < KS * TL; e += WG) {
+      {{TICK}}
+      let c = e / TL;
+      let r4 = e % TL;
+      let qv = sh[(c * LP) / 4u + r4];
+#if KDA
+      let gv = sh[(2u * KS * LP + c * LP) / 4u + r4];
+#else
+      let gv = vec4<f32>(gcs[4u * r4], gcs[4u * r4 + 1u], gcs[4u * r4 + 2u], gcs[4u * r4 + 3u]);
+#endif
+      let qd = exp(gv) * qv;
+      let o = base + O_QDT + (s0 + c) * L + 4u * r4;
+      sc[o] = qd.x;
+      sc[o + 1u] = qd.y;
+      sc[o + 2u] = qd.z;
+      sc[o + 3u] = qd.w;
+    }
+    if (act) {
+      for (var c = 0u; c < KS; c++) {
+        {{TICK}}
+        let qa = sh[(c * LP) / 4u + ti];
+        let ka = sh[(KS * LP + c * LP) / 4u + ti];
+        let kb = sh[(KS * LP + c * LP) / 4u + tj];
+#if KDA
+        let ga = sh[(2u * KS * LP + c * LP) / 4u + ti];
+        let gb = sh[(2u * KS * LP + c * LP) / 4u + tj];
+#for A in 0..4
+        {
+          // min: only j ≤ i is used, where G_i ≤ G_j; keeps the unused entries finite.
+          let d = exp(min(vec4<f32>(ga[{{A}}]) - gb, vec4<f32>(0.0))) * kb;
+          P{{A}} += ka[{{A}}] * d;
+          R{{A}} += qa[{{A}}] * d;
+        }
+#endfor
+#else
+#for A in 0..4
+        P{{A}} += ka[{{A}}] * kb;
+        R{{A}} += qa[{{A}}] * kb;
+#endfor
+#endif
+        qq += qa * qa;
+      }
+    }
+  }
+  // Inverse norms (eps inside the sqrt; q also scaled) from the diagonal tiles.
+  if (act && ti == tj) {
+#for A in 0..4
+    {
+      let i = 4u * ti + {{A}}u;
+      kinv[i] = select(0.0, 1.0 / sqrt(P{{A}}[{{A}}] + 1e-6), i < Lc);
+      qinv[i] = select(0.0, SCALE / sqrt(qq[{{A}}] + 1e-6), i < Lc);
+    }
+#endfor
   }
   workgroupBarrier();
 
-  // 3. Column j of T = (I + A)^{-1} by forward substitution, stored transposed above the
-  //    diagonal (row j of M, columns > j), which A does not use. T_jj = 1 is implicit.
+  // 3. A (strictly lower) into M, zero on and above the diagonal; QK (lower incl. the diagonal)
+  //    transposed into scratch.
+  if (act) {
+    let j4 = 4u * tj;
+    let kj = vec4<f32>(kinv[j4], kinv[j4 + 1u], kinv[j4 + 2u], kinv[j4 + 3u]);
+#if !KDA
+    let gj = vec4<f32>(gcs[j4], gcs[j4 + 1u], gcs[j4 + 2u], gcs[j4 + 3u]);
+#endif
+#for A in 0..4
+    {
+      let i = 4u * ti + {{A}}u;
+#if KDA
+      let f = kj;
+#else
+      // Only j ≤ i is used, where g_i − g_j ≤ 0; min keeps the unused entries finite.
+      let f = exp(min(vec4<f32>(gcs[i]) - gj, vec4<f32>(0.0))) * kj;
+#endif
+      let keep = i < Lc;
+      let j = vec4<u32>(j4, j4 + 1u, j4 + 2u, j4 + 3u);
+      let fq = select(vec4<f32>(0.0), R{{A}} * f * qinv[i], (j <= vec4<u32>(i)) & vec4<bool>(keep));
+      sh[(i * L) / 4u + tj] = select(vec4<f32>(0.0), P{{A}} * f * (beta[i] * kinv[i]), (j < vec4<u32>(i)) & vec4<bool>(keep));
+      let o = base + O_QKT + j4 * L + i;
+      sc[o] = fq.x;
+      sc[o + L] = fq.y;
+      sc[o + 2u * L] = fq.z;
+      sc[o + 3u * L] = fq.w;
+    }
+#endfor
+  }
+  workgroupBarrier();
+
+  // 4. Column j of T by forward substitution, stored transposed above the diagonal (row j of M,
+  //    columns > j), which A does not use. T_jj = 1 is implicit.
   if (l < L) {
     let j = l;
     for (var i = j + 1u; i < Lc; i++) {
       {{TICK}}
-      var x = -M[i * L + j];
+      var x = -shs(i * L + j);
       for (var m = j + 1u; m < i; m++) {
         {{TICK}}
-        x -= M[i * L + m] * M[j * L + m];
+        x -= shs(i * L + m) * shs(j * L + m);
       }
-      M[j * L + i] = x;
+      shw(j * L + i, x);
     }
   }
   workgroupBarrier();
 
-  // 4. U = T diag(β) V and W = T diag(β) (e^G ⊙ K̂), four columns per item.
-  for (var e = l; e < L * (DV + DK) / 4u; e += WG) {
+  // 5. [U | W] = T [βV | β kinv e^G ⊙ K] in passes of CW columns, 4×4 outputs per invocation,
+  //    over staged slices of MS rows. Rows below the tile's last row contribute nothing (T is
+  //    lower triangular), so those slices are skipped.
+  let tr = l / (CW / 4u);
+  let tc = l % (CW / 4u);
+  for (var pc = 0u; pc < NCOL; pc += CW) {
     {{TICK}}
-    let i = e / ((DV + DK) / 4u);
-    let c4 = e % ((DV + DK) / 4u);
-    var acc = vec4<f32>(0.0);
-    if (i < Lc) {
-      for (var m = 0u; m <= i; m++) {
+#for A in 0..4
+    var u{{A}} = vec4<f32>(0.0);
+#endfor
+    for (var m0 = 0u; m0 < L; m0 += MS) {
+      {{TICK}}
+      workgroupBarrier();
+      for (var e = l; e < MS * CW; e += WG) {
         {{TICK}}
-        let tim = select(M[m * L + i], 1.0, m == i) * beta[m];
-        if (c4 < DV / 4u) {
-          let b = (t0 + m) * p.yStride + p.vOff + h * DV + 4u * c4;
-          acc += tim * vec4<f32>(y[b], y[b + 1u], y[b + 2u], y[b + 3u]);
-        } else {
-          let cc = c4 - DV / 4u;
-          acc += tim * kinv[m] * exp(g4(base, m, cc)) * k4(m, cc, kh, t0);
+        let m = m0 + e / CW;
+        let c = pc + e % CW;
+        var v = 0.0;
+        if (m < Lc && c < NCOL) {
+          if (c < DV) {
+            v = beta[m] * y[(t0 + m) * p.yStride + p.vOff + h * DV + c];
+          } else {
+            let kc = c - DV;
+            v = beta[m] * kinv[m] * exp(gat(base, m, kc)) * yk(m, kc, kh, t0);
+          }
+        }
+        shw(SH0 + e, v);
+      }
+      workgroupBarrier();
+      if (m0 <= 4u * tr + 3u) {
+        for (var mm = 0u; mm < MS; mm++) {
+          {{TICK}}
+          let m = m0 + mm;
+          let tv = sh[(m * L) / 4u + tr];
+          let b = sh[(SH0 + mm * CW) / 4u + tc];
+#for A in 0..4
+          {
+            let i = 4u * tr + {{A}}u;
+            let t = select(select(0.0, 1.0, i == m), tv[{{A}}], i > m);
+            u{{A}} += t * b;
+          }
+#endfor
         }
       }
     }
-    var o: u32;
-    if (c4 < DV / 4u) { o = base + S_U + i * DV + 4u * c4; } else { o = base + S_W + i * DK + 4u * (c4 - DV / 4u); }
-    sc[o] = acc.x;
-    sc[o + 1u] = acc.y;
-    sc[o + 2u] = acc.z;
-    sc[o + 3u] = acc.w;
+    // Rows 4·tr … of columns c4 … c4 + 3: four of U's rows, or four of Wᵀ's columns.
+    let c4 = pc + 4u * tc;
+#for A in 0..4
+    {
+      let i = 4u * tr + {{A}}u;
+      if (c4 < DV) {
+        let o = base + O_U + i * DV + c4;
+        sc[o] = u{{A}}.x;
+        sc[o + 1u] = u{{A}}.y;
+        sc[o + 2u] = u{{A}}.z;
+        sc[o + 3u] = u{{A}}.w;
+      } else if (c4 < NCOL) {
+        let o = base + O_WT + (c4 - DV) * L + i;
+        sc[o] = u{{A}}.x;
+        sc[o + L] = u{{A}}.y;
+        sc[o + 2u * L] = u{{A}}.z;
+        sc[o + 3u * L] = u{{A}}.w;
+      }
+    }
+#endfor
   }
 
-  // 5. e^G ⊙ q̂, (k̂ ⊙ e^{G_last − G})ᵀ and e^{G_last}.
-  let last = max(Lc, 1u) - 1u;
-  for (var e = l; e < L * DK / 4u; e += WG) {
+  // 6. k̂ ⊙ e^{G_last − G}, e^{G_last} (GDN) and q's inverse norms.
+  for (var e = l; e < L * DK; e += WG) {
     {{TICK}}
-    let i = e / (DK / 4u);
-    let c4 = e % (DK / 4u);
-    var qd = vec4<f32>(0.0);
-    var kt = vec4<f32>(0.0);
-    if (i < Lc) {
-      let gi = g4(base, i, c4);
-      qd = exp(gi) * qinv[i] * q4(i, c4, kh, t0);
-      kt = exp(g4(base, last, c4) - gi) * kinv[i] * k4(i, c4, kh, t0);
-    }
-    let o = base + S_QD + i * DK + 4u * c4;
-    sc[o] = qd.x;
-    sc[o + 1u] = qd.y;
-    sc[o + 2u] = qd.z;
-    sc[o + 3u] = qd.w;
-    let ot = base + S_KT + 4u * c4 * L + i;
-    sc[ot] = kt.x;
-    sc[ot + L] = kt.y;
-    sc[ot + 2u * L] = kt.z;
-    sc[ot + 3u * L] = kt.w;
-    if (i == 0u) {
-      let gl = exp(g4(base, last, c4));
-      let og = base + S_GL + 4u * c4;
-      sc[og] = gl.x;
-      sc[og + 1u] = gl.y;
-      sc[og + 2u] = gl.z;
-      sc[og + 3u] = gl.w;
-    }
+    let m = e / DK;
+    let c = e % DK;
+    var v = 0.0;
+    if (m < Lc) { v = kinv[m] * exp(gat(base, L - 1u, c) - gat(base, m, c)) * yk(m, c, kh, t0); }
+    sc[base + O_KG + e] = v;
   }
+#if !KDA
+  for (var c = l; c < DK; c += WG) {
+    {{TICK}}
+    sc[base + O_GL + c] = exp(gcs[L - 1u]);
+  }
+#endif
+  if (l < L) { sc[base + O_QI + l] = qinv[l]; }
   pf_count_done();
 }
 #endif
 
 #if PHASE_B
 const CB: u32 = {{CB}}u;          // value columns per workgroup
-const RG: u32 = {{RG}}u;          // row groups
-const WG: u32 = CB * RG;
-const RI: u32 = L / RG;           // chunk rows per invocation
-const RS: u32 = DK / RG;          // state rows per invocation
-@group(0) @binding(1) var<storage, read> sc: array<f32>;
+const WG: u32 = {{WG}}u;          // invocations: DK · CB / CT
+const KG: u32 = {{KG}}u;          // channel groups of W·S: WG / L (invocation l: row l % L, group l / L)
+const KR: u32 = DK / KG;          // channels per group
+const UW: u32 = {{UW}}u;          // channels per step of the W·S loop (divides KR)
+const UM: u32 = {{UM}}u;          // rows per step of the update loop (divides L)
+const CT: u32 = {{CT}}u;          // state columns per invocation (row l % DK, columns (l / DK)·CT …)
+const NU: u32 = {{NU}}u;          // V' vec4 items per invocation
+const CB4: u32 = CB / 4u;
+const NEXT: u32 = HV * BLOCK;     // from a chunk's block to the next chunk's
+@group(0) @binding(1) var<storage, read_write> sc: array<f32>;
 @group(0) @binding(2) var<storage, read_write> state: array<f32>;  // [HV, DK, DV]
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read> scv: array<vec4<f32>>;   // the same scratch, 16-byte loads
 
-var<workgroup> S: array<f32, DK * CB>;   // state columns of this block, [DK, CB]
-var<workgroup> VP: array<f32, L * CB>;   // V' of the current chunk, [L, CB]
+var<workgroup> SS: array<vec4<f32>, DK * CB4>;     // S of this column block [DK][CB]
+var<workgroup> PART: array<vec4<f32>, WG * CB4>;   // W·S per channel group [KG][L][CB]
+var<workgroup> VP: array<vec4<f32>, L * CB4>;      // V' [L][CB]
 
-// Four scratch values from b (a multiple of 4: blocks, rows and the vectorised column steps are).
-fn sc4(b: u32) -> vec4<f32> { return scv[b / 4u]; }
+// Four consecutive floats of the scratch (o need not be a multiple of 4).
+fn sc4(o: u32) -> vec4<f32> { return vec4<f32>(sc[o], sc[o + 1u], sc[o + 2u], sc[o + 3u]); }
 
+// Both loops below load one step ahead (the loads of step n + 1 are issued before the arithmetic
+// of step n), and the first step's loads are issued before the barrier that precedes the loop, so
+// the serial walk waits on global memory as little as possible.
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let jb = wid.x;
   let h = wid.y;
-  let j = l % CB;
-  let r = l / CB;
-  let col = jb * CB + j;
-  let sBase = p.stateOff + h * DK * DV + col;
-  for (var c = r; c < DK; c += RG) {
-    {{TICK}}
-    S[c * CB + j] = state[sBase + c * DV];
+  let col0 = wid.x * CB;
+  let i1 = l % L;
+  let kg = l / L;
+  let c = l % DK;
+  let cg = l / DK;
+  let sBase = p.stateOff + h * DK * DV + c * DV + col0 + cg * CT;
+#for J in 0..CT
+  var s{{J}} = state[sBase + {{J}}u];
+#endfor
+#for JQ in 0..CT / 4
+  SS[c * CB4 + cg * (CT / 4u) + {{JQ}}u] = vec4<f32>(s{{JQ * 4}}, s{{JQ * 4 + 1}}, s{{JQ * 4 + 2}}, s{{JQ * 4 + 3}});
+#endfor
+  // U and the first W step of the first chunk.
+  let b0 = h * BLOCK;
+#for N in 0..NU
+  var u{{N}} = vec4<f32>(0.0);
+  {
+    let e = l + {{N}}u * WG;
+    if (e < L * CB4) { u{{N}} = sc4(b0 + O_U + (e / CB4) * DV + col0 + 4u * (e % CB4)); }
   }
+#endfor
+#for KK in 0..UW
+  var wn{{KK}} = sc[b0 + O_WT + (kg * KR + {{KK}}u) * L + i1];
+#endfor
   workgroupBarrier();
 
   for (var ci = 0u; ci < p.nChunks; ci++) {
     {{TICK}}
     let base = (ci * HV + h) * BLOCK;
-    let t0 = (p.chunk0 + ci) * L;
-    let Lc = min(L, p.T - t0);
-    // (a) V' = U − W S and the inter-chunk read (e^G ⊙ q̂) S for rows r + RG·II.
-#for II in 0..RI
-    var o{{II}} = 0.0;
-    {
-      let i = r + {{II}}u * RG;
-      var ws = 0.0;
-      var qs = 0.0;
-      for (var c4 = 0u; c4 < DK / 4u; c4++) {
-        {{TICK}}
-        let s = vec4<f32>(S[(4u * c4) * CB + j], S[(4u * c4 + 1u) * CB + j], S[(4u * c4 + 2u) * CB + j], S[(4u * c4 + 3u) * CB + j]);
-        ws += dot(sc4(base + S_W + i * DK + 4u * c4), s);
-        qs += dot(sc4(base + S_QD + i * DK + 4u * c4), s);
+    let more = ci + 1u < p.nChunks;
+    // (a) The first update step's k̂ ⊙ e^{G_last − G}; the incoming state for PHASE_C; W·S over
+    //     this invocation's channel group. The last step loads the next chunk's first W step.
+#for MM in 0..UM
+    var kn{{MM}} = sc[base + O_KG + {{MM}}u * DK + c];
+#endfor
+#for J in 0..CT
+    sc[base + O_SIN + (col0 + cg * CT + {{J}}u) * DK + c] = s{{J}};
+#endfor
+#for Q in 0..CB / 4
+    var a{{Q}} = vec4<f32>(0.0);
+#endfor
+    for (var k0 = 0u; k0 < KR; k0 += UW) {
+      {{TICK}}
+      let k = kg * KR + k0;
+#for KK in 0..UW
+      let w{{KK}} = wn{{KK}};
+#endfor
+      var nw = base + O_WT + (k + UW) * L + i1;
+      if (k0 + UW >= KR) { nw = base + NEXT + O_WT + kg * KR * L + i1; }
+      if (k0 + UW < KR || more) {
+#for KK in 0..UW
+        wn{{KK}} = sc[nw + {{KK}}u * L];
+#endfor
       }
-      VP[i * CB + j] = sc[base + S_U + i * DV + col] - ws;
-      o{{II}} = qs;
+#for KK in 0..UW
+#for Q in 0..CB / 4
+      a{{Q}} += w{{KK}} * SS[(k + {{KK}}u) * CB4 + {{Q}}u];
+#endfor
+#endfor
+    }
+#for Q in 0..CB / 4
+    PART[(kg * L + i1) * CB4 + {{Q}}u] = a{{Q}};
+#endfor
+    workgroupBarrier();
+    // (b) V' = U − W S, kept for the update and stored over U for PHASE_C; then U of the next chunk.
+#for N in 0..NU
+    {
+      let e = l + {{N}}u * WG;
+      if (e < L * CB4) {
+        let i = e / CB4;
+        let q = e % CB4;
+        var v = u{{N}};
+        for (var g = 0u; g < KG; g++) {
+          {{TICK}}
+          v -= PART[(g * L + i) * CB4 + q];
+        }
+        VP[e] = v;
+        let o = base + O_U + i * DV + col0 + 4u * q;
+        sc[o] = v.x;
+        sc[o + 1u] = v.y;
+        sc[o + 2u] = v.z;
+        sc[o + 3u] = v.w;
+        if (more) { u{{N}} = sc4(o + NEXT); }
+      }
     }
 #endfor
     workgroupBarrier();
-    // (b) Intra-chunk output: O_i = (e^G ⊙ q̂_i) S + Σ_{m ≤ i} QK_im V'_m (QK is zero above i).
-#for II in 0..RI
-    {
-      let i = r + {{II}}u * RG;
-      var acc = o{{II}};
-      for (var m4 = 0u; m4 <= i / 4u; m4++) {
-        {{TICK}}
-        let m = 4u * m4;
-        let v = vec4<f32>(VP[m * CB + j], VP[(m + 1u) * CB + j], VP[(m + 2u) * CB + j], VP[(m + 3u) * CB + j]);
-        acc += dot(sc4(base + S_QK + i * L + m), v);
-      }
-      if (i < Lc) { out[p.oOff + (t0 + i) * p.oStride + h * DV + col] = acc; }
-    }
+    // (c) S ← e^{G_last} ⊙ S + (k̂ ⊙ e^{G_last − G})ᵀ V' for this invocation's own entries.
+    let gl = sc[base + O_GL + c];
+#for J in 0..CT
+    s{{J}} *= gl;
 #endfor
-    // (c) S ← e^{G_last} ⊙ S + (k̂ ⊙ e^{G_last − G})ᵀ V' for this invocation's own state entries.
-    for (var c = r; c < DK; c += RG) {
+    for (var m0 = 0u; m0 < L; m0 += UM) {
       {{TICK}}
-      var acc = sc[base + S_GL + c] * S[c * CB + j];
-      for (var m4 = 0u; m4 < L / 4u; m4++) {
-        {{TICK}}
-        let m = 4u * m4;
-        let v = vec4<f32>(VP[m * CB + j], VP[(m + 1u) * CB + j], VP[(m + 2u) * CB + j], VP[(m + 3u) * CB + j]);
-        acc += dot(sc4(base + S_KT + c * L + m), v);
+#for MM in 0..UM
+      let kr{{MM}} = kn{{MM}};
+#endfor
+      if (m0 + UM < L) {
+#for MM in 0..UM
+        kn{{MM}} = sc[base + O_KG + (m0 + UM + {{MM}}u) * DK + c];
+#endfor
       }
-      S[c * CB + j] = acc;
+#for MM in 0..UM
+#for JQ in 0..CT / 4
+      {
+        let v = VP[(m0 + {{MM}}u) * CB4 + cg * (CT / 4u) + {{JQ}}u];
+        s{{JQ * 4}} += kr{{MM}} * v.x;
+        s{{JQ * 4 + 1}} += kr{{MM}} * v.y;
+        s{{JQ * 4 + 2}} += kr{{MM}} * v.z;
+        s{{JQ * 4 + 3}} += kr{{MM}} * v.w;
+      }
+#endfor
+#endfor
     }
+#for JQ in 0..CT / 4
+    SS[c * CB4 + cg * (CT / 4u) + {{JQ}}u] = vec4<f32>(s{{JQ * 4}}, s{{JQ * 4 + 1}}, s{{JQ * 4 + 2}}, s{{JQ * 4 + 3}});
+#endfor
     workgroupBarrier();
   }
 
-  for (var c = r; c < DK; c += RG) {
+#for J in 0..CT
+  state[sBase + {{J}}u] = s{{J}};
+#endfor
+  pf_count_done();
+}
+#endif
+
+#if PHASE_C
+const CO: u32 = {{CO}}u;          // output columns per workgroup
+const TC: u32 = CO / 4u;
+const WG: u32 = {{WG}}u;          // (L / 4) · TC: one 4×4 output tile each
+const KS: u32 = {{KSC}}u;         // rows of the staged slices
+const CP: u32 = CO + 4u;          // padded row of the staged right-hand slice
+@group(0) @binding(1) var<storage, read> sc: array<f32>;
+@group(0) @binding(2) var<storage, read> scv: array<vec4<f32>>;   // the same scratch, 16-byte loads
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+var<workgroup> As: array<vec4<f32>, KS * L / 4u>;    // left slice [k][i]
+var<workgroup> Bs: array<vec4<f32>, KS * CP / 4u>;   // right slice [k][j]
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+  let ci = wid.x;
+  let h = wid.y;
+  let col0 = wid.z * CO;
+  let t0 = (p.chunk0 + ci) * L;
+  let Lc = min(L, p.T - t0);
+  let base = (ci * HV + h) * BLOCK;
+  let tr = l / TC;
+  let tc = l % TC;
+#for A in 0..4
+  var o{{A}} = vec4<f32>(0.0);
+#endfor
+  // (e^G ⊙ q) S_in over slices of KS channels.
+  for (var k0 = 0u; k0 < DK; k0 += KS) {
     {{TICK}}
-    state[sBase + c * DV] = S[c * CB + j];
+    workgroupBarrier();
+    for (var e = l; e < KS * L / 4u; e += WG) {
+      {{TICK}}
+      As[e] = scv[(base + O_QDT + k0 * L) / 4u + e];
+    }
+    for (var e = l; e < KS * TC; e += WG) {
+      {{TICK}}
+      let k = e % KS;
+      let j4 = e / KS;
+      let o = base + O_SIN + (col0 + 4u * j4) * DK + k0 + k;
+      Bs[(k * CP) / 4u + j4] = vec4<f32>(sc[o], sc[o + DK], sc[o + 2u * DK], sc[o + 3u * DK]);
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < KS; k++) {
+      {{TICK}}
+      let a = As[(k * L) / 4u + tr];
+      let b = Bs[(k * CP) / 4u + tc];
+      o0 += a.x * b;
+      o1 += a.y * b;
+      o2 += a.z * b;
+      o3 += a.w * b;
+    }
   }
+#for A in 0..4
+  o{{A}} *= sc[base + O_QI + 4u * tr + {{A}}u];
+#endfor
+  // + QK V' over slices of KS rows of V'; QK is zero above the diagonal, so slices past the
+  // tile's last row are skipped.
+  for (var m0 = 0u; m0 < L; m0 += KS) {
+    {{TICK}}
+    workgroupBarrier();
+    for (var e = l; e < KS * L / 4u; e += WG) {
+      {{TICK}}
+      As[e] = scv[(base + O_QKT + m0 * L) / 4u + e];
+    }
+    for (var e = l; e < KS * TC; e += WG) {
+      {{TICK}}
+      let m = e / TC;
+      let j4 = e % TC;
+      Bs[(m * CP) / 4u + j4] = scv[(base + O_U + (m0 + m) * DV + col0) / 4u + j4];
+    }
+    workgroupBarrier();
+    if (m0 <= 4u * tr + 3u) {
+      for (var m = 0u; m < KS; m++) {
+        {{TICK}}
+        let a = As[(m * L) / 4u + tr];
+        let b = Bs[(m * CP) / 4u + tc];
+        o0 += a.x * b;
+        o1 += a.y * b;
+        o2 += a.z * b;
+        o3 += a.w * b;
+      }
+    }
+  }
+#for A in 0..4
+  {
+    let i = 4u * tr + {{A}}u;
+    if (i < Lc) {
+      let o = p.oOff + (t0 + i) * p.oStride + h * DV + col0 + 4u * tc;
+      out[o] = o{{A}}.x;
+      out[o + 1u] = o{{A}}.y;
+      out[o + 2u] = o{{A}}.z;
+      out[o + 3u] = o{{A}}.w;
+    }
+  }
+#endfor
   pf_count_done();
 }
 #endif

@@ -162,50 +162,108 @@ export interface AttentionArgs {
   out: GPUBuffer;
   outOffset?: number;
   outStride: number;
+  /** A tile plan from {@link attentionPlan} for this shape instead of the device's default. */
+  plan?: AttentionPlan;
 }
 
-/** The tile plan of an attention shape on this device. */
+/** The tile plan of an attention shape on this device (see `kernels/prefill_attention.wgsl`). */
 export interface AttentionPlan {
+  /** Tokens per workgroup; `RQ = BQ · G` query rows. */
   BQ: number;
+  RQ: number;
+  /** Keys per tile. */
   BKV: number;
-  TPR: number;
+  /** Query/key dims staged per S step. */
+  BK: number;
+  /** Keys staged per P·V step. */
+  BV: number;
+  /** Rows × columns of O one invocation accumulates. */
+  TMO: number;
+  TNO: number;
+  /** Invocations per workgroup, and how many of them compute scores (4 rows × 4 keys each). */
   WG: number;
+  SWG: number;
+  /** Workgroup memory, in bytes. */
+  bytes: number;
   /** Loop iterations per key tile of one invocation. */
   perTile: number;
   /** Keys one pass covers (a multiple of BKV). */
   keysPerPass: number;
 }
 
-/** Plan tiles for an attention shape within `ctx`'s workgroup memory and loop budget. */
+/** Workgroup size the plans stay within (WebGPU's guaranteed `maxComputeInvocationsPerWorkgroup`). */
+const MAX_WG = 256;
+/** Largest query-row count of one workgroup. */
+const MAX_RQ = 64;
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
+/** vec4 per staging slot: the larger of an S step (queries + keys, k-major) and a P·V step. */
+function slotVec4(p: Pick<AttentionPlan, "RQ" | "BKV" | "BK" | "BV">, valueDim: number): number {
+  return Math.max(p.BK * (p.RQ / 4 + 1 + p.BKV / 4 + 1), (p.BV * valueDim) / 4);
+}
+
+/**
+ * Plan tiles for an attention shape within `ctx`'s workgroup memory and loop budget (`values` is
+ * accepted for the callers' convenience: values are staged the same way either way). Preference:
+ * 8 × 8 O blocks, then the most query rows per workgroup (≤ 64, ≤ 256 invocations), the longest
+ * key tile, the widest S and P·V steps.
+ */
 export function attentionPlan(
   ctx: PlanLimits,
-  a: Pick<AttentionArgs, "heads" | "kvHeads" | "qkDim" | "valueDim" | "values">,
+  a: Pick<AttentionArgs, "heads" | "kvHeads" | "qkDim" | "valueDim" | "values"> & { keyDim1?: number },
 ): AttentionPlan {
   const G = a.heads / a.kvHeads;
   const fail = (m: string): never => {
     throw new CapsuleError("unsupported_model", `prefill attention: ${m}`);
   };
   if (!Number.isInteger(G)) fail(`${a.heads} heads are not a multiple of ${a.kvHeads} KV heads`);
-  if (a.qkDim % 4 !== 0 || a.valueDim % 4 !== 0) fail("head widths must be multiples of 4");
-  const BQ = Math.max(1, Math.floor(32 / G));
-  const RQ = BQ * G;
-  if (RQ > 256) fail(`${G} query heads per KV head exceed 256`);
-  let TPR = Math.min(8, Math.floor(256 / RQ));
-  while (TPR > 1 && (a.valueDim / 4) % TPR !== 0) TPR--;
-  const WG = RQ * TPR;
-  const vFromK = !a.values;
-  let BKV = 16;
-  const bytes = (b: number) => b * (a.qkDim / 4 + 1) * 16 + (vFromK ? 0 : b * a.valueDim * 4) + RQ * b * 4;
-  while (BKV > TPR && (bytes(BKV) > ctx.maxWorkgroupStorage || BKV % TPR !== 0)) BKV /= 2;
-  if (bytes(BKV) > ctx.maxWorkgroupStorage || BKV % TPR !== 0) {
-    fail("the key tile does not fit in workgroup memory");
+  const DV = a.valueDim, DQK = a.qkDim, DK1 = a.keyDim1 ?? DQK;
+  if (DQK % 4 !== 0 || DV % 4 !== 0 || DK1 % 4 !== 0) fail("head widths must be multiples of 4");
+  if (DV < 16) fail(`value width ${DV} is under 16`);
+  const bks = [16, 8, 4].filter((bk) => DQK % bk === 0 && DK1 % bk === 0);
+  for (const [TMO, TNO] of [[8, 8], [8, 4], [4, 8], [4, 4]]) {
+    // Every row needs an invocation for the row pass (WG ≥ RQ) and whole 4 × 4 score blocks.
+    if (DV % TNO !== 0 || DV < TMO * TNO || (4 * DV) % (TMO * TNO) !== 0) continue;
+    const base = (G * TMO) / gcd(G, TMO);
+    for (let RQ = Math.floor(MAX_RQ / base) * base; RQ >= base; RQ -= base) {
+      const WG = (RQ / TMO) * (DV / TNO);
+      if (WG > MAX_WG) continue;
+      for (let BKV = (16 * WG) / RQ; BKV >= 4 && BKV % 4 === 0; BKV /= 2) {
+        for (const BK of bks) {
+          for (const BV of [16, 8, 4].filter((bv) => BKV % bv === 0)) {
+            const p = { RQ, BKV, BK, BV };
+            const bytes = 2 * slotVec4(p, DV) * 16 + RQ * (BKV + 4) * 4 + RQ * 4;
+            if (bytes > ctx.maxWorkgroupStorage) continue;
+            const perTile = 1 + DQK / BK + BKV / BV;
+            const tiles = Math.floor((ctx.loopBudget - 8) / perTile);
+            if (tiles < 1) fail("one key tile exceeds the loop budget");
+            return {
+              BQ: RQ / G,
+              RQ,
+              BKV,
+              BK,
+              BV,
+              TMO,
+              TNO,
+              WG,
+              SWG: (RQ / 4) * (BKV / 4),
+              bytes,
+              perTile,
+              keysPerPass: tiles * BKV,
+            };
+          }
+        }
+      }
+    }
   }
-  const perTile = 1 + Math.ceil((BKV * a.qkDim) / 4 / WG) +
-    (vFromK ? 0 : Math.ceil((BKV * a.valueDim) / 4 / WG)) +
-    a.qkDim / 4 + 2 * BKV;
-  const tiles = Math.floor((ctx.loopBudget - 8) / perTile);
-  if (tiles < 1) fail("one key tile exceeds the loop budget");
-  return { BQ, BKV, TPR, WG, perTile, keysPerPass: tiles * BKV };
+  if (bks.length === 0) fail(`query/key widths ${DQK} and ${DK1} have no common step of 4, 8 or 16`);
+  return fail(
+    `no tile plan for ${G} query heads per KV head of width ${DQK}/${DV} within ${ctx.maxWorkgroupStorage} B ` +
+      `of workgroup memory and ${MAX_WG} invocations`,
+  );
 }
 
 /** Per-invocation loop count of one pass covering `keys` keys. */
@@ -219,12 +277,20 @@ export function attentionLoopBound(plan: AttentionPlan, keys: number): number {
  */
 export function encodeAttention(ctx: PrefillContext, pass: GPUComputePassEncoder, a: AttentionArgs): void {
   if (a.T === 0) return;
-  const plan = attentionPlan(ctx, a);
+  const plan = a.plan ?? attentionPlan(ctx, a);
   if (a.keys2 && a.kvHeads !== 1) {
     throw new CapsuleError("unsupported_model", "prefill attention: split keys need one KV head");
   }
   if (!a.keys2 && a.keyDim1 !== a.qkDim) {
     throw new CapsuleError("invalid_argument", "prefill attention: keys2 missing");
+  }
+  const G = a.heads / a.kvHeads;
+  if (
+    plan.RQ !== plan.BQ * G || plan.bytes > ctx.maxWorkgroupStorage || a.qkDim % plan.BK !== 0 ||
+    a.keyDim1 % plan.BK !== 0 || a.valueDim % plan.TNO !== 0 || plan.RQ % plan.TMO !== 0 ||
+    plan.WG !== (plan.RQ / plan.TMO) * (a.valueDim / plan.TNO) || plan.SWG > plan.WG
+  ) {
+    throw new CapsuleError("invalid_argument", "prefill attention: the tile plan does not fit this shape");
   }
   const k = ctx.kernel("prefill_attention.wgsl", {
     PREP_GATED: 0,
@@ -237,8 +303,16 @@ export function encodeAttention(ctx: PrefillContext, pass: GPUComputePassEncoder
     DV: a.valueDim,
     BQ: plan.BQ,
     BKV: plan.BKV,
-    TPR: plan.TPR,
+    BK: plan.BK,
+    BV: plan.BV,
+    TMO: plan.TMO,
+    TNO: plan.TNO,
     WG: plan.WG,
+    SLOT: slotVec4(plan, a.valueDim),
+    SIDLE: plan.SWG < plan.WG,
+    QI: Math.ceil((plan.RQ * plan.BK) / 4 / plan.WG),
+    KI: Math.ceil((plan.BKV * plan.BK) / 4 / plan.WG),
+    VI: Math.ceil((plan.BV * a.valueDim) / 4 / plan.WG),
     SCALE: a.scale,
     VFROMK: !a.values,
     GATE: !!a.gate,
@@ -248,6 +322,7 @@ export function encodeAttention(ctx: PrefillContext, pass: GPUComputePassEncoder
   const total = a.p0 + a.T;
   for (let kStart = 0; kStart < total; kStart += plan.keysPerPass) {
     const kEnd = kStart + plan.keysPerPass;
+    // Blocks whose tokens all precede kStart have no keys in this pass.
     const qb0 = kStart <= a.p0 ? 0 : Math.floor((kStart - a.p0) / plan.BQ);
     const params = ctx.uniform(attnParams({
       T: a.T,
@@ -263,6 +338,7 @@ export function encodeAttention(ctx: PrefillContext, pass: GPUComputePassEncoder
       gStride: a.gate?.stride ?? 0,
     }));
     const keys = Math.min(plan.keysPerPass, total - kStart);
+    // The kernel numbers blocks from the last one down (wid.x = 0 is block blocks − 1).
     ctx.dispatch(
       pass,
       k,

@@ -58,9 +58,14 @@ async function gatedCase(
   p0: number,
   pieces: number[],
   seed: number,
+  memoryLimit?: number,
 ) {
   const rand = rng(seed);
   const { hq, hkv, d, rot } = s;
+  const plan = memoryLimit === undefined ? undefined : attentionPlan(
+    { loopBudget: ctx.loopBudget, maxWorkgroupStorage: memoryLimit, maxBinding: ctx.maxBinding },
+    { heads: hq, kvHeads: hkv, qkDim: d, valueDim: d, values: ctx.scratch("dummy", 16) },
+  );
   const PS = hq * 2 * d + 2 * hkv * d + 4;
   const proj = randomArray(rand, T * PS, -2, 2);
   const kvRow = hkv * d;
@@ -114,6 +119,7 @@ async function gatedCase(
         out,
         outOffset: done * hq * d,
         outStride: hq * d,
+        plan,
       });
     });
     done += n;
@@ -121,7 +127,7 @@ async function gatedCase(
   const got = await readF32(dev, out, T * hq * d);
   const gotK = await readF32(dev, K, (p0 + T) * kvRow, ROW0 * kvRow);
   const gotV = await readF32(dev, V, (p0 + T) * kvRow, ROW0 * kvRow);
-  return { out: relL2(got, want.out), K: relL2(gotK, want.K), V: relL2(gotV, want.V) };
+  return { out: relL2(got, want.out), K: relL2(gotK, want.K), V: relL2(gotV, want.V), plan };
 }
 
 Deno.test(
@@ -149,7 +155,7 @@ Deno.test(
   opts,
   async () => {
     // A small loop budget forces passes of a few key tiles each.
-    const ctx = await testContext({ loopBudget: 1200 });
+    const ctx = await testContext({ loopBudget: 60 });
     const s = { hq: 8, hkv: 1, d: 16, rot: 16 };
     const plan = attentionPlan(ctx, {
       heads: 8,
@@ -161,7 +167,33 @@ Deno.test(
     const e = await gatedCase(ctx, s, 300, 700, [300], 7);
     assertLess(e.out, 1e-5, `out ${e.out} (keys per pass ${plan.keysPerPass})`);
     assertGreater(Math.ceil(1000 / plan.keysPerPass), 1, "the test needs several passes");
-    await checkLoops(ctx, 1200);
+    await checkLoops(ctx, 60);
+  },
+);
+
+Deno.test(
+  "gated attention prefill gives the CPU result under the smaller tile plans that tighter workgroup memory forces",
+  opts,
+  async () => {
+    const ctx = await testContext();
+    // Limits picked to reach distinct paths: short key tiles with idle score invocations and 4-dim
+    // steps (d 64 at 5000 B), 3 heads per KV head on 72 invocations with 4-wide O blocks (d 48
+    // at 32 KiB), and fewer rows per workgroup (d 48 at 4000 B).
+    const cases: [GatedShape, number][] = [
+      [{ hq: 8, hkv: 2, d: 64, rot: 16 }, 5000],
+      [{ hq: 6, hkv: 2, d: 48, rot: 48 }, 32768],
+      [{ hq: 6, hkv: 2, d: 48, rot: 48 }, 4000],
+    ];
+    const seen = new Set<string>();
+    for (const [s, limit] of cases) {
+      const e = await gatedCase(ctx, s, 70, 45, [50, 20], 80 + limit, limit);
+      const p = e.plan!;
+      seen.add(`${p.RQ}/${p.BKV}/${p.BK}/${p.BV}/${p.TNO}/${p.SWG < p.WG}`);
+      const at = `d=${s.d} limit ${limit}: RQ ${p.RQ} BKV ${p.BKV} BK ${p.BK} BV ${p.BV} O ${p.TMO}×${p.TNO}`;
+      assertLess(e.out, 1e-5, `${at}: out ${e.out}`);
+    }
+    assertGreater(seen.size, 2, "the limits give different plans");
+    await checkLoops(ctx);
   },
 );
 
@@ -172,104 +204,129 @@ interface MlaShape {
   dn: number;
 }
 
-Deno.test("MLA attention prefill over the latent cache equals the absorbed CPU form", opts, async () => {
-  const ctx = await testContext();
-  const rand = rng(41);
-  const s: MlaShape = { hh: 4, r: 32, dr: 8, dn: 16 };
+/** Run MLA prep + attention for T tokens after p0 cached rows; relative errors against the CPU. */
+async function mlaCase(ctx: PrefillContext, s: MlaShape, T: number, p0: number, seed: number) {
+  const rand = rng(seed);
   const { hh, r, dr, dn } = s;
   const QW = r + dr;
-  for (const [T, p0] of [[1, 0], [65, 10], [200, 3]]) {
-    const PS = hh * (dn + dr) + r + dr;
-    const proj = randomArray(rand, T * PS, -2, 2);
-    const kvNorm = randomArray(rand, r, 0.5, 1.5);
-    const oldC = randomArray(rand, p0 * r), oldKr = randomArray(rand, p0 * dr);
-    // The absorbed queries' latent part is an input here (the GEMM is tested on its own).
-    const qc = randomArray(rand, T * hh * r);
-    // CPU: cache rows, then softmax over them with scores qc·c + q_rope·kr.
-    const C = new Float32Array((p0 + T) * r), KR = new Float32Array((p0 + T) * dr);
-    C.set(oldC);
-    KR.set(oldKr);
-    for (let t = 0; t < T; t++) {
-      const row = proj.subarray(t * PS + hh * (dn + dr), (t + 1) * PS);
-      C.set(rmsNormRows(row.slice(0, r), kvNorm, 1e-5), (p0 + t) * r);
-      KR.set(row.subarray(r, r + dr), (p0 + t) * dr);
-    }
-    const want = new Float32Array(T * hh * r);
-    for (let t = 0; t < T; t++) {
-      const n = p0 + t + 1;
-      for (let h = 0; h < hh; h++) {
-        const p = new Float64Array(n);
-        for (let m = 0; m < n; m++) {
-          let sc = 0;
-          for (let j = 0; j < r; j++) sc += qc[(t * hh + h) * r + j] * C[m * r + j];
-          for (let j = 0; j < dr; j++) sc += proj[t * PS + h * (dn + dr) + dn + j] * KR[m * dr + j];
-          p[m] = sc / Math.sqrt(dn + dr);
-        }
-        softmaxInPlace(p, n);
-        for (let j = 0; j < r; j++) {
-          let acc = 0;
-          for (let m = 0; m < n; m++) acc += p[m] * C[m * r + j];
-          want[(t * hh + h) * r + j] = acc;
-        }
+  const PS = hh * (dn + dr) + r + dr;
+  const proj = randomArray(rand, T * PS, -2, 2);
+  const kvNorm = randomArray(rand, r, 0.5, 1.5);
+  const oldC = randomArray(rand, p0 * r), oldKr = randomArray(rand, p0 * dr);
+  // The absorbed queries' latent part is an input here (the GEMM is tested on its own).
+  const qc = randomArray(rand, T * hh * r);
+  // CPU: cache rows, then softmax over them with scores qc·c + q_rope·kr.
+  const C = new Float32Array((p0 + T) * r), KR = new Float32Array((p0 + T) * dr);
+  C.set(oldC);
+  KR.set(oldKr);
+  for (let t = 0; t < T; t++) {
+    const row = proj.subarray(t * PS + hh * (dn + dr), (t + 1) * PS);
+    C.set(rmsNormRows(row.slice(0, r), kvNorm, 1e-5), (p0 + t) * r);
+    KR.set(row.subarray(r, r + dr), (p0 + t) * dr);
+  }
+  const want = new Float32Array(T * hh * r);
+  for (let t = 0; t < T; t++) {
+    const n = p0 + t + 1;
+    for (let h = 0; h < hh; h++) {
+      const p = new Float64Array(n);
+      for (let m = 0; m < n; m++) {
+        let sc = 0;
+        for (let j = 0; j < r; j++) sc += qc[(t * hh + h) * r + j] * C[m * r + j];
+        for (let j = 0; j < dr; j++) sc += proj[t * PS + h * (dn + dr) + dn + j] * KR[m * dr + j];
+        p[m] = sc / Math.sqrt(dn + dr);
+      }
+      softmaxInPlace(p, n);
+      for (let j = 0; j < r; j++) {
+        let acc = 0;
+        for (let m = 0; m < n; m++) acc += p[m] * C[m * r + j];
+        want[(t * hh + h) * r + j] = acc;
       }
     }
-    const dev = ctx.device;
-    const latent = zeros(dev, (p0 + T) * r), ropeKeys = zeros(dev, (p0 + T) * dr);
-    if (p0) {
-      dev.queue.writeBuffer(latent, 0, oldC);
-      dev.queue.writeBuffer(ropeKeys, 0, oldKr);
-    }
-    const qHost = new Float32Array(T * hh * QW);
-    for (let i = 0; i < T * hh; i++) qHost.set(qc.subarray(i * r, (i + 1) * r), i * QW);
-    const q = upload(dev, qHost), out = zeros(dev, T * hh * r), src = upload(dev, proj);
-    await run(ctx, (pass) => {
-      encodeMlaPrep(ctx, pass, {
-        T,
-        p0,
-        heads: hh,
-        rank: r,
-        ropeDim: dr,
-        nopeDim: dn,
-        eps: 1e-5,
-        src,
-        srcStride: PS,
-        kvNorm: upload(dev, kvNorm),
-        q,
-        latent,
-        ropeKeys,
-      });
-      encodeAttention(ctx, pass, {
-        T,
-        p0,
-        heads: hh,
-        kvHeads: 1,
-        qkDim: QW,
-        keyDim1: r,
-        valueDim: r,
-        scale: 1 / Math.sqrt(dn + dr),
-        q,
-        keys1: latent,
-        keys2: ropeKeys,
-        out,
-        outStride: hh * r,
-      });
+  }
+  const dev = ctx.device;
+  const latent = zeros(dev, (p0 + T) * r), ropeKeys = zeros(dev, (p0 + T) * dr);
+  if (p0) {
+    dev.queue.writeBuffer(latent, 0, oldC);
+    dev.queue.writeBuffer(ropeKeys, 0, oldKr);
+  }
+  const qHost = new Float32Array(T * hh * QW);
+  for (let i = 0; i < T * hh; i++) qHost.set(qc.subarray(i * r, (i + 1) * r), i * QW);
+  const q = upload(dev, qHost), out = zeros(dev, T * hh * r), src = upload(dev, proj);
+  await run(ctx, (pass) => {
+    encodeMlaPrep(ctx, pass, {
+      T,
+      p0,
+      heads: hh,
+      rank: r,
+      ropeDim: dr,
+      nopeDim: dn,
+      eps: 1e-5,
+      src,
+      srcStride: PS,
+      kvNorm: upload(dev, kvNorm),
+      q,
+      latent,
+      ropeKeys,
     });
-    const got = await readF32(dev, out, T * hh * r);
-    assertLess(relL2(got, want), 1e-5, `T=${T} p0=${p0}`);
-    assertLess(relL2(await readF32(dev, latent, (p0 + T) * r), C), 1e-6);
-    assertLess(relL2(await readF32(dev, ropeKeys, (p0 + T) * dr), KR), 1e-7);
+    encodeAttention(ctx, pass, {
+      T,
+      p0,
+      heads: hh,
+      kvHeads: 1,
+      qkDim: QW,
+      keyDim1: r,
+      valueDim: r,
+      scale: 1 / Math.sqrt(dn + dr),
+      q,
+      keys1: latent,
+      keys2: ropeKeys,
+      out,
+      outStride: hh * r,
+    });
+  });
+  return {
+    out: relL2(await readF32(dev, out, T * hh * r), want),
+    C: relL2(await readF32(dev, latent, (p0 + T) * r), C),
+    KR: relL2(await readF32(dev, ropeKeys, (p0 + T) * dr), KR),
+  };
+}
+
+Deno.test("MLA attention prefill over the latent cache equals the absorbed CPU form", opts, async () => {
+  const ctx = await testContext();
+  for (const [T, p0] of [[1, 0], [65, 10], [200, 3]]) {
+    const e = await mlaCase(ctx, { hh: 4, r: 32, dr: 8, dn: 16 }, T, p0, 41 + T);
+    assertLess(e.out, 1e-5, `T=${T} p0=${p0}`);
+    assertLess(e.C, 1e-6);
+    assertLess(e.KR, 1e-7);
   }
   await checkLoops(ctx);
 });
+
+Deno.test(
+  "MLA attention prefill at Kimi Linear's size (32 heads, rank 512 + rope 64) equals the absorbed CPU form",
+  opts,
+  async () => {
+    const ctx = await testContext();
+    // 150 cached rows: several key tiles, the rope part of every key from the second buffer.
+    const e = await mlaCase(ctx, { hh: 32, r: 512, dr: 64, dn: 128 }, 5, 150, 43);
+    assertLess(e.out, 1e-5, `out ${e.out}`);
+    assertLess(e.C, 1e-6);
+    await checkLoops(ctx);
+  },
+);
 
 Deno.test(
   "gated attention prefill at Qwen3.5's head size (d = 256, rotary 64, 4 query heads per KV head)",
   opts,
   async () => {
     const ctx = await testContext();
-    const e = await gatedCase(ctx, { hq: 8, hkv: 2, d: 256, rot: 64 }, 40, 9, [25, 15], 61);
+    // 150 cached rows: several key tiles per block, so the online rescaling is exercised.
+    const e = await gatedCase(ctx, { hq: 8, hkv: 2, d: 256, rot: 64 }, 40, 150, [25, 15], 61);
     assertLess(e.out, 1e-5, `out ${e.out}`);
     assertLess(e.K, 1e-5, `K ${e.K}`);
+    // Qwen3-Next: 8 query heads per KV head.
+    const n = await gatedCase(ctx, { hq: 16, hkv: 2, d: 256, rot: 64 }, 20, 100, [20], 62);
+    assertLess(n.out, 1e-5, `Qwen3-Next shape out ${n.out}`);
     await checkLoops(ctx);
   },
 );

@@ -1,14 +1,18 @@
-import { assert, assertLess, assertRejects } from "@std/assert";
+import { assert, assertLess, assertRejects, assertThrows } from "@std/assert";
 import { CapsuleError } from "../../../errors.ts";
 import { deltaRuleChunked, deltaRuleStep, l2NormRows, sigmoid, softplus } from "../../cpu/ops.ts";
-import { MESA_LOOP_CAP, type PrefillContext } from "./context.ts";
+import { DEFAULT_LOOP_BUDGET, MESA_LOOP_CAP, type PrefillContext } from "./context.ts";
 import {
+  checkDeltaDims,
   type DeltaDims,
   deltaPhaseALoops,
   deltaPhaseBLoops,
+  deltaPhaseCLoops,
   deltaSegmentChunks,
+  deltaStateShape,
   type DeltaTuning,
   deltaTuning,
+  deltaWorkgroupBytes,
   encodeDelta,
 } from "./delta.ts";
 import { readF32, upload, zeros } from "./gpu.ts";
@@ -193,14 +197,59 @@ Deno.test("chunked kda prefill hands the state across segments and chunk lengths
   const rand = rng(24);
   const c = makeCase(rand, "kda", KDA, 300);
   const want = cpuDelta(c, "recurrent");
-  // Segments of two chunks, and a chunk length of 32 with 8 row groups and narrower column blocks.
-  for (const tuning of [{ maxSegmentChunks: 2 }, { chunk: 32, rowGroups: 8, columns: 8 }]) {
+  // Segments of two chunks, and a chunk length of 32 with narrower column blocks.
+  for (const tuning of [{ maxSegmentChunks: 2 }, { chunk: 32, columns: 8, outColumns: 16 }]) {
     assert(deltaSegmentChunks(ctx, KDA, "kda", deltaTuning(KDA, tuning)) >= 1);
     const got = await gpuDelta(ctx, c, [300], tuning);
     assertLess(relL2(got.out, want.out), 1e-4, JSON.stringify(tuning));
     assertLess(relL2(got.state, want.state), 1e-4, JSON.stringify(tuning));
   }
   await checkLoops(ctx);
+});
+
+Deno.test(
+  "chunked gdn prefill equals the recurrent path at chunk lengths 8, 16, 64 and narrow column blocks",
+  opts,
+  async () => {
+    const ctx = await testContext();
+    const dims = { hk: 1, hv: 2, dk: 32, dv: 32 };
+    const c = makeCase(rng(27), "gdn", dims, 150);
+    const want = cpuDelta(c, "recurrent");
+    // State-pass shapes (invocations, channel groups, channels per W·S step): (128, 2, 8) with two
+    // V' items per invocation, (64, 4, 8), (64, 8, 4); output blocks 32, 8 and 32 columns wide.
+    const tunings: Partial<DeltaTuning>[] = [{}, { chunk: 16, columns: 8, outColumns: 8 }, {
+      chunk: 8,
+      columns: 8,
+      outColumns: 32,
+    }];
+    for (const tuning of tunings) {
+      const got = await gpuDelta(ctx, c, [77, 73], tuning);
+      assertLess(relL2(got.out, want.out), 1e-4, JSON.stringify(tuning));
+      assertLess(relL2(got.state, want.state), 1e-4, JSON.stringify(tuning));
+    }
+    await checkLoops(ctx);
+  },
+);
+
+Deno.test("unsupported delta-rule tunings are refused before any dispatch", () => {
+  const dims = { hk: 1, hv: 2, dk: 32, dv: 32 };
+  for (const t of [{ chunk: 48 }, { chunk: 128 }, { columns: 12 }, { outColumns: 6 }, { columns: 64 }]) {
+    assertThrows(
+      () => checkDeltaDims(dims, deltaTuning(dims, t)),
+      CapsuleError,
+      undefined,
+      JSON.stringify(t),
+    );
+  }
+  assertThrows(() => checkDeltaDims({ hk: 1, hv: 1, dk: 24, dv: 32 }, deltaTuning(dims)), CapsuleError);
+  // More workgroup memory than the device offers.
+  const tight = { loopBudget: DEFAULT_LOOP_BUDGET, maxWorkgroupStorage: 16384, maxBinding: 1 << 30 };
+  const big = { hk: 1, hv: 1, dk: 128, dv: 128 };
+  assertThrows(
+    () => deltaSegmentChunks(tight, big, "gdn", deltaTuning(big)),
+    CapsuleError,
+    "workgroup memory",
+  );
 });
 
 Deno.test(
@@ -223,12 +272,22 @@ Deno.test("delta-rule loop counts stay under Mesa's cap for the published model 
     ["Qwen3.5-397B", "gdn", { hk: 16, hv: 64, dk: 128, dv: 128 }],
     ["Kimi-Linear-48B", "kda", { hk: 32, hv: 32, dk: 128, dv: 128 }],
   ];
+  // The software GPU's limits too: 32 KiB of workgroup memory, 128 MiB bindings.
+  const soft = { loopBudget: DEFAULT_LOOP_BUDGET, maxWorkgroupStorage: 32768, maxBinding: 134217728 };
   for (const [name, kind, dims] of shapes) {
     const tuning = deltaTuning(dims);
-    const n = deltaSegmentChunks(ctx, dims, kind, tuning);
-    assert(n >= 1, name);
-    assertLess(deltaPhaseALoops(dims, kind, tuning.chunk), MESA_LOOP_CAP, name);
-    assertLess(deltaPhaseBLoops(dims, tuning, n), MESA_LOOP_CAP, name);
+    checkDeltaDims(dims, tuning);
+    for (const lim of [ctx, soft]) {
+      const n = deltaSegmentChunks(lim, dims, kind, tuning);
+      assert(n >= 1, name);
+      assertLess(deltaPhaseALoops(dims, kind, tuning.chunk), MESA_LOOP_CAP, name);
+      assertLess(deltaPhaseBLoops(dims, tuning, n), MESA_LOOP_CAP, name);
+      assertLess(deltaPhaseCLoops(dims, tuning), MESA_LOOP_CAP, name);
+    }
+    const wg = deltaWorkgroupBytes(dims, kind, tuning);
+    assert(Math.max(wg.a, wg.b, wg.c) <= 32768, `${name}: ${JSON.stringify(wg)}`);
+    // The serial pass runs dv / 16 workgroups of 256 invocations per head at these shapes.
+    assert(deltaStateShape(dims, tuning).invocations === 256 && tuning.columns === 16, name);
   }
 });
 

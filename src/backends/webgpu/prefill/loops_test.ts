@@ -12,7 +12,13 @@ import { ropeInvFreq } from "../../cpu/ops.ts";
 import { attentionLoopBound, attentionPlan, gatedPrepLoopBound, mlaPrepLoopBound } from "./attention.ts";
 import { DEFAULT_LOOP_BUDGET, MESA_LOOP_CAP, type PlanLimits, type PrefillContext } from "./context.ts";
 import { CONV_TOKENS_PER_INVOCATION } from "./conv.ts";
-import { deltaPhaseALoops, deltaPhaseBLoops, deltaSegmentChunks, deltaTuning } from "./delta.ts";
+import {
+  deltaPhaseALoops,
+  deltaPhaseBLoops,
+  deltaPhaseCLoops,
+  deltaSegmentChunks,
+  deltaTuning,
+} from "./delta.ts";
 import { encodeFill } from "./fill.ts";
 import { gemmLoopBound, type GemmWeight } from "./gemm.ts";
 import { readF32, upload, zeros } from "./gpu.ts";
@@ -56,6 +62,7 @@ function planLoops(c: ModelConfig, lim: PlanLimits): Record<string, number> {
     norm: Math.max(normLoopBound(H), normLoopBound(l.valueHeadDim)),
     deltaA: deltaPhaseALoops(dims, l.kind, tuning.chunk),
     deltaB: deltaPhaseBLoops(dims, tuning, seg),
+    deltaC: deltaPhaseCLoops(dims, tuning),
   };
   if (a.kind === "gated") {
     inner.push(a.numHeads * a.headDim);
