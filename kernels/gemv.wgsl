@@ -16,6 +16,10 @@
 // private scalars (no dynamically indexed arrays, so nothing spills). The first PF chunks of a
 // thread are loaded before the prologue's reductions, so those run while the loads are in
 // flight. Grid: x = batch tile (fastest, so tiles sharing weights run together), y·z = blocks.
+//
+// The runtime runs this kernel for batch tiles below 8 and gemv_batched.wgsl (register-blocked)
+// from 8 on. The two must stay bit-identical (gemv_test.ts checks it): change the lane split,
+// the per-chunk expression, the norm prologue or the lane sums in both or in neither.
 #include "common.wgsl"
 
 const WG: u32 = {{WG}}u;

@@ -1,126 +1,308 @@
 /**
- * gemv.wgsl against its CPU twin (`matvec` on the dequantised matrix, with `rmsNormRows`,
- * `gatedRmsNorm`'s 1/rms factor, SwiGLU and the residual add done on the CPU), on random inputs
- * with ragged sizes, f16 and int8 weights, and batch tiles from 1 to 32.
+ * The GEMV kernels against their CPU twin (`matvec` on the dequantised matrix, with
+ * `rmsNormRows`, `gatedRmsNorm`'s 1/rms factor, SwiGLU and the residual add done on the CPU), on
+ * random inputs with ragged sizes, f16 and int8 weights: gemv.wgsl at batch tiles 1-4 and the
+ * register-blocked gemv_batched.wgsl at tiles 8, 16 and 32, as the runtime routes them. Also: an
+ * entry's output is bit-identical whatever its tile, its neighbours and its place in the batch.
  */
-import { assert } from "@std/assert";
+import { assert, assertEquals } from "@std/assert";
 import { matvec, rmsNormRows, silu } from "../cpu/ops.ts";
 import { Harness, maxRelDiff, randArray, rng, testGpu } from "./harness.ts";
-import { packMatrix, roundUp, unpackMatrix, type WeightFormat } from "./pack.ts";
-import { gemvDefines, gemvGrid, gemvPlan, type GemvVariant } from "./runtime.ts";
+import { type PackedMatrix, packMatrix, roundUp, unpackMatrix, type WeightFormat } from "./pack.ts";
+import {
+  GEMV_BLOCKED_MIN_TILE,
+  gemvDefines,
+  gemvGrid,
+  gemvKernelSpec,
+  gemvLaunchGrid,
+  gemvPlan,
+  type GemvVariant,
+} from "./runtime.ts";
 
 const gpu = await testGpu();
+
+type VariantName = "plain" | "rms" | "pair" | "add" | "heads";
 
 interface Case {
   rows: number;
   cols: number;
-  batch: number;
   format: WeightFormat;
-  variant: "plain" | "rms" | "pair" | "add" | "heads";
+  variant: VariantName;
   chunksPerThread?: number;
 }
 
-async function runCase(h: Harness, c: Case, seed: number): Promise<number> {
+const EPS = 1e-6;
+const DVH = 16, NB = 3;
+
+/** A case's matrix and everything shared by its entries. */
+interface Setup {
+  c: Case;
+  packed: PackedMatrix;
+  xs: number;
+  ys: number;
+  nh: number;
+  outs: number;
+  scale: Float32Array;
+  variant: GemvVariant;
+}
+
+function setup(c: Case, seed: number): Setup {
   const r = rng(seed);
-  const eps = 1e-6;
   const w = { rows: c.rows, cols: c.cols, data: randArray(r, c.rows * c.cols, -0.5, 0.5) };
   const packed = packMatrix(w, c.format);
-  const ref = unpackMatrix(packed);
-  const xs = roundUp(c.cols, 16);
-  const B = c.batch;
-  const mb = roundUp(B, 32);
-  const x = new Float32Array(mb * xs);
-  for (let b = 0; b < B; b++) x.set(randArray(r, c.cols, -2, 2), b * xs);
-  const scale = randArray(r, c.cols, 0.5, 1.5);
-  const dvh = 16, nh = Math.ceil(c.cols / dvh), nb = 3;
-  const ss = randArray(r, mb * nh * nb, 0.5, 40);
   const outs = c.variant === "pair" ? c.rows / 2 : c.rows;
-  const ys = roundUp(outs, 4) + 4;
-  const y0 = randArray(r, mb * ys, -1, 1);
-
+  const nh = Math.ceil(c.cols / DVH);
   const variant: GemvVariant = c.variant === "rms" || c.variant === "pair"
     ? { pro: 1, pair: c.variant === "pair" }
     : c.variant === "add"
     ? { add: true }
     : c.variant === "heads"
-    ? { pro: 2, add: true, nh, dvh, nb }
+    ? { pro: 2, add: true, nh, dvh: DVH, nb: NB }
     : {};
-  const plan = gemvPlan({ ...packed }, xs, ys, eps, variant, c.chunksPerThread);
-  const auxData = c.variant === "heads"
+  return {
+    c,
+    packed,
+    xs: roundUp(c.cols, 16),
+    ys: roundUp(outs, 4) + 4,
+    nh,
+    outs,
+    scale: randArray(r, c.cols, 0.5, 1.5),
+    variant,
+  };
+}
+
+/** One batch entry's inputs: its activations, its per-head sums of squares, its residual row. */
+interface Entry {
+  x: Float32Array;
+  ss: Float32Array;
+  y0: Float32Array;
+}
+
+function entry(s: Setup, seed: number): Entry {
+  const r = rng(seed);
+  return {
+    x: randArray(r, s.c.cols, -2, 2),
+    ss: randArray(r, s.nh * NB, 0.5, 40),
+    y0: randArray(r, s.ys, -1, 1),
+  };
+}
+
+/**
+ * Run the GEMV over `entries` at the batch tile the runtime picks (or `forceTile`, with gemv.wgsl
+ * when `forceOld`) and return the output rows (stride `ys`) plus one row past the batch.
+ */
+async function runGpu(
+  h: Harness,
+  s: Setup,
+  entries: Entry[],
+  o: { forceTile?: number; forceOld?: boolean } = {},
+): Promise<{ got: Float32Array; file: string }> {
+  const B = entries.length;
+  const mb = roundUp(B, 32);
+  const x = new Float32Array(mb * s.xs);
+  const ss = new Float32Array(mb * s.nh * NB);
+  const y0 = new Float32Array(mb * s.ys).fill(7);
+  entries.forEach((e, b) => {
+    x.set(e.x, b * s.xs);
+    ss.set(e.ss, b * s.nh * NB);
+    y0.set(e.y0, b * s.ys);
+  });
+  const plan = gemvPlan({ ...s.packed }, s.xs, s.ys, EPS, s.variant, s.c.chunksPerThread);
+  const auxData = s.c.variant === "heads"
     ? ss
-    : new Float32Array(xs).fill(0).map((_, i) => i < c.cols ? scale[i] : 0);
+    : new Float32Array(s.xs).map((_, i) => i < s.c.cols ? s.scale[i] : 0);
   const yBuf = h.buffer(y0);
-  const bt = Math.min(2 ** Math.ceil(Math.log2(B)), 32);
-  h.run("gemv.wgsl", gemvDefines(plan.defines, bt), "rrrrwr", [
+  const bt = o.forceTile ?? Math.min(2 ** Math.ceil(Math.log2(B)), 32);
+  const spec = o.forceOld
+    ? { file: "gemv.wgsl", defines: gemvDefines(plan.defines, bt) }
+    : gemvKernelSpec(plan.defines, bt);
+  const grid = o.forceOld ? gemvGrid(plan.outs, plan.rpg, B, bt) : gemvLaunchGrid(plan, B, bt);
+  h.run(spec.file, spec.defines, "rrrrwr", [
     h.stepTable(Array.from({ length: B }, (_, i) => i), mb),
-    h.buffer(packed.data),
-    packed.scales ? h.buffer(packed.scales) : h.buffer(16),
+    h.buffer(s.packed.data),
+    s.packed.scales ? h.buffer(s.packed.scales) : h.buffer(16),
     h.buffer(x),
     yBuf,
     h.buffer(auxData),
-  ], gemvGrid(plan.outs, plan.rpg, B, bt));
-  const got = await h.f32(yBuf, mb * ys);
+  ], grid);
+  const got = await h.f32(yBuf, mb * s.ys);
+  // Padding columns and entries past the batch are untouched.
+  for (let b = 0; b < Math.min(mb, B + 1); b++) {
+    for (let j = b < B ? s.outs : 0; j < s.ys; j++) {
+      assert(
+        got[b * s.ys + j] === y0[b * s.ys + j],
+        `wrote entry ${b} column ${j} (outputs ${s.outs}, batch ${B})`,
+      );
+    }
+  }
+  return { got: got.slice(0, B * s.ys), file: spec.file };
+}
 
+/** Largest relative difference of the GPU rows from the CPU reference, over all entries. */
+function checkCpu(s: Setup, entries: Entry[], got: Float32Array): number {
+  const ref = unpackMatrix(s.packed);
+  const c = s.c;
   let worst = 0;
-  for (let b = 0; b < B; b++) {
-    const xb = x.slice(b * xs, b * xs + c.cols);
-    if (c.variant === "rms" || c.variant === "pair") rmsNormRows(xb, scale, eps);
+  entries.forEach((e, b) => {
+    const xb = e.x.slice();
+    if (c.variant === "rms" || c.variant === "pair") rmsNormRows(xb, s.scale, EPS);
     if (c.variant === "heads") {
       for (let i = 0; i < c.cols; i++) {
-        const hd = Math.floor(i / dvh);
-        let s = 0;
-        for (let k = 0; k < nb; k++) s += ss[(b * nh + hd) * nb + k];
-        xb[i] *= 1 / Math.sqrt(s / dvh + eps);
+        const hd = Math.floor(i / DVH);
+        let t = 0;
+        for (let k = 0; k < NB; k++) t += e.ss[hd * NB + k];
+        xb[i] *= 1 / Math.sqrt(t / DVH + EPS);
       }
     }
     const yv = matvec(ref, xb);
-    const want = new Float32Array(outs);
-    for (let o = 0; o < outs; o++) {
+    const want = new Float32Array(s.outs);
+    for (let o = 0; o < s.outs; o++) {
       if (c.variant === "pair") want[o] = silu(yv[2 * o]) * yv[2 * o + 1];
-      else if (c.variant === "add" || c.variant === "heads") want[o] = y0[b * ys + o] + yv[o];
+      else if (c.variant === "add" || c.variant === "heads") want[o] = e.y0[o] + yv[o];
       else want[o] = yv[o];
     }
-    worst = Math.max(worst, maxRelDiff(got.subarray(b * ys, b * ys + outs), want));
-    // Entries outside the batch and padding columns are untouched.
-    for (let o = outs; o < ys; o++) assert(got[b * ys + o] === y0[b * ys + o], "wrote past the outputs");
-  }
-  for (let b = B; b < Math.min(mb, B + 1); b++) {
-    for (let o = 0; o < ys; o++) assert(got[b * ys + o] === y0[b * ys + o], "wrote past the batch");
-  }
+    worst = Math.max(worst, maxRelDiff(got.subarray(b * s.ys, b * s.ys + s.outs), want));
+  });
   return worst;
+}
+
+const VARIANTS: VariantName[] = ["plain", "rms", "pair", "add", "heads"];
+
+/** `rows` × `cols`, adjusted to what the variant needs (row pairs; whole heads of 16). */
+function shaped(rows: number, cols: number, format: WeightFormat, variant: VariantName, cpt?: number): Case {
+  return {
+    rows: variant === "pair" ? rows * 2 : rows,
+    cols: variant === "heads" ? roundUp(cols, 16) : cols,
+    format,
+    variant,
+    chunksPerThread: cpt,
+  };
+}
+
+/** Run a case on `batch` random entries, check the kernel the runtime picks and compare with the CPU. */
+async function expectCpu(h: Harness, c: Case, batch: number, seed: number, file: string): Promise<void> {
+  const s = setup(c, seed);
+  const entries = Array.from({ length: batch }, (_, b) => entry(s, seed * 1000 + b));
+  const run = await runGpu(h, s, entries);
+  assertEquals(run.file, file, `batch ${batch}`);
+  const err = checkCpu(s, entries, run.got);
+  // f32 sums: the error grows with the width (2,100 columns reach 5e-5 on SwiGLU's products).
+  const tol = c.cols > 1100 ? 1e-4 : 2e-5;
+  assert(err < tol, `${JSON.stringify(c)} batch ${batch}: max relative difference ${err}`);
+}
+
+Deno.test({
+  name: "gemv.wgsl (batch tiles 1-4) equals the CPU matvec for f16/int8 weights, all prologues and epilogues",
+  ignore: !gpu,
+  fn: async () => {
+    const h = new Harness(gpu!);
+    const shapes: [number, number][] = [[37, 70], [96, 200], [50, 1030]];
+    try {
+      let k = 0;
+      for (const format of ["f16", "int8"] as const) {
+        for (const variant of VARIANTS) {
+          const [rows, cols] = shapes[k % shapes.length];
+          const batch = [1, 3, 2, 4, 1, 2, 3, 4, 1, 2][k];
+          await expectCpu(h, shaped(rows, cols, format, variant), batch, 100 + k, "gemv.wgsl");
+          k++;
+        }
+      }
+      // Fewer, longer-lived threads per row (RuntimeOptions.gemvChunksPerThread) on the wide shape.
+      await expectCpu(h, shaped(50, 1030, "f16", "rms", 16), 1, 120, "gemv.wgsl");
+      await expectCpu(h, shaped(37, 1030, "int8", "pair", 32), 3, 121, "gemv.wgsl");
+    } finally {
+      h.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "gemv_batched.wgsl (batch tiles 8/16/32) equals the CPU matvec for every variant on ragged shapes",
+  ignore: !gpu,
+  fn: async () => {
+    const h = new Harness(gpu!);
+    // Column lanes 4 (a workgroup of 64 row groups), 16, 32 and 64, chunk counts that do not
+    // divide among the lanes, rows that leave the last workgroup partly empty.
+    const shapes: [number, number][] = [[37, 70], [300, 520], [50, 1030], [40, 2100]];
+    try {
+      let k = 0;
+      for (const format of ["f16", "int8"] as const) {
+        for (const variant of VARIANTS) {
+          for (const batch of [8, 13, 27]) {
+            const [rows, cols] = shapes[k % shapes.length];
+            await expectCpu(h, shaped(rows, cols, format, variant), batch, 200 + k, "gemv_batched.wgsl");
+            k++;
+          }
+        }
+      }
+      await expectCpu(h, shaped(50, 1030, "f16", "pair", 16), 32, 240, "gemv_batched.wgsl");
+      await expectCpu(
+        h,
+        shaped(70, 1030, "int8", "rms", 32),
+        GEMV_BLOCKED_MIN_TILE + 1,
+        241,
+        "gemv_batched.wgsl",
+      );
+    } finally {
+      h.dispose();
+    }
+  },
+});
+
+/** The bits of entry `b`'s output row. */
+function rowBits(s: Setup, got: Float32Array, b: number): number[] {
+  return [...new Uint32Array(got.slice(b * s.ys, b * s.ys + s.outs).buffer)];
 }
 
 Deno.test({
   name:
-    "gemv kernel equals the CPU matvec for f16/int8 weights, all prologues and epilogues, batch tiles 1-32",
+    "an entry's GEMV output is bit-identical at every batch tile (1-32, both kernels), beside any entries",
   ignore: !gpu,
   fn: async () => {
     const h = new Harness(gpu!);
-    const cases: Case[] = [];
-    const shapes: [number, number][] = [[37, 70], [96, 200], [50, 1030]];
-    let k = 0;
-    for (const format of ["f16", "int8"] as const) {
-      for (const variant of ["plain", "rms", "pair", "add", "heads"] as const) {
-        const [rows, cols] = shapes[k % shapes.length];
-        // Tiles 1, 2, 4, 8 everywhere; 16 and 32 (slow to compile on lavapipe) once each.
-        const batch = [1, 3, 6, 2, 13, 1, 32, 5, 4, 2][k];
-        cases.push({
-          rows: variant === "pair" ? rows * 2 : rows,
-          cols: variant === "heads" ? roundUp(cols, 16) : cols,
-          batch,
-          format,
-          variant,
-        });
-        k++;
-      }
-    }
-    // Fewer, longer-lived threads per row (RuntimeOptions.gemvChunksPerThread) on the wide shape.
-    cases.push({ rows: 50, cols: 1030, batch: 1, format: "f16", variant: "rms", chunksPerThread: 16 });
-    cases.push({ rows: 74, cols: 1030, batch: 3, format: "int8", variant: "pair", chunksPerThread: 32 });
     try {
-      for (const [i, c] of cases.entries()) {
-        const err = await runCase(h, c, 100 + i);
-        assert(err < 2e-5, `${JSON.stringify(c)}: max relative difference ${err}`);
+      let k = 0;
+      for (const format of ["f16", "int8"] as const) {
+        for (const variant of VARIANTS) {
+          const s = setup(shaped(k % 2 ? 70 : 45, k % 2 ? 1030 : 520, format, variant), 300 + k);
+          const probe = entry(s, 7);
+          // [batch, probe's place, tile forced onto gemv.wgsl or undefined for the runtime's choice]
+          const runs: [number, number, number?][] = [
+            [1, 0],
+            [3, 2],
+            [8, 0, 8],
+            [8, 5],
+            [13, 9],
+            [16, 12],
+            [32, 31],
+            [27, 0],
+          ];
+          let want: number[] | null = null;
+          for (const [i, [batch, at, oldTile]] of runs.entries()) {
+            const entries = Array.from(
+              { length: batch },
+              (_, b) => b === at ? probe : entry(s, 1000 * i + b),
+            );
+            const { got } = await runGpu(
+              h,
+              s,
+              entries,
+              oldTile ? { forceTile: oldTile, forceOld: true } : {},
+            );
+            const bits = rowBits(s, got, at);
+            if (want === null) {
+              want = bits;
+              assert(checkCpu(s, [probe], got.slice(0, s.ys)) < 2e-5, "batch 1 differs from the CPU");
+            } else {
+              assertEquals(
+                bits,
+                want,
+                `${format} ${variant}: batch ${batch}, place ${at} differs from batch 1`,
+              );
+            }
+          }
+          k++;
+        }
       }
     } finally {
       h.dispose();

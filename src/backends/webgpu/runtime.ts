@@ -148,7 +148,9 @@ interface GemvOp {
   defines: Defines;
   outs: number;
   rpg: number;
+  opw: number;
   bind: GPUBindGroup;
+  /** Compiled kernels by {@link gemvKernelSpec}'s key. */
   kernels: Map<number, Kernel>;
 }
 
@@ -342,6 +344,18 @@ export interface GemvVariant {
   nb?: number;
 }
 
+/** What {@link gemvPlan} fixes for a GEMV: its defines and output geometry. */
+export interface GemvPlan {
+  /** Defines shared by gemv.wgsl and gemv_batched.wgsl (see {@link gemvKernelSpec}). */
+  defines: Defines;
+  /** Outputs per batch entry (rows, or row pairs for SwiGLU). */
+  outs: number;
+  /** Outputs per workgroup of gemv.wgsl. */
+  rpg: number;
+  /** Outputs per workgroup of gemv_batched.wgsl. */
+  opw: number;
+}
+
 /** Compile-time constants (all but the batch tile) and geometry of a GEMV. */
 export function gemvPlan(
   w: { rows: number; cols: number; chunks: number; format: WeightFormat },
@@ -350,7 +364,7 @@ export function gemvPlan(
   eps: number,
   o: GemvVariant,
   chunksPerThread = DEFAULT_RUNTIME_OPTIONS.gemvChunksPerThread,
-): { defines: Defines; outs: number; rpg: number } {
+): GemvPlan {
   const tpr = gemvThreadsPerRow(w.chunks, chunksPerThread);
   const rpg = 256 / tpr;
   const outs = o.pair ? w.rows / 2 : w.rows;
@@ -373,7 +387,7 @@ export function gemvPlan(
     DVH: o.dvh ?? 1,
     NB: o.nb ?? 1,
   };
-  return { defines, outs, rpg };
+  return { defines, outs, rpg, opw: gemvBlockShape(tpr, w.format, !!o.pair).opw };
 }
 
 /** The full defines of a GEMV for batch tile `bt`. */
@@ -395,6 +409,74 @@ export function gemvDefines(base: Defines, bt: number): Defines {
 export function gemvGrid(outs: number, rpg: number, batch: number, bt: number): [number, number, number] {
   const [gx, gy] = grid2(Math.ceil(outs / rpg));
   return [Math.ceil(batch / bt), gx, gy];
+}
+
+/** Batch tiles from this size on run the register-blocked gemv_batched.wgsl. */
+export const GEMV_BLOCKED_MIN_TILE = 8;
+
+/** Batch entries per workgroup of gemv_batched.wgsl. */
+export const GEMV_BLOCKED_ENTRIES = 8;
+
+/**
+ * Thread layout of gemv_batched.wgsl for `tpr` column lanes (gemv.wgsl's threads per row, which
+ * it must share for bit-identical sums). Each of the 256 threads holds `r` weight rows × 8
+ * entries of accumulators: f16 4 rows (32 accumulators, 8 unpacked weights per row), int8 2 rows
+ * (16 weights unpacked per row). `pw` weight rows make one output (2: SwiGLU gate and up);
+ * `rgw` = 256 / tpr row groups; a warp spans `ll` lanes × 32 / `ll` row groups (f16: 8 lanes,
+ * 256 contiguous bytes of X per load; int8: 4); `eb` entries are reduced per round so that a
+ * round's partials, r · eb · 256 floats, fill 16 KB of workgroup memory.
+ */
+export function gemvBlockShape(
+  tpr: number,
+  format: WeightFormat,
+  pair: boolean,
+): { r: number; pw: number; rgw: number; ll: number; eb: number; nout: number; opw: number } {
+  const r = format === "int8" ? 2 : 4;
+  const pw = pair ? 2 : 1;
+  const rgw = 256 / tpr;
+  const ll = Math.min(tpr, Math.max(format === "int8" ? 4 : 8, tpr / 8));
+  const eb = 16 / r;
+  return { r, pw, rgw, ll, eb, nout: r * eb * rgw, opw: (r / pw) * rgw };
+}
+
+/** Defines of gemv_batched.wgsl for a GEMV's base defines (the batch tile does not enter). */
+export function gemvBlockedDefines(base: Defines): Defines {
+  const cl = Number(base.TPR);
+  const s = gemvBlockShape(cl, base.WQ ? "int8" : "f16", !!base.PAIR);
+  return {
+    ...base,
+    CL: cl,
+    LL: s.ll,
+    RGW: s.rgw,
+    R: s.r,
+    PW: s.pw,
+    OPW: s.opw,
+    E: GEMV_BLOCKED_ENTRIES,
+    EB: s.eb,
+    NOUT: s.nout,
+    ROWS: Number(base.OUTS) * s.pw,
+    RED: Math.max(s.nout * cl, 32 * GEMV_BLOCKED_ENTRIES),
+    HINV: GEMV_BLOCKED_ENTRIES * Number(base.NH),
+  };
+}
+
+/**
+ * The kernel a GEMV runs at batch tile `bt`: gemv.wgsl below {@link GEMV_BLOCKED_MIN_TILE}
+ * (batch 1 is bandwidth- and latency-bound), gemv_batched.wgsl from there on, where the old
+ * kernel's activation loads per weight limit it. Both give bit-identical results. `key` names
+ * the compiled kernel: every blocked tile shares one.
+ */
+export function gemvKernelSpec(base: Defines, bt: number): { file: string; defines: Defines; key: number } {
+  return bt >= GEMV_BLOCKED_MIN_TILE
+    ? { file: "gemv_batched.wgsl", defines: gemvBlockedDefines(base), key: 0 }
+    : { file: "gemv.wgsl", defines: gemvDefines(base, bt), key: bt };
+}
+
+/** Workgroup grid of a GEMV of `batch` entries at batch tile `bt` (see {@link gemvKernelSpec}). */
+export function gemvLaunchGrid(p: GemvPlan, batch: number, bt: number): [number, number, number] {
+  return bt >= GEMV_BLOCKED_MIN_TILE
+    ? gemvGrid(p.outs, p.opw, batch, GEMV_BLOCKED_ENTRIES)
+    : gemvGrid(p.outs, p.rpg, batch, bt);
 }
 
 /** Defines of linear_attn.wgsl for a config (binding kinds "rrrrwwrrww"). */
@@ -627,12 +709,25 @@ export function kernelLoopBounds(
       Math.ceil(chunks / tpr) +
       rounds * (1 + Math.ceil((256 / tpr) * Math.min(8, maxBatchTile) / 256) * tpr * 2);
   };
+  // gemv_batched.wgsl: norm prologue (32 parts per entry, then their sum), head prologue, main
+  // loop, then per round of EB entries the lane sums (two for SwiGLU); int8 or f16, whichever is more.
+  const blocked = (cols: number) =>
+    Math.max(
+      ...(["f16", "int8"] as const).map((fmt) => {
+        const chunks = roundUp(cols, perChunk(fmt)) / perChunk(fmt);
+        const tpr = gemvThreadsPerRow(chunks, gemvChunksPerThread);
+        const s = gemvBlockShape(tpr, fmt, false);
+        const E = GEMV_BLOCKED_ENTRIES;
+        return Math.ceil((32 * E) / 256) * Math.ceil(roundUp(cols, 16) / 4 / 32) + 32 +
+          Math.ceil((E * l.numValueHeads) / 256) * g.NB +
+          Math.ceil(chunks / tpr) +
+          (E / s.eb) * (1 + Math.ceil(s.nout / 256) * tpr * 2);
+      }),
+    );
+  const widths = [g.H, l.numValueHeads * l.valueHeadDim, g.hDense, g.attOut];
   const out: Record<string, number> = {
-    "gemv.wgsl": Math.max(
-      gemv(g.H, "f16"),
-      gemv(l.numValueHeads * l.valueHeadDim, "f16"),
-      gemv(g.hDense, "f16"),
-    ),
+    "gemv.wgsl": Math.max(...widths.map((w) => gemv(w, "f16"))),
+    "gemv_batched.wgsl": Math.max(...widths.map(blocked)),
     "embed.wgsl": Math.ceil(g.H / 64),
     "linear_attn.wgsl": Math.ceil((2 * l.keyHeadDim + g.CB) / (g.CB * g.RG)) * l.convKernel +
       Math.ceil(l.keyHeadDim / (g.CB * g.RG)) * (3 + l.keyHeadDim / 8) + l.valueHeadDim / 8 + 4 * g.RG +
@@ -1075,11 +1170,14 @@ export class DecodeRuntime {
     return { name: `gemv ${op}`, ...plan, bind, kernels: new Map() };
   }
 
+  /** The kernel of `op` at batch tile `bt` (gemv.wgsl per tile below 8, one gemv_batched.wgsl from 8 on). */
   #gemvKernel(op: GemvOp, bt: number): Kernel {
-    let k = op.kernels.get(bt);
+    const key = bt >= GEMV_BLOCKED_MIN_TILE ? 0 : bt;
+    let k = op.kernels.get(key);
     if (!k) {
-      k = this.cache.kernel("gemv.wgsl", gemvDefines(op.defines, bt), "rrrrwr");
-      op.kernels.set(bt, k);
+      const spec = gemvKernelSpec(op.defines, bt);
+      k = this.cache.kernel(spec.file, spec.defines, "rrrrwr");
+      op.kernels.set(spec.key, k);
     }
     return k;
   }
@@ -1564,7 +1662,7 @@ export class DecodeRuntime {
 
   #gemvDispatch(rec: PassRecorder, op: GemvOp, B: number): void {
     const bt = this.batchTile(B);
-    const [x, y, z] = gemvGrid(op.outs, op.rpg, B, bt);
+    const [x, y, z] = gemvLaunchGrid(op, B, bt);
     rec.dispatch(this.#gemvKernel(op, bt), op.bind, x, y, z, op.name);
   }
 

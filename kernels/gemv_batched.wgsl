@@ -1,0 +1,242 @@
+// Register-blocked GEMV for batched decode (batch tiles ≥ 8): the same Y[b, o] (+)= Σ_i W[o, i] · X'[b, i]
+// as gemv.wgsl, with the same variants (WQ, PRO1, PRO2, EPI1, PAIR), but each thread computes a
+// block of R weight rows × E batch entries (R·E register accumulators): each 16-byte weight chunk
+// it loads serves E entries and each vec4 of X serves R rows.
+//
+// Work split: a workgroup takes one group of E entries (grid x) and OPW outputs (grid y·z). Its
+// threads are CL column lanes × RGW row groups; row group rg holds the rows rg, rg + RGW, … of the
+// block. A warp spans LL lanes × 32/LL row groups, so its X loads are broadcasts over row groups
+// and its weight loads are 32/LL runs of LL contiguous chunks.
+//
+// Bit-identity with gemv.wgsl (so an entry's result depends on nothing else in its batch, on
+// which kernel ran it, or on its tile): CL equals gemv.wgsl's TPR, lane `lane` accumulates the
+// chunks lane, lane + CL, … in that order with the same per-chunk expression, the norm prologue
+// sums in the same 32 fixed parts, and each output sums its CL lane partials 0, 1, …, CL-1 from
+// workgroup memory. The batch tile does not appear here at all.
+#include "common.wgsl"
+
+const WG: u32 = 256u;
+const CL: u32 = {{CL}}u;          // column lanes per row (= gemv.wgsl's TPR)
+const LL: u32 = {{LL}}u;          // lanes per warp
+const RGW: u32 = {{RGW}}u;        // row groups: WG / CL
+const R: u32 = {{R}}u;            // weight rows per thread
+const PW: u32 = {{PW}}u;          // weight rows per output (2 if PAIR)
+const OPW: u32 = {{OPW}}u;        // outputs per workgroup: R / PW · RGW
+const E: u32 = {{E}}u;            // entries per workgroup
+const EB: u32 = {{EB}}u;          // entries reduced per round
+const NOUT: u32 = {{NOUT}}u;      // partial sums per lane per round: R · EB · RGW
+const CHUNKS: u32 = {{CHUNKS}}u;  // vec4<u32> per weight row
+const ROWS: u32 = {{ROWS}}u;      // weight rows
+const OUTS: u32 = {{OUTS}}u;      // outputs per batch entry
+const XS4: u32 = {{XSTRIDE4}}u;   // X row stride in vec4<f32>
+const YSTRIDE: u32 = {{YSTRIDE}}u;
+const COLS: f32 = {{COLS}};       // true input width (RMSNorm mean)
+const EPS: f32 = {{EPS}};
+const NCH: u32 = (CHUNKS + CL - 1u) / CL;  // chunks per thread and row (at most)
+const SWZ: u32 = 32u / LL;        // lane stride of the bank swizzle
+#if WQ
+const XPC: u32 = 4u;              // vec4<f32> of X per chunk (16 int8 weights)
+#else
+const XPC: u32 = 2u;              // 8 f16 weights
+#endif
+#if PRO2
+const NH: u32 = {{NH}}u;          // heads of the input
+const DVH: u32 = {{DVH}}u;        // head width
+const NB: u32 = {{NB}}u;          // partial sums per head
+#endif
+
+@group(0) @binding(0) var<storage, read> step: array<u32>;
+@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> rowScale: array<f32>;
+@group(0) @binding(3) var<storage, read> X: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(5) var<storage, read> aux: array<vec4<f32>>;
+
+// Lane partials of one round, lane-major: red[lane · NOUT + (o ^ swizzle(lane))]. The XOR keeps
+// both the writes (a warp's LL lanes × SWZ row groups) and the reads (consecutive outputs) on
+// distinct banks. The norm prologue uses the first 32 · E floats.
+var<workgroup> red: array<f32, {{RED}}>;
+#if PRO1
+var<workgroup> invs: array<f32, E>;
+#endif
+#if PRO2
+var<workgroup> hinv: array<f32, {{HINV}}>; // E · NH
+#endif
+
+// Unpacking and the per-chunk dot product are gemv.wgsl's, expression for expression.
+#if WQ
+struct Wc { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
+fn unpackw(w: vec4<u32>, c: u32) -> Wc {
+  var r = Wc(unpack4x8snorm(w.x), unpack4x8snorm(w.y), unpack4x8snorm(w.z), unpack4x8snorm(w.w));
+#if PRO1
+  r.a *= aux[c * 4u]; r.b *= aux[c * 4u + 1u]; r.c *= aux[c * 4u + 2u]; r.d *= aux[c * 4u + 3u];
+#endif
+  return r;
+}
+fn loadx(b: u32, c: u32) -> Wc {
+  let i = b * XS4 + c * 4u;
+  return Wc(X[i], X[i + 1u], X[i + 2u], X[i + 3u]);
+}
+fn dotw(w: Wc, x: Wc) -> f32 {
+  return dot(w.a, x.a) + dot(w.b, x.b) + dot(w.c, x.c) + dot(w.d, x.d);
+}
+#else
+struct Wc { a: vec4<f32>, b: vec4<f32> }
+fn unpackw(w: vec4<u32>, c: u32) -> Wc {
+  var r = Wc(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+#if PRO1
+  r.a *= aux[c * 2u]; r.b *= aux[c * 2u + 1u];
+#endif
+  return r;
+}
+fn loadx(b: u32, c: u32) -> Wc {
+  let i = b * XS4 + c * 2u;
+  return Wc(X[i], X[i + 1u]);
+}
+fn dotw(w: Wc, x: Wc) -> f32 {
+  return dot(w.a, x.a) + dot(w.b, x.b);
+}
+#endif
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) l: u32) {
+  let B = step[0];
+  let b0 = wid.x * E;
+  let block = wid.y + wid.z * nwg.y;
+  let t = l / LL;
+  let rg = t % RGW;
+  let lane = l % LL + LL * (t / RGW);
+  let sw = (lane % LL) * SWZ;
+
+  // This thread's weight rows (clamped: rows past the matrix load a valid row, never stored).
+#unroll r R
+  let row@r@ = min(((block * OPW + (@r@u / PW) * RGW + rg) * PW + @r@u % PW), ROWS - 1u) * CHUNKS;
+#endunroll
+
+  // The first chunk of every row is loaded before the prologue's reductions.
+#unroll r R
+  var p@r@ = vec4<u32>();
+#endunroll
+  if (lane < CHUNKS) {
+#unroll r R
+    p@r@ = W[row@r@ + lane];
+#endunroll
+  }
+
+#if PRO1
+  // Inverse RMS of each entry: 32 partial sums per entry, then one thread per entry (gemv.wgsl's split).
+  for (var s = l; s < 32u * E; s += WG) {
+    let pb = s / 32u;
+    var q = 0.0;
+    for (var i = s % 32u; i < XS4; i += 32u) { let v = X[(b0 + pb) * XS4 + i]; q += dot(v, v); }
+    red[s] = q;
+  }
+  workgroupBarrier();
+  if (l < E) {
+    var q = 0.0;
+    for (var k = 0u; k < 32u; k++) { q += red[l * 32u + k]; }
+    invs[l] = inverseSqrt(q / COLS + EPS);
+  }
+  workgroupBarrier();
+#endif
+#if PRO2
+  for (var i = l; i < E * NH; i += WG) {
+    let b = i / NH;
+    let h = i % NH;
+    var s = 0.0;
+    for (var k = 0u; k < NB; k++) {
+      let j = ((b0 + b) * NH + h) * NB + k;
+      s += aux[j / 4u][j % 4u];
+    }
+    hinv[i] = inverseSqrt(s / f32(DVH) + EPS);
+  }
+  workgroupBarrier();
+#endif
+
+#unroll r R
+#unroll e E
+  var a@r@_@e@ = 0.0;
+#endunroll
+#endunroll
+
+  for (var k = 0u; k < NCH; k++) {
+    let c = lane + k * CL;
+    if (c >= CHUNKS) { break; }
+    // Unpack this chunk of every row, then start loading the next.
+#unroll r R
+    let w@r@ = unpackw(p@r@, c);
+#endunroll
+    if (c + CL < CHUNKS) {
+#unroll r R
+      p@r@ = W[row@r@ + c + CL];
+#endunroll
+    }
+#if PRO2
+    let hc = (c * XPC * 4u) / DVH;
+#endif
+#unroll e E
+    {
+      let x = loadx(b0 + @e@u, c);
+#if PRO2
+      let hs = hinv[@e@u * NH + hc];
+#endif
+#unroll r R
+#if PRO2
+      a@r@_@e@ += dotw(w@r@, x) * hs;
+#else
+      a@r@_@e@ += dotw(w@r@, x);
+#endif
+#endunroll
+    }
+#endunroll
+  }
+
+  // Sum the CL lanes of each (row, entry), EB entries per round, lanes in order.
+  for (var rnd = 0u; rnd < E / EB; rnd++) {
+#unroll e E
+    if (@e@u / EB == rnd) {
+#unroll r R
+#if PRO1
+      red[lane * NOUT + (((@r@u * EB + @e@u % EB) * RGW + rg) ^ sw)] = a@r@_@e@ * invs[@e@u];
+#else
+      red[lane * NOUT + (((@r@u * EB + @e@u % EB) * RGW + rg) ^ sw)] = a@r@_@e@;
+#endif
+#endunroll
+    }
+#endunroll
+    workgroupBarrier();
+    for (var i = l; i < NOUT / PW; i += WG) {
+      let g = i % RGW;
+      let e = (i / RGW) % EB;
+      let j = i / (RGW * EB);
+      let out = block * OPW + j * RGW + g;
+      let b = b0 + rnd * EB + e;
+      if (out < OUTS && b < B) {
+        let o0 = (j * PW * EB + e) * RGW + g;
+        var y = 0.0;
+        for (var k = 0u; k < CL; k++) { y += red[k * NOUT + (o0 ^ ((k % LL) * SWZ))]; }
+#if PAIR
+        let o1 = o0 + EB * RGW;
+        var u = 0.0;
+        for (var k = 0u; k < CL; k++) { u += red[k * NOUT + (o1 ^ ((k % LL) * SWZ))]; }
+#if WQ
+        y *= rowScale[2u * out];
+        u *= rowScale[2u * out + 1u];
+#endif
+        Y[b * YSTRIDE + out] = silu(y) * u;
+#else
+#if WQ
+        y *= rowScale[out];
+#endif
+#if EPI1
+        Y[b * YSTRIDE + out] += y;
+#else
+        Y[b * YSTRIDE + out] = y;
+#endif
+#endif
+      }
+    }
+    workgroupBarrier();
+  }
+}
