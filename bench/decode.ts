@@ -11,7 +11,7 @@
 import { type ModelConfig, type MoeConfig, parseModelConfig } from "../src/model/config.ts";
 import { createSyntheticWebGpuBackend, type WebGpuBackend } from "../src/backends/webgpu/backend.ts";
 import type { SessionState } from "../src/engine/state.ts";
-import { GREEDY } from "../src/engine/sampling.ts";
+import { GREEDY, type SamplingParams } from "../src/engine/sampling.ts";
 import { PUBLISHED_CONFIGS } from "../src/model/presets.ts";
 import { type KernelStepStat, kernelTable } from "../src/backends/webgpu/profile.ts";
 
@@ -141,6 +141,8 @@ export interface DecodeResult {
   bandwidthRatio: number | null;
   dispatchesPerStep: number;
   measuredSteps: number;
+  /** "greedy", or the temperature / top-k / top-p used. */
+  sampling?: string;
   error?: string;
 }
 
@@ -167,6 +169,8 @@ export interface DecodeBenchOptions {
   profileSteps?: number;
   /** GEMV chunks per thread (RuntimeOptions.gemvChunksPerThread); the runtime's default when unset. */
   gemvChunksPerThread?: number;
+  /** Sampling of every session (default greedy); session i gets seed `seed + i`. */
+  sampling?: SamplingParams;
   onDiagnosis?: (d: Record<string, unknown>) => void | Promise<void>;
 }
 
@@ -175,9 +179,10 @@ async function generateAll(
   states: SessionState[],
   maxTokens: number,
   onToken: (t: number) => void,
+  sampling: SamplingParams = GREEDY,
 ): Promise<void> {
   await Promise.all(states.map(async (s, i) => {
-    const it = backend.generate(s, [1 + i], GREEDY, {
+    const it = backend.generate(s, [1 + i], { ...sampling, seed: (sampling.seed + i) >>> 0 }, {
       maxTokens,
       stopIds: [],
       firstPosition: s.position + 1,
@@ -209,7 +214,7 @@ async function measure(
   const timed = async (n: number) => {
     await fresh(n + 8);
     const t0 = performance.now();
-    await generateAll(backend, states, n, () => {});
+    await generateAll(backend, states, n, () => {}, o.sampling);
     return (performance.now() - t0) / 1000;
   };
   const n1 = Math.max(2 * o.stepsPerChunk, o.warmupSteps);
@@ -331,6 +336,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
             bandwidthRatio: o.bandwidthGBs ? gbs / o.bandwidthGBs : null,
             dispatchesPerStep: dispatches,
             measuredSteps: steps,
+            sampling: samplingLabel(o.sampling),
           };
           o.log(
             `  b=${b} ctx=${ctx}: ${tps.toFixed(1)} tok/s (${(stepS * 1000).toFixed(2)} ms/step, ` +
@@ -479,6 +485,17 @@ export function markdownProfiles(diagnoses: Record<string, unknown>[]): string {
 }
 
 /** A markdown table of results. */
+/** "greedy" or e.g. "T 0.7, top-k 40, top-p 0.9". */
+export function samplingLabel(p: SamplingParams | undefined): string {
+  if (!p || p.temperature === 0) return "greedy";
+  return [
+    `T ${p.temperature}`,
+    ...(p.topK ? [`top-k ${p.topK}`] : []),
+    ...(p.topP < 1 ? [`top-p ${p.topP}`] : []),
+  ]
+    .join(", ");
+}
+
 export function markdownTable(results: DecodeResult[]): string {
   const lines = [
     "| model | weights | batch | context | tokens/s (all) | tokens/s per session | ms/step | MB read/token | GB/s achieved | of measured BW | dispatches/step |",
@@ -493,8 +510,9 @@ export function markdownTable(results: DecodeResult[]): string {
       );
       continue;
     }
+    const model = r.sampling && r.sampling !== "greedy" ? `${r.model} (${r.sampling})` : r.model;
     lines.push(
-      `| ${r.model} | ${r.weights} | ${r.batch} | ${r.context} | ${r.tokensPerSecond.toFixed(1)} | ${
+      `| ${model} | ${r.weights} | ${r.batch} | ${r.context} | ${r.tokensPerSecond.toFixed(1)} | ${
         r.tokensPerSecondPerSession.toFixed(1)
       } | ` +
         `${r.stepMs.toFixed(2)} | ${(r.bytesPerToken / 1e6).toFixed(1)} | ${r.achievedGBs.toFixed(0)} | ` +

@@ -6,6 +6,7 @@
  *
  * `--diagnose N` times encoding vs GPU work of N steps; `--profile N` also times every kernel of N
  * steps on the GPU (needs the adapter's timestamp-query feature) and adds the tables to decode.md.
+ * `--temperature T [--top-k K] [--top-p P]` samples every session that way (seeded) instead of greedily.
  * `--gemv-cpt N` sets the GEMV's 16-byte weight chunks per thread (RuntimeOptions.gemvChunksPerThread).
  *
  * A model may carry its own lists: `qwen3.5-9b/1+32/1k` (batches 1 and 32 at context 1k).
@@ -21,9 +22,17 @@ import {
   parseSize,
   runDecodeBench,
 } from "./decode.ts";
+import { type SamplingParams, validateSampling } from "../src/engine/sampling.ts";
 
 function sizes(list: string): number[] {
   return list.split(",").filter(Boolean).map(parseSize);
+}
+
+/** Sampling from the command line (greedy when the temperature is 0); seed 1 for the first session. */
+export function samplingFromArgs(temperature: string, topK: string, topP: string): SamplingParams {
+  const p = { temperature: Number(temperature), topK: Number(topK), topP: Number(topP), seed: 1 };
+  validateSampling(p);
+  return p;
 }
 
 async function main(): Promise<number> {
@@ -42,6 +51,9 @@ async function main(): Promise<number> {
       diagnose: { type: "string", default: "0" },
       profile: { type: "string", default: "0" },
       "gemv-cpt": { type: "string", default: "0" },
+      temperature: { type: "string", default: "0" },
+      "top-k": { type: "string", default: "0" },
+      "top-p": { type: "string", default: "1" },
     },
   });
   if (values.backend !== "webgpu") {
@@ -95,6 +107,7 @@ async function main(): Promise<number> {
     diagnoseSteps: Number(values.diagnose) || undefined,
     profileSteps: Number(values.profile) || undefined,
     gemvChunksPerThread: Number(values["gemv-cpt"]) || undefined,
+    sampling: samplingFromArgs(values.temperature!, values["top-k"]!, values["top-p"]!),
     onDiagnosis: async (d) => {
       diagnoses.push(d);
       await write();
