@@ -98,11 +98,13 @@ def loss_svg(series: list[tuple[str, str, list[tuple[float, float]]]], title: st
 
 
 def _phase_marks(m: dict) -> list[tuple[float, str]]:
-    marks, last = [], None
+    marks, last, stage = [], None, None
     for h in m["history"]:
-        if h["seq_len"] != last:
-            marks.append((h["tokens"] / 1e6, f"{h['seq_len']} tok"))
+        new_stage = h.get("stage") != stage and stage is not None
+        if h["seq_len"] != last or new_stage:
+            marks.append((h["tokens"] / 1e6, f"stage {h['stage']}" if new_stage else f"{h['seq_len']} tok"))
             last = h["seq_len"]
+        stage = h.get("stage")
     return marks
 
 
