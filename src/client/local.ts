@@ -26,7 +26,7 @@ import { Memory } from "./memory.ts";
 
 /** Options of {@link Capsule.load}. */
 export interface LoadOptions {
-  /** "auto" picks WebGPU when an adapter exists, else the CPU. Default "cpu". */
+  /** "auto" picks WebGPU when a hardware GPU adapter exists, else the CPU. Default "cpu". */
   backend?: BackendName | "auto";
   /**
    * The session store behind {@link Capsule.memory}: a store URL (`memory:`, `kv:<path>`,

@@ -8,6 +8,7 @@ import { loadModelConfig } from "../../src/model/config.ts";
 import { Checkpoint } from "../../src/model/safetensors.ts";
 import { CapsuleError } from "../../src/errors.ts";
 import { fixture } from "../support/fixtures.ts";
+import { Engine, gpuAdapterKind } from "../../src/engine/engine.ts";
 
 Deno.test("with no adapter (injected) the backend fails with no_gpu_adapter", async () => {
   const dir = fixture("qwen3_5-tiny");
@@ -39,4 +40,23 @@ Deno.test("in a process whose WebGPU has no adapter, webgpu says no_gpu_adapter 
   assertEquals(r.webgpu.code, "no_gpu_adapter", text);
   assertEquals(r.auto.backend, "cpu", text);
   assertEquals(r.auto.tokens.length, 3, text);
+});
+
+Deno.test("auto decodes on the CPU when the only adapter is a software fallback, on WebGPU for a hardware GPU", async () => {
+  const kind = await gpuAdapterKind();
+  const engine = await Engine.load(fixture("qwen3_5-tiny"), { backend: "auto" });
+  try {
+    assertEquals(engine.backend.name, kind === "hardware" ? "webgpu" : "cpu", `adapter kind ${kind}`);
+  } finally {
+    engine.dispose();
+  }
+  // An explicit request still gets WebGPU on a software adapter (tests and benchmarks rely on it).
+  if (kind === "software") {
+    const gpu = await Engine.load(fixture("qwen3_5-tiny"), { backend: "webgpu" });
+    try {
+      assertEquals(gpu.backend.name, "webgpu");
+    } finally {
+      gpu.dispose();
+    }
+  }
 });
