@@ -7,6 +7,14 @@
 // and the output projection (gemv.wgsl, PRO2) applies the 1/rms factor.
 //
 // Grid: (NB column blocks, HV heads, B). Workgroup: CB columns × RG row groups.
+//
+// Decode is latency-bound (one head's state is 64 KB), so the kernel is laid out to keep the
+// dependent global round trips and the barriers few: the state rows, β, the gates and (KDA) the
+// decay inputs are loaded before the conv, since none depends on it; the conv's ring writes wait
+// until the end so no store sits between its loads; the q and k norms take a two-level sum (one
+// barrier each level, both norms together) and their scales are applied where q and k are read
+// instead of in place; the gates need no barrier of their own. Five barriers in all. Every sum
+// runs in a fixed order over thread indices, so an entry's result does not depend on the batch.
 #include "common.wgsl"
 #include "conv.wgsl"
 
@@ -47,62 +55,40 @@ const P_NORM: u32 = 2u * HV;
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;  // [B, HV·DV]
 @group(0) @binding(9) var<storage, read_write> ss: array<f32>; // [B, HV, NB]
 
-var<workgroup> qn: array<f32, DK>;
-var<workgroup> kn: array<f32, DK>;
-var<workgroup> fdec: array<f32, DK>;
-var<workgroup> vb: array<f32, CB>;
-var<workgroup> gb: array<f32, CB>;
-var<workgroup> red: array<f32, WG>;
+const NCH: u32 = 2u * DK + CB;           // conv channels of one workgroup: q, k, this block's v
+const NCI: u32 = (NCH + WG - 1u) / WG;   // conv channels per thread
+const NP: u32 = WG / 8u;                 // first-level partials of the norm sums (8 threads each)
 
-fn wg_sum(v: f32, l: u32) -> f32 {
-  red[l] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (l < s) { red[l] += red[l + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
+var<workgroup> qn: array<f32, DK>;       // conv output of q (unnormalized)
+var<workgroup> kn: array<f32, DK>;       // conv output of k (unnormalized)
+var<workgroup> vb: array<f32, CB>;
+var<workgroup> nsq: array<vec2<f32>, WG>;  // per-thread Σq², Σk²
+var<workgroup> npart: array<vec2<f32>, NP>;
+var<workgroup> mred: array<f32, WG>;     // per-thread partial of S·k
+var<workgroup> ored: array<f32, WG>;     // per-thread partial of S·q
+var<workgroup> osq: array<f32, CB>;      // o² of this block's columns
+#if KDA
+var<workgroup> fdec: array<f32, DK>;
+var<workgroup> gred: array<f32, WG>;     // per-thread partial of the output gate logit
+#endif
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
   let blk = wid.x;
   let h = wid.y;
   let b = wid.z;
-  let slot = step[ST_ENTRIES + 4u * b];
-  let hdr = slot * SLOT_WORDS;
-  let pos = slots[hdr + SH_POS];
-  let live = slots[hdr + SH_DONE] == 0u;
-  let kh = h / RATIO;
-  let ringBase = slot * C * CK;
-  let pb = b * PROJ;
-
-  // Short conv of this head's q and k channels and of this block's v channels.
-  for (var c = l; c < 2u * DK + CB; c += WG) {
-    var ch: u32;
-    if (c < DK) { ch = kh * DK + c; } else if (c < 2u * DK) { ch = KOFF + kh * DK + c - DK; } else { ch = VOFF + h * DV + blk * CB + c - 2u * DK; }
-    let u = proj[pb + ch];
-    let v = conv_out(ringBase, ch, pos, u);
-    if (c < DK) { qn[c] = v; } else if (c < 2u * DK) { kn[c - DK] = v; } else { vb[c - 2u * DK] = v; }
-    let owner = c >= 2u * DK || (blk == 0u && h % RATIO == 0u);
-    if (owner && live) { ring[ringBase + ch * CK + pos % CK] = u; }
-  }
-  workgroupBarrier();
-
-  // L2 norms (eps inside the sqrt), q also scaled by dk^-1/2.
-  var sq = 0.0;
-  var sk = 0.0;
-  for (var i = l; i < DK; i += WG) { sq += qn[i] * qn[i]; sk += kn[i] * kn[i]; }
-  let qs = inverseSqrt(f32(DK)) / sqrt(wg_sum(sq, l) + 1e-6);
-  let ks = 1.0 / sqrt(wg_sum(sk, l) + 1e-6);
-  for (var i = l; i < DK; i += WG) { qn[i] *= qs; kn[i] *= ks; }
-
-  let beta = sigmoid(proj[pb + BOFF + h]);
   let j = l % CB;
   let r = l / CB;
   let col = blk * CB + j;
+  let kh = h / RATIO;
+  let pb = b * PROJ;
+  let slot = step[ST_ENTRIES + 4u * b];
+
+  // Loads that do not depend on the conv, issued first so their latency overlaps it.
+  let sbase = (slot * HV + h) * DK * DV + col;
+  var sreg = array<f32, RPT>();
+  for (var ii = 0u; ii < RPT; ii++) { sreg[ii] = state[sbase + (r * RPT + ii) * DV]; }
+  let beta = sigmoid(proj[pb + BOFF + h]);
 #if KDA
   // Per-channel decay: f = f_b · f_a(u); g = -exp(A_log) · softplus(f + dt_bias).
   let na = -exp(params[h]);
@@ -124,55 +110,104 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     gp += dot8h(fg[grow + m], vec4<f32>(proj[xi], proj[xi + 1u], proj[xi + 2u], proj[xi + 3u]),
                 vec4<f32>(proj[xi + 4u], proj[xi + 5u], proj[xi + 6u], proj[xi + 7u]));
   }
-  red[l] = gp;
-  workgroupBarrier();
-  if (r == 0u) {
-    var g = 0.0;
-    for (var k = 0u; k < RG; k++) { g += red[k * CB + j]; }
-    gb[j] = sigmoid(g);
-  }
-  workgroupBarrier();
+  gred[l] = gp;
 #else
   let decay = exp(-exp(params[h]) * softplus(proj[pb + AOFF + h] + params[HV + h]));
-  if (r == 0u) { gb[j] = silu(proj[pb + ZOFF + h * DV + col]); }
-  workgroupBarrier();
+  let zg = silu(proj[pb + ZOFF + h * DV + col]);
 #endif
 
+  // Short conv of this head's q and k channels and of this block's v channels. The raw inputs
+  // stay in registers for the ring update at the end.
+  let hdr = slot * SLOT_WORDS;
+  let pos = slots[hdr + SH_POS];
+  let live = slots[hdr + SH_DONE] == 0u;
+  let ringBase = slot * C * CK;
+  var us = array<f32, NCI>();
+  var sq = 0.0;
+  var sk = 0.0;
+  for (var t = 0u; t < NCI; t++) {
+    let c = l + t * WG;
+    if (c < NCH) {
+      var ch: u32;
+      if (c < DK) { ch = kh * DK + c; } else if (c < 2u * DK) { ch = KOFF + kh * DK + c - DK; } else { ch = VOFF + h * DV + blk * CB + c - 2u * DK; }
+      let u = proj[pb + ch];
+      us[t] = u;
+      let v = conv_out(ringBase, ch, pos, u);
+      if (c < DK) { qn[c] = v; sq += v * v; } else if (c < 2u * DK) { kn[c - DK] = v; sk += v * v; } else { vb[c - 2u * DK] = v; }
+    }
+  }
+  nsq[l] = vec2<f32>(sq, sk);
+  workgroupBarrier();
+
+  // L2 norms (eps inside the sqrt), q also scaled by dk^-1/2: 8-wide partials, then every thread
+  // folds the partials itself in the same order.
+  if (l < NP) {
+    var p = vec2<f32>(0.0);
+    for (var m = 0u; m < 8u; m++) { p += nsq[8u * l + m]; }
+    npart[l] = p;
+  }
+  workgroupBarrier();
+  var nt = vec2<f32>(0.0);
+  for (var m = 0u; m < NP; m++) { nt += npart[m]; }
+  let qs = inverseSqrt(f32(DK)) / sqrt(nt.x + 1e-6);
+  let ks = 1.0 / sqrt(nt.y + 1e-6);
+
   // Delta rule on column `col`, rows r·RPT .. (r+1)·RPT of this head's memory.
-  let sbase = (slot * HV + h) * DK * DV + col;
-  var sreg = array<f32, RPT>();
   var mp = 0.0;
   for (var ii = 0u; ii < RPT; ii++) {
     let i = r * RPT + ii;
 #if KDA
-    let s = state[sbase + i * DV] * fdec[i];
+    let s = sreg[ii] * fdec[i];
 #else
-    let s = state[sbase + i * DV] * decay;
+    let s = sreg[ii] * decay;
 #endif
     sreg[ii] = s;
-    mp += s * kn[i];
+    mp += s * (kn[i] * ks);
   }
-  red[l] = mp;
+  mred[l] = mp;
   workgroupBarrier();
   var mm = 0.0;
-  for (var k = 0u; k < RG; k++) { mm += red[k * CB + j]; }
-  workgroupBarrier();
+  for (var k = 0u; k < RG; k++) { mm += mred[k * CB + j]; }
   let delta = beta * (vb[j] - mm);
   var op = 0.0;
   for (var ii = 0u; ii < RPT; ii++) {
     let i = r * RPT + ii;
-    let s = sreg[ii] + kn[i] * delta;
+    let s = sreg[ii] + (kn[i] * ks) * delta;
     if (live) { state[sbase + i * DV] = s; }
-    op += s * qn[i];
+    op += s * (qn[i] * qs);
   }
-  red[l] = op;
+  ored[l] = op;
   workgroupBarrier();
-  var o = 0.0;
-  for (var k = 0u; k < RG; k++) { o += red[k * CB + j]; }
+  if (r == 0u) {
+    var o = 0.0;
+    for (var k = 0u; k < RG; k++) { o += ored[k * CB + j]; }
+#if KDA
+    var g = 0.0;
+    for (var k = 0u; k < RG; k++) { g += gred[k * CB + j]; }
+    let gate = sigmoid(g);
+#else
+    let gate = zg;
+#endif
+    y[b * HV * DV + h * DV + col] = o * params[P_NORM + col] * gate;
+    osq[j] = o * o;
+  }
   workgroupBarrier();
-  if (r == 0u) { y[b * HV * DV + h * DV + col] = o * params[P_NORM + col] * gb[j]; }
-  var o2 = 0.0;
-  if (r == 0u) { o2 = o * o; }
-  let total = wg_sum(o2, l);
-  if (l == 0u) { ss[(b * HV + h) * NB + blk] = total; }
+  if (l == 0u) {
+    var total = 0.0;
+    for (var k = 0u; k < CB; k++) { total += osq[k]; }
+    ss[(b * HV + h) * NB + blk] = total;
+  }
+
+  // Conv ring update, after every read of this step (no one reads slot pos mod CK this step).
+  if (live) {
+    for (var t = 0u; t < NCI; t++) {
+      let c = l + t * WG;
+      if (c < NCH) {
+        var ch: u32;
+        if (c < DK) { ch = kh * DK + c; } else if (c < 2u * DK) { ch = KOFF + kh * DK + c - DK; } else { ch = VOFF + h * DV + blk * CB + c - 2u * DK; }
+        let owner = c >= 2u * DK || (blk == 0u && h % RATIO == 0u);
+        if (owner) { ring[ringBase + ch * CK + pos % CK] = us[t]; }
+      }
+    }
+  }
 }

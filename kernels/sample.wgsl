@@ -10,14 +10,26 @@
 // workgroup per entry: it takes max and argmax from the NBLK partials (the same tie rule, so the
 // same token as one scan would give), and for T = 0 it is done.
 //
-// For T > 0 there is no sort: every "position in sorted order" is found by a radix descent over
+// For T > 0 the candidate path runs first: one pass counts the logits by distance below the
+// maximum (and sums the full mass when there is no top-k), picks the largest distance class
+// holding at most CAP = 1024 logits, a second pass collects those, and they are sorted (bitonic,
+// in workgroup memory) and prefix-summed in sorted order. The logits it leaves out all come after
+// the collected ones in sorted order, so whenever the top-k, the top-p crossing and the sampled
+// crossing fall among them the choice is sampleToken's; it does in the common cases (top-k ≤
+// CAP, a nucleus within the top CAP tokens, a draw within them), and two passes replace the
+// radix path's 27. Only when it cannot decide (flat rows, top-k > CAP, a draw out in a tail
+// beyond the collected tokens) does the radix path run, from scratch on the full row:
+//
+// The radix path has no sort: every "position in sorted order" is found by a radix descent over
 // order-preserving u32 keys of the logits (8-bit digits with counts for top-k, 4-bit digits with
 // per-thread mass bins for the prefix sums), then ties on the found key are ranked by id. Each
 // digit depends on the one before, so these passes stay in the one workgroup; each reads the
 // logits once (27 passes in all), eight loads per thread at a time so that they overlap rather
 // than each waiting out the memory latency alone. A thread visits its elements in the same
 // order as a one-at-a-time loop, so every f32 sum is the same. One invocation loops about
-// 27·V/2048 times (the engine checks this bound against Mesa's 65,535 cap at load).
+// 29·V/2048 times at most, both paths (the engine checks this bound against Mesa's 65,535 cap
+// at load). The two paths add the same masses in different orders; they can disagree only where
+// f32 rounding of a running sum decides a crossing, as either can with sampleToken's f64.
 //
 // After choosing, thread 0 writes the token where the next step's embedding gather reads it,
 // appends it to the slot's output ring, advances the position and sets the stop flag (stop id
@@ -109,6 +121,12 @@ const RF: u32 = 17u * WG;                 // mass bins + "above"
 const PER: u32 = (V + WG - 1u) / WG;      // logits per thread in a pass
 const PQ: u32 = (PER + 7u) / 8u;          // rounds of eight loads
 const NQ: u32 = (NBLK + WG - 1u) / WG;    // ARGMAX partials per thread
+const CAP: u32 = 1024u;                   // fast path: most candidates sorted in workgroup memory
+const PT: u32 = CAP / WG;                 // sorted positions per thread
+// Both paths on; sample_test.ts builds variants with one switched off to test each alone (with
+// RADIX off, a case the candidates cannot decide returns ALL).
+const CANDIDATE_PATH: bool = true;
+const RADIX_PATH: bool = true;
 
 @group(0) @binding(3) var<storage, read_write> ring: array<u32>;
 @group(0) @binding(4) var<storage, read> part: array<u32>;
@@ -123,6 +141,11 @@ var<workgroup> wCount: u32;
 var<workgroup> wRes: u32;
 var<workgroup> wRank: u32;
 var<workgroup> wMass: f32;
+// Fast path: up to CAP candidates (key, id), sorted in place; wN counts them as they arrive.
+var<workgroup> sk: array<u32, CAP>;
+var<workgroup> si: array<u32, CAP>;
+var<workgroup> wN: atomic<u32>;
+var<workgroup> wMin: atomic<u32>;
 
 // Candidate filter: key above k1 (ties up to id c1) and above k2 (ties up to id c2).
 struct Pred { k1: u32, c1: u32, k2: u32, c2: u32 }
@@ -280,6 +303,26 @@ fn crossing(base: u32, mx: f32, T: f32, goal: f32, strict: bool, p: Pred, l: u32
   return id;
 }
 
+// Distance class of a logit below the maximum: eighths of a logit down to 16 below it, then
+// whole logits down to 143 below; 255 = farther (never a candidate). Monotone in the logit, so
+// {bin < J} is a prefix of the sorted order, equal logits (and -0, +0) wholly in or out.
+fn bin_of(x: f32, mx: f32) -> u32 {
+  let d = mx - x;
+  if (d < 16.0) { return u32(max(d, 0.0) * 8.0); }
+  if (d < 143.0) { return 112u + u32(d); }
+  return 255u;
+}
+
+// Sorted order: larger key first, lower id first among equal keys.
+fn before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool { return ka > kb || (ka == kb && ia < ib); }
+
+// The lowest value offered to wMin since it was reset, the same in every thread.
+fn min_of(l: u32) -> u32 {
+  workgroupBarrier();
+  if (l == 0u) { wRes = atomicLoad(&wMin); }
+  return workgroupUniformLoad(&wRes);
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
   let b = wid.x;
@@ -314,7 +357,154 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let mx = top.v;
   var token = top.i;
 
-  if (T > 0.0) {
+  // Fast path for T > 0: the candidates are the logits within a distance class of the maximum
+  // chosen so that at most CAP fall inside. Two passes over the row (class histogram, plus the
+  // full mass when there is no top-k; then collection), a bitonic sort of the candidates in
+  // workgroup memory and a prefix sum in sorted order. Everything outside the candidates comes
+  // after them in sorted order, so when the top-k, the top-p crossing and the sampled crossing
+  // all fall among them, the choice is sampleToken's; otherwise (flat rows, top-k > CAP, a draw
+  // in a tail beyond CAP tokens) the radix path below decides from the full row.
+  var pending = T > 0.0;
+  if (pending && CANDIDATE_PATH) {
+    let topkOn = topk > 0u && topk < V;
+    atomicStore(&hist[l], 0u);
+    if (l == 0u) { atomicStore(&wN, 0u); }
+    workgroupBarrier();
+    var tot = 0.0;
+    for (var q = 0u; q < PQ; q++) {
+      let i0 = l + q * (8u * WG);
+#unroll u 8
+      let x@u@ = logits[base + min(i0 + @u@u * WG, V - 1u)];
+#endunroll
+#unroll u 8
+      if (i0 + @u@u * WG < V) {
+        let c = bin_of(x@u@, mx);
+        if (c < 255u) { atomicAdd(&hist[c], 1u); }
+        if (!topkOn) { tot += exp((x@u@ - mx) / T); }
+      }
+#endunroll
+    }
+    // Same per-thread order and tree as the radix path's total: the same f32 value.
+    let totalAll = sum_f(tot, l);
+    if (l == 0u) {
+      var cum = 0u;
+      var J = 0u;
+      for (var j = 0u; j < 255u; j++) {
+        cum += atomicLoad(&hist[j]);
+        if (cum > CAP) { break; }
+        J = j + 1u;
+      }
+      wPrefix = J;
+    }
+    let J = workgroupUniformLoad(&wPrefix);
+    if (J > 0u) {
+      for (var q = 0u; q < PQ; q++) {
+        let i0 = l + q * (8u * WG);
+#unroll u 8
+        let x@u@ = logits[base + min(i0 + @u@u * WG, V - 1u)];
+#endunroll
+#unroll u 8
+        if (i0 + @u@u * WG < V && bin_of(x@u@, mx) < J) {
+          let s = atomicAdd(&wN, 1u);
+          if (s < CAP) { sk[s] = key_of(x@u@); si[s] = i0 + @u@u * WG; }
+        }
+#endunroll
+      }
+    }
+    workgroupBarrier();
+    if (l == 0u) { wCount = atomicLoad(&wN); }
+    let n = workgroupUniformLoad(&wCount);
+    if (n > 0u && n <= CAP && (!topkOn || n >= topk)) {
+      // Bitonic sort of the n candidates, padded to a power of two with entries that sort last
+      // (key 0 is a NaN's; ids are unique, so the order is total and the result unique).
+      let N = max(2u, 1u << (32u - countLeadingZeros(n - 1u)));
+      for (var t = l; t < N; t += WG) { if (t >= n) { sk[t] = 0u; si[t] = ALL; } }
+      workgroupBarrier();
+      for (var k = 2u; k <= N; k <<= 1u) {
+        for (var j = k >> 1u; j > 0u; j >>= 1u) {
+          for (var t = l; t < N; t += WG) {
+            let p = t ^ j;
+            if (p > t) {
+              let kt = sk[t]; let it = si[t]; let kp = sk[p]; let ip = si[p];
+              let up = (t & k) == 0u;
+              if ((up && before(kp, ip, kt, it)) || (!up && before(kt, it, kp, ip))) {
+                sk[t] = kp; si[t] = ip; sk[p] = kt; si[p] = it;
+              }
+            }
+          }
+          workgroupBarrier();
+        }
+      }
+      // Inclusive running mass in sorted order over the first nk (top-k cut) into rf[WG + j]:
+      // each thread sums its PT consecutive positions, a scan over the threads adds the rest.
+      let nk = select(n, topk, topkOn);
+      var w: array<f32, PT>;
+      var own = 0.0;
+      for (var t = 0u; t < PT; t++) {
+        let j = l * PT + t;
+        var pr = 0.0;
+        if (j < nk) { pr = exp((val_of(sk[j]) - mx) / T); }
+        own += pr;
+        w[t] = own;
+      }
+      rf[l] = own;
+      workgroupBarrier();
+      for (var off = 1u; off < WG; off <<= 1u) {
+        var v = 0.0;
+        if (l >= off) { v = rf[l - off]; }
+        workgroupBarrier();
+        rf[l] += v;
+        workgroupBarrier();
+      }
+      var before_l = 0.0;
+      if (l > 0u) { before_l = rf[l - 1u]; }
+      for (var t = 0u; t < PT; t++) { rf[WG + l * PT + t] = before_l + w[t]; }
+      workgroupBarrier();
+      var total = totalAll;
+      if (topkOn) { total = rf[WG + nk - 1u]; }
+      // keepN: kept prefix length; ALL = the crossing lies beyond the candidates.
+      var keepN = nk;
+      var massAll = !topkOn;
+      if (topp < 1.0) {
+        let goal = topp * total;
+        if (l == 0u) { atomicStore(&wMin, ALL); }
+        workgroupBarrier();
+        for (var t = 0u; t < PT; t++) {
+          let j = l * PT + t;
+          if (j < nk && rf[WG + j] >= goal) { atomicMin(&wMin, j); }
+        }
+        let e = min_of(l);
+        if (e != ALL) { keepN = e + 1u; massAll = false; } else if (!topkOn) { keepN = ALL; }
+      }
+      if (keepN != ALL) {
+        var mass = totalAll;
+        if (!massAll) { mass = rf[WG + keepN - 1u]; }
+        if (l == 0u) { wRes = slots[hdr + SH_SEED]; wRank = slots[hdr + SH_CBASE] + slots[hdr + SH_GEN]; }
+        let seed = workgroupUniformLoad(&wRes);
+        let counter = workgroupUniformLoad(&wRank);
+        let goalS = uniform01(seed, counter) * mass;
+        if (l == 0u) { atomicStore(&wMin, ALL); }
+        workgroupBarrier();
+        for (var t = 0u; t < PT; t++) {
+          let j = l * PT + t;
+          if (j < min(keepN, nk) && rf[WG + j] > goalS) { atomicMin(&wMin, j); }
+        }
+        let s = min_of(l);
+        // No crossing among the candidates: the last kept one (sampleToken's rule) when the kept
+        // set is among them; otherwise the crossing lies in the tail.
+        if (s != ALL) {
+          token = si[s];
+          pending = false;
+        } else if (!massAll) {
+          token = si[keepN - 1u];
+          pending = false;
+        }
+      }
+    }
+  }
+
+  if (pending && !RADIX_PATH) { token = ALL; }
+  if (pending && RADIX_PATH) {
     let all = Pred(0u, ALL, 0u, ALL);
     var pk = all;
     if (topk > 0u && topk < V) {

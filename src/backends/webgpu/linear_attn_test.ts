@@ -49,6 +49,44 @@ const kdaConfig = parseModelConfig({
   linear_attn_config: { head_dim: 32, num_heads: 3, kda_layers: [1], full_attn_layers: [] },
 });
 
+// Head dims where one thread convolves several channels, the last round only partly (128 keys:
+// 2·128 + 16 channels over 128 threads), as in the Qwen3.5 shapes.
+const gdnWideConfig = parseModelConfig({
+  model_type: "qwen3_5_text",
+  vocab_size: 64,
+  hidden_size: 32,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  num_key_value_heads: 1,
+  head_dim: 16,
+  intermediate_size: 32,
+  linear_key_head_dim: 128,
+  linear_value_head_dim: 32,
+  linear_num_key_heads: 2,
+  linear_num_value_heads: 4,
+  layer_types: ["linear_attention"],
+});
+
+// A KDA head dim above the workgroup size: two decay rows per thread, 18 state rows per thread.
+const kdaWideConfig = parseModelConfig({
+  model_type: "kimi_linear",
+  vocab_size: 64,
+  hidden_size: 32,
+  intermediate_size: 32,
+  moe_intermediate_size: 16,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  kv_lora_rank: 16,
+  qk_nope_head_dim: 8,
+  qk_rope_head_dim: 8,
+  v_head_dim: 8,
+  mla_use_nope: true,
+  num_experts: 2,
+  num_experts_per_token: 1,
+  first_k_dense_replace: 1,
+  linear_attn_config: { head_dim: 144, num_heads: 2, kda_layers: [1], full_attn_layers: [] },
+});
+
 async function checkStep(c: ModelConfig, seed: number): Promise<void> {
   const h = new Harness(gpu!);
   try {
@@ -189,4 +227,16 @@ Deno.test({
     "KDA decode step kernel (per-channel decay from f_b·f_a, sigmoid gate from g_b·g_a) equals the CPU twins",
   ignore: !gpu,
   fn: () => checkStep(kdaConfig, 12),
+});
+
+Deno.test({
+  name: "GDN decode step kernel with 128-dim keys (several conv channels per thread) equals the CPU twins",
+  ignore: !gpu,
+  fn: () => checkStep(gdnWideConfig, 13),
+});
+
+Deno.test({
+  name: "KDA decode step kernel with a head dim above the workgroup size equals the CPU twins",
+  ignore: !gpu,
+  fn: () => checkStep(kdaWideConfig, 14),
 });

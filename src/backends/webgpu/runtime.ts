@@ -686,16 +686,21 @@ export function sampleBlocks(vocab: number): number {
 }
 
 /**
- * Per-invocation loop iterations of the sampling kernel: its SAMPLE entry at T > 0, 27 passes of
- * ⌈⌈V/256⌉/8⌉ rounds (eight loads each, unrolled) plus the partials, the tree reductions and
+ * Per-invocation loop iterations of the sampling kernel: its SAMPLE entry at T > 0 tries the
+ * candidate path (2 passes of ⌈⌈V/256⌉/8⌉ rounds, eight loads each, unrolled; a 255-bin scan; a
+ * bitonic sort of 1024 in 55 steps of 4; an 8-step scan and three loops of 4 per step) and may
+ * then fall back to the radix path (27 more passes) with the partials, the tree reductions and
  * thread 0's digit and prefix scans. The ARGMAX entry loops only in its 8-step tree reduction.
  */
 export function samplerLoopBound(vocab: number): number {
   const rounds = Math.ceil(Math.ceil(vocab / 256) / 8);
   const partials = Math.ceil(sampleBlocks(vocab) / 256);
+  // Candidate path: 2 passes, sum 8, bin scan 255, sort 10 + 55 × (1 + 4) + 4 (padding), scan
+  // 4 + 8 + 4, two searches of 4.
+  const candidates = 2 * rounds + 8 + 255 + 10 + 55 * 5 + 4 + 16 + 8;
   // partials + tree 8; top-k: 4 × (256 digit scan) + 256 tie prefix; sum 8; two crossings of
   // 8 × (16 + 8 · 18 + 16) + 256 each; 48 stop ids; + the outer digit loops.
-  return 27 * rounds + partials + 8 + 5 * 256 + 8 + 2 * (8 * 176 + 256 + 8) + 48 + 4;
+  return candidates + 27 * rounds + partials + 8 + 5 * 256 + 8 + 2 * (8 * 176 + 256 + 8) + 48 + 4;
 }
 
 /**
@@ -739,9 +744,13 @@ export function kernelLoopBounds(
     "gemv.wgsl": Math.max(...widths.map((w) => gemv(w, "f16"))),
     "gemv_batched.wgsl": Math.max(...widths.map(blocked)),
     "embed.wgsl": Math.ceil(g.H / 64),
-    "linear_attn.wgsl": Math.ceil((2 * l.keyHeadDim + g.CB) / (g.CB * g.RG)) * l.convKernel +
-      Math.ceil(l.keyHeadDim / (g.CB * g.RG)) * (3 + l.keyHeadDim / 8) + l.valueHeadDim / 8 + 4 * g.RG +
-      2 * (l.keyHeadDim / g.RG) + 4 * 8,
+    // state prefetch, decay and update rows; KDA decay rows and gate chunks; conv (+ ring write)
+    // per channel; the two norm levels; the row-group and column sums.
+    "linear_attn.wgsl": 3 * (l.keyHeadDim / g.RG) +
+      Math.ceil(l.keyHeadDim / (g.CB * g.RG)) * (1 + l.keyHeadDim / 8) +
+      Math.ceil(l.valueHeadDim / 8 / g.RG) +
+      Math.ceil((2 * l.keyHeadDim + g.CB) / (g.CB * g.RG)) * (l.convKernel + 1) +
+      8 + (g.CB * g.RG) / 8 + 3 * g.RG + g.CB,
     "sample.wgsl": samplerLoopBound(c.vocabSize),
   };
   // Split-context partial (PWG threads, worst case over the chunk sizes): query load, score rows

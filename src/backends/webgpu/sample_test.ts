@@ -1,10 +1,12 @@
 /**
  * sample.wgsl (block argmax, then sampling) against sampleToken() (greedy, temperature, top-k,
  * top-p, counter-based RNG) on random logits with ragged vocabulary sizes, including logits with
- * many exact ties and ties at the maximum spread over several blocks, and the bookkeeping the
+ * many exact ties and ties at the maximum spread over several blocks, each of its two T > 0
+ * paths (sorted candidates, radix descent) alone as well as together, and the bookkeeping the
  * decode loop relies on: next token written where the embedding reads it, output ring, position
  * advance, stop ids, max tokens, and stopped entries left untouched.
  */
+import { relative } from "node:path";
 import { assert, assertEquals } from "@std/assert";
 import { hash32, sampleToken, type SamplingParams, uniform } from "../../engine/sampling.ts";
 import { Harness, randArray, rng, testGpu } from "./harness.ts";
@@ -23,16 +25,17 @@ function runSample(
   lstride: number,
   n: number,
   buffers: { step: GPUBuffer; slots: GPUBuffer; logits: GPUBuffer; ring: GPUBuffer },
+  file = "sample.wgsl",
 ): void {
   const d = { V, LSTRIDE: lstride, RING, ADVANCE: 0 };
   const part = h.buffer(n * sampleBlocks(V) * 8);
-  h.run("sample.wgsl", { ...d, ARGMAX: 1, SAMPLE: 0 }, "rwrw", [
+  h.run(file, { ...d, ARGMAX: 1, SAMPLE: 0 }, "rwrw", [
     buffers.step,
     buffers.slots,
     buffers.logits,
     part,
   ], [sampleBlocks(V), n]);
-  h.run("sample.wgsl", { ...d, ARGMAX: 0, SAMPLE: 1 }, "rwrwr", [
+  h.run(file, { ...d, ARGMAX: 0, SAMPLE: 1 }, "rwrwr", [
     buffers.step,
     buffers.slots,
     buffers.logits,
@@ -310,6 +313,127 @@ Deno.test({
       const hdr2 = await h.u32(slots, 4 * SLOT_WORDS);
       assert(hdr2[0 * SLOT_WORDS + SH.POS] === 12 && hdr2[3 * SLOT_WORDS + SH.POS] === 40, "advance");
     } finally {
+      h.dispose();
+    }
+  },
+});
+
+/** Which of sample.wgsl's two T > 0 paths a variant keeps (see {@link kernelVariant}). */
+type SamplePath = "both" | "candidates" | "radix";
+
+/**
+ * sample.wgsl with one T > 0 path switched off (its CANDIDATE_PATH / RADIX_PATH constant),
+ * written to a temporary file: the returned name is that file as the kernel loader resolves
+ * names (relative to kernels/). With the radix path off, cases the candidates cannot decide
+ * return 0xffffffff.
+ */
+function kernelVariant(path: SamplePath): { file: string; remove: () => void } {
+  if (path === "both") return { file: "sample.wgsl", remove: () => {} };
+  const dir = new URL("../../../kernels/", import.meta.url);
+  const src = Deno.readTextFileSync(new URL("sample.wgsl", dir));
+  const line = `const ${path === "radix" ? "CANDIDATE_PATH" : "RADIX_PATH"}: bool = true;`;
+  assert(src.includes(line), `sample.wgsl lacks "${line}"`);
+  const tmp = Deno.makeTempFileSync({ suffix: ".wgsl" });
+  Deno.writeTextFileSync(tmp, src.replace(line, line.replace("true", "false")));
+  return { file: relative(dir.pathname, tmp), remove: () => Deno.removeSync(tmp) };
+}
+
+/** An approximate standard normal (sum of four uniforms, rescaled). */
+function gauss(r: () => number): number {
+  return (r() + r() + r() + r() - 2) * Math.sqrt(3);
+}
+
+/**
+ * An LLM-like row: a bulk 12 or more below a few peaked tokens (two of them tied, in different
+ * blocks when V allows), on a 1/16 grid (ties in the bulk too), shifted by a random offset.
+ */
+function peakedRow(r: () => number, V: number): Float32Array {
+  const row = new Float32Array(V);
+  const off = r() * 10 - 5;
+  for (let i = 0; i < V; i++) row[i] = Math.round((-12 - 2 * Math.abs(gauss(r))) * 16) / 16 + off;
+  const peaks = [0, -0.5, -1, -1, -2, -3];
+  peaks.forEach((p, j) => row[Math.floor(((j + r()) / peaks.length) * V)] = p + off);
+  return row;
+}
+
+const NOT_DECIDED = 0xffffffff;
+
+Deno.test({
+  name:
+    "each T > 0 path alone and both together pick sampleToken's token (the radix path's on exact ties); the candidate path decides the common cases",
+  ignore: !gpu,
+  fn: async () => {
+    const h = new Harness(gpu!);
+    const paths = (["radix", "candidates", "both"] as SamplePath[]).map((p) => ({ p, ...kernelVariant(p) }));
+    try {
+      const r = rng(2024);
+      let decided = 0;
+      for (const V of [3001, 20011]) {
+        // 32 entries: temperatures from tiny to hot, top-k below, at and above the 1024
+        // candidates and ≥ V, top-p from 0.5 to 1, each with its own seed.
+        const params: SamplingParams[] = Array.from({ length: 32 }, (_, b) => ({
+          temperature: [0.7, 1, 0.3, 1e-5, 2, 0.7, 1, 0.5][b % 8],
+          topK: [0, 1, 20, 64, 0, 1500, V, V + 5, 0, 40, 0, 1024][b % 12],
+          topP: [1, 0.9, 0.5, 0.999, 0.95][b % 5],
+          seed: Math.floor(r() * 2 ** 32),
+        }));
+        // "tied" and "flat" rows: every logit on a 0.25 grid, so top-k and top-p cut through groups of equal
+        // weights whose f32 running sums are exact where sampleToken's f64 sums of quotients
+        // round (ten weights of 1/20 fall short of 0.5): there the paths must agree with each other.
+        for (const kind of ["peaked", "uniform", "tied", "flat"] as const) {
+          const rows = params.map(() =>
+            kind === "peaked"
+              ? peakedRow(r, V)
+              : kind === "flat"
+              ? new Float32Array(V).fill(-0.5)
+              : randArray(r, V, -4, 4).map((x) => kind === "tied" ? Math.round(x * 4) / 4 : x)
+          );
+          const logits = new Float32Array(params.length * V);
+          rows.forEach((row, b) => logits.set(row, b * V));
+          const cpu = params.map((p, b) => sampleToken(rows[b], p, 300 + b));
+          let radix: Uint32Array | undefined;
+          for (const { p: path, file } of paths) {
+            const slots = h.slots(params.map((p, i) => ({
+              TEMP: p.temperature,
+              TOPK: p.topK,
+              TOPP: p.topP,
+              SEED: p.seed,
+              CBASE: 300 + i,
+              MAXTOK: 10,
+            })));
+            runSample(h, V, V, params.length, {
+              step: h.stepTable(params.map((_, i) => i), params.length),
+              slots,
+              logits: h.buffer(logits),
+              ring: h.buffer(params.length * RING * 4),
+            }, file);
+            const hdr = await h.u32(slots, params.length * SLOT_WORDS);
+            const got = params.map((_, b) => hdr[b * SLOT_WORDS + SH.TOKEN]);
+            const rad = radix ??= Uint32Array.from(got);
+            const want = kind === "tied" || kind === "flat" ? [...rad] : cpu;
+            params.forEach((p, b) => {
+              const what = `${path} V=${V} ${kind} ${JSON.stringify(p)}`;
+              if (path !== "candidates") return assertEquals(got[b], want[b], what);
+              const topK = p.topK > 0 && p.topK < V;
+              // Must leave undecided: flat rows (every logit in the first class) and top-k
+              // beyond what it collects.
+              if (kind === "flat" || (topK && p.topK > 1024)) return assertEquals(got[b], NOT_DECIDED, what);
+              // Must decide: a small top-k, or a nucleus inside the peaks.
+              const common = kind === "peaked" && p.temperature <= 1 &&
+                ((topK && p.topK <= 64) || (!topK && p.topP <= 0.95));
+              if (common) assert(got[b] !== NOT_DECIDED, `undecided: ${what}`);
+              if (got[b] !== NOT_DECIDED) {
+                assertEquals(got[b], want[b], what);
+                assertEquals(got[b], rad[b], what);
+                decided++;
+              }
+            });
+          }
+        }
+      }
+      assert(decided > 100, `the candidate path decided only ${decided} cases`);
+    } finally {
+      paths.forEach((p) => p.remove());
       h.dispose();
     }
   },
