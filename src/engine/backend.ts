@@ -36,6 +36,12 @@ export interface InferenceBackend {
   ): AsyncGenerator<number, FinishReason>;
   /** Make the CPU copy of a device-resident state current (bit-exact), e.g. before a snapshot. */
   syncState?(state: SessionState): Promise<void>;
+  /**
+   * Hand the device copy of `from` to `to`, a bit-identical copy of it made by the caller, so `to`
+   * runs without an upload; `from` stops being resident (its next use uploads it again). Returns
+   * false, changing nothing, when `from` is not resident with a current CPU copy or is in use.
+   */
+  moveResidency?(from: SessionState, to: SessionState): boolean;
 }
 
 /** The f32 CPU reference backend. */

@@ -60,9 +60,12 @@ export class Engine {
     return new Session(this.backend);
   }
 
-  /** A session resumed from a snapshot (validated against this model). */
-  restore(snapshot: SessionSnapshot): Session {
-    return new Session(this.backend, snapshot);
+  /**
+   * A session resumed from a snapshot (validated against this model). `adoptResidency` moves a
+   * device copy of the snapshot's state to the session (see Session's constructor).
+   */
+  restore(snapshot: SessionSnapshot, opts: { adoptResidency?: boolean } = {}): Session {
+    return new Session(this.backend, snapshot, opts);
   }
 
   /** Free device resources. */

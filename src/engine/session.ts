@@ -33,7 +33,16 @@ export class Session {
   #tokens: number[];
   #sampler: SamplerState | null;
 
-  constructor(backend: InferenceBackend, snapshot?: SessionSnapshot) {
+  /**
+   * A new session, or one resumed from `snapshot` (copied). With `adoptResidency`, a device copy
+   * of the snapshot's state moves to the session (see InferenceBackend.moveResidency): for callers
+   * that discard or no longer run the snapshot, such as a server restoring its cached version.
+   */
+  constructor(
+    backend: InferenceBackend,
+    snapshot?: SessionSnapshot,
+    opts: { adoptResidency?: boolean } = {},
+  ) {
     this.backend = backend;
     if (snapshot) {
       validateState(backend.config, snapshot.state);
@@ -50,6 +59,7 @@ export class Session {
         throw new CapsuleError("invalid_token_id", `snapshot token ${bad} is outside 0..${V - 1}`);
       }
       this.#state = cloneState(snapshot.state);
+      if (opts.adoptResidency) backend.moveResidency?.(snapshot.state, this.#state);
       this.#tokens = [...snapshot.tokens];
       this.#sampler = snapshot.sampler ? { ...snapshot.sampler } : null;
     } else {
@@ -192,13 +202,19 @@ export class Session {
     }
   }
 
-  /** A deep copy of the session's snapshot (what a capsule stores). */
-  snapshot(): SessionSnapshot {
-    return {
+  /**
+   * A deep copy of the session's snapshot (what a capsule stores). With `moveResidency`, a device
+   * copy of the state moves to the snapshot: for a session that ends here (the snapshot is what
+   * continues); this session's next step would upload its state again.
+   */
+  snapshot(opts: { moveResidency?: boolean } = {}): SessionSnapshot {
+    const snap = {
       state: cloneState(this.#state),
       tokens: [...this.#tokens],
       sampler: this.#sampler ? { ...this.#sampler } : null,
     };
+    if (opts.moveResidency) this.backend.moveResidency?.(this.#state, snap.state);
+    return snap;
   }
 
   /** An independent session with the same state. */

@@ -134,7 +134,9 @@ export class TurnRunner {
     const engine = this.#engine;
     const session: Session = await this.#step(
       async () => {
-        const s = t.base ? engine.restore(t.base) : engine.newSession();
+        // The base is this node's cached version: its GPU copy, if any, moves to the session, and
+        // back to the snapshot that ends the turn, so a hot session is not uploaded per request.
+        const s = t.base ? engine.restore(t.base, { adoptResidency: true }) : engine.newSession();
         await s.append(t.input);
         return s;
       },
@@ -143,7 +145,13 @@ export class TurnRunner {
     );
     this.#metrics.tokensPrefilled.inc(t.input.length);
     if (!t.generate) {
-      return { snapshot: session.snapshot(), outputIds: [], text: null, finishReason: null, tailDelta: "" };
+      return {
+        snapshot: session.snapshot({ moveResidency: true }),
+        outputIds: [],
+        text: null,
+        finishReason: null,
+        tailDelta: "",
+      };
     }
     const g = t.generate;
     const tok = engine.model.tokenizer;
@@ -188,7 +196,7 @@ export class TurnRunner {
     }
     const tail = text ? text.finish().delta : "";
     return {
-      snapshot: session.snapshot(),
+      snapshot: session.snapshot({ moveResidency: true }),
       outputIds,
       text: text ? text.text : null,
       finishReason,

@@ -45,3 +45,42 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a session's later requests on the same WebGPU node reuse its GPU copy instead of uploading it",
+  ignore: !hasGpu,
+  async fn() {
+    const dir = await makeTestModelDir({ withTokenizer: true });
+    const gpuEngine = await Engine.load(dir, { backend: "webgpu" });
+    try {
+      const gpu = await testApp({ engine: gpuEngine });
+      const cpu = await testApp({ engine: await testEngine(true) });
+      const backend = gpuEngine.backend as WebGpuBackend;
+      const turns = async (app: typeof gpu.app) => {
+        const created = await call(app, "POST", "/v1/sessions", { input_ids: [5, 6, 7, 8, 9] });
+        const id = created.json.id;
+        const out: number[][] = [];
+        for (let k = 0; k < 3; k++) {
+          const g = await call(app, "POST", `/v1/sessions/${id}/generate`, {
+            max_tokens: 4,
+            temperature: 0,
+            ignore_eos: true,
+          });
+          assertEquals(g.status, 200, g.text);
+          out.push(g.json.output_ids);
+          const a = await call(app, "POST", `/v1/sessions/${id}/append`, { input_ids: [11 + k, 12 + k] });
+          assertEquals(a.status, 200, a.text);
+        }
+        return out;
+      };
+      const uploads = backend.uploads;
+      const onGpu = await turns(gpu.app);
+      // The create request's empty state is the only upload; every later turn adopts the copy.
+      assertEquals(backend.uploads - uploads, 1, "one upload for the whole conversation");
+      assertEquals(onGpu, await turns(cpu.app));
+    } finally {
+      gpuEngine.dispose();
+      await removeTestModelDir(dir);
+    }
+  },
+});

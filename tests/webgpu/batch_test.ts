@@ -28,7 +28,12 @@ interface Outcome {
 /** Prefill (unless the prompt is fed through generate); returns the state and what generate feeds. */
 async function prefill(b: WebGpuBackend, s: Spec): Promise<{ state: SessionState; pending: number[] }> {
   const state = createState(b.config);
-  if (s.feedInGenerate) return { state, pending: s.prompt };
+  if (s.feedInGenerate) {
+    // Resident before decoding starts, so concurrent generate calls reach the worker together
+    // instead of one waiting on its upload while the other runs to the end.
+    await b.makeResident(state);
+    return { state, pending: s.prompt };
+  }
   await b.forward(state, s.prompt.slice(0, -1), { logits: "none" });
   return { state, pending: s.prompt.slice(-1) };
 }

@@ -102,6 +102,10 @@ export class WebGpuBackend implements InferenceBackend {
   readonly #registry: FinalizationRegistry<Resident>;
   #nextId = 1;
   #clock = 0;
+  /** Whole-state uploads so far (a state made resident from its CPU copy). */
+  uploads = 0;
+  /** Residency handoffs so far ({@link moveResidency}). */
+  handoffs = 0;
   #disposed = false;
 
   constructor(config: ModelConfig, worker: Worker) {
@@ -199,6 +203,7 @@ export class WebGpuBackend implements InferenceBackend {
         }
         const wire = toWire(state, 0);
         await this.#call("upload", { slot: r.slot, state: wire }, transferables(wire));
+        this.uploads++;
         r.position = state.position;
       }
       r.lastUse = ++this.#clock;
@@ -207,6 +212,7 @@ export class WebGpuBackend implements InferenceBackend {
     const slot = await this.#allocSlot();
     const wire = toWire(state, 0);
     await this.#call("upload", { slot, state: wire }, transferables(wire));
+    this.uploads++;
     r = {
       slot,
       stale: false,
@@ -219,6 +225,26 @@ export class WebGpuBackend implements InferenceBackend {
     this.#live.add(r);
     this.#registry.register(state, r, r);
     return r;
+  }
+
+  /**
+   * Hand `from`'s GPU slot to `to`, a bit-identical copy of it (see InferenceBackend.moveResidency).
+   * The service restores a session from a cached snapshot and snapshots it again after each turn;
+   * both make copies, and without this each copy would upload the whole state (826 MB at 32k
+   * tokens for Qwen3.5-0.8B) on its first use.
+   */
+  moveResidency(from: SessionState, to: SessionState): boolean {
+    const r = this.#resident.get(from);
+    if (!r || r.busy || r.stale || r.position !== from.position) return false;
+    if (to === from || to.position !== from.position || this.#resident.has(to)) return false;
+    this.#resident.delete(from);
+    this.#registry.unregister(r);
+    r.ref = new WeakRef(to);
+    r.lastUse = ++this.#clock;
+    this.#resident.set(to, r);
+    this.#registry.register(to, r, r);
+    this.handoffs++;
+    return true;
   }
 
   async #sync(state: SessionState, r: Resident): Promise<void> {
