@@ -23,6 +23,7 @@ import { OutputText } from "../server/text.ts";
 import { type TokenDelta, TokenStream } from "./stream.ts";
 import type { GenerateOptions, Input } from "./types.ts";
 import { Memory } from "./memory.ts";
+import { SnapshotCache } from "../capsule/snapshot_cache.ts";
 
 /** Options of {@link Capsule.load}. */
 export interface LoadOptions {
@@ -92,6 +93,7 @@ export class Capsule {
   readonly #store: SessionStore | null;
   readonly #ownsStore: boolean;
   readonly #ownsEngine: boolean;
+  readonly #snapshotCaches = new WeakMap<SessionStore, SnapshotCache>();
   #closed = false;
 
   private constructor(engine: Engine, store: SessionStore | null, ownsStore: boolean, ownsEngine: boolean) {
@@ -154,13 +156,16 @@ export class Capsule {
    */
   async restore(
     from: Uint8Array | ReadableStream<Uint8Array> | SessionSnapshot,
-    opts: CapsuleReadOptions = {},
+    opts: CapsuleReadOptions & {
+      /** Move a GPU copy of the snapshot's state to the session (see Session's constructor). */
+      adoptResidency?: boolean;
+    } = {},
   ): Promise<LocalSession> {
     this.#checkOpen();
     const snap = from instanceof Uint8Array || from instanceof ReadableStream
       ? await this.readCapsule(from, opts)
       : from;
-    return new LocalSession(this, this.engine.restore(snap));
+    return new LocalSession(this, this.engine.restore(snap, { adoptResidency: opts.adoptResidency }));
   }
 
   /** Decodes a capsule into a snapshot for this model (all checks included). */
@@ -187,6 +192,19 @@ export class Capsule {
       );
     }
     return this.#store;
+  }
+
+  /**
+   * This process's cache of decoded snapshots of `store`'s sessions (see SnapshotCache): memory
+   * operations resume a session's latest version from it, and with it its GPU copy.
+   */
+  snapshotCache(store: SessionStore): SnapshotCache {
+    let cache = this.#snapshotCaches.get(store);
+    if (!cache) {
+      cache = new SnapshotCache();
+      this.#snapshotCaches.set(store, cache);
+    }
+    return cache;
   }
 
   /** Agent memory over the store, as `tenant` (default "default", the tenant of an open service). */
@@ -340,8 +358,8 @@ export class LocalSession {
   }
 
   /** A deep copy of the session's state, tokens and sampler (what a capsule stores). */
-  snapshot(): SessionSnapshot {
-    return this.#session.snapshot();
+  snapshot(opts: { moveResidency?: boolean } = {}): SessionSnapshot {
+    return this.#session.snapshot(opts);
   }
 
   /** The session as capsule bytes (see {@link CapsuleWriteOptions} for codecs, compression, sealing). */

@@ -88,16 +88,35 @@ export class Memory implements MemoryApi {
     return got;
   }
 
+  /** The session's current version, decoded, from this process's cache when it holds that version. */
   async #load(id: string, ifVersion?: number): Promise<{ record: SessionRecord; snapshot: SessionSnapshot }> {
+    this.#checkId(id);
+    const cache = this.capsule.snapshotCache(this.store);
+    if (cache.has(this.tenant, id)) {
+      const record = await this.store.head(this.tenant, id);
+      if (!record) throw sessionNotFound(id);
+      if (ifVersion !== undefined && record.version !== ifVersion) {
+        throw conflict(id, ifVersion, record.version);
+      }
+      const snapshot = cache.get(this.tenant, id, record);
+      if (snapshot) return { record: this.#sameModel(record), snapshot };
+    }
     const got = await this.#get(id, ifVersion);
+    this.#sameModel(got.record);
+    const snapshot = await this.capsule.readCapsule(got.capsule);
+    cache.put(this.tenant, id, got.record, snapshot, got.capsule.length);
+    return { record: got.record, snapshot };
+  }
+
+  #sameModel(record: SessionRecord): SessionRecord {
     const m = this.capsule.model;
-    if (got.record.meta.model !== m.fingerprint) {
+    if (record.meta.model !== m.fingerprint) {
       throw new CapsuleError(
         "capsule_model_mismatch",
-        `session ${JSON.stringify(id)} was produced by another model; this memory runs ${m.id}`,
+        `session ${JSON.stringify(record.id)} was produced by another model; this memory runs ${m.id}`,
       );
     }
-    return { record: got.record, snapshot: await this.capsule.readCapsule(got.capsule) };
+    return record;
   }
 
   /** Commits `snapshot` as the next version after `base` (null: create). Metadata as the service writes it. */
@@ -118,7 +137,9 @@ export class Memory implements MemoryApi {
     if (base?.meta.parent !== undefined) meta.parent = base.meta.parent;
     if (base?.meta.labels) meta.labels = { ...base.meta.labels };
     try {
-      return await this.store.commit(this.tenant, id, bytes, meta, base ? base.version : null);
+      const rec = await this.store.commit(this.tenant, id, bytes, meta, base ? base.version : null);
+      this.capsule.snapshotCache(this.store).put(this.tenant, id, rec, snapshot, bytes.length);
+      return rec;
     } catch (e) {
       if (e instanceof CapsuleError && e.code === "version_conflict" && base) {
         throw conflict(id, base.version, (e.details?.current ?? null) as number | null);
@@ -171,9 +192,9 @@ export class Memory implements MemoryApi {
     const { record, snapshot } = await this.#load(id, opts.ifVersion);
     const ids = inputToIds(this.capsule.tokenizer, input, snapshot.tokens.length === 0);
     if (ids.length === 0) return sessionInfo(record);
-    const s = await this.capsule.restore(snapshot);
+    const s = await this.capsule.restore(snapshot, { adoptResidency: true });
     await s.append(ids);
-    return sessionInfo(await this.#commit(id, s.snapshot(), record));
+    return sessionInfo(await this.#commit(id, s.snapshot({ moveResidency: true }), record));
   }
 
   /**
@@ -192,12 +213,12 @@ export class Memory implements MemoryApi {
         "cannot generate from an empty session: remember something first",
       );
     }
-    const s = await this.capsule.restore(snapshot);
+    const s = await this.capsule.restore(snapshot, { adoptResidency: true });
     const { ifVersion: _, ...genOpts } = opts;
     const stream = s.generate(genOpts);
     for await (const t of stream) yield t;
     const r: GenerationResult = await stream.result;
-    const rec = await this.#commit(id, s.snapshot(), record);
+    const rec = await this.#commit(id, s.snapshot({ moveResidency: true }), record);
     return { ...sessionInfo(rec), outputIds: r.outputIds, text: r.text, finishReason: r.finishReason };
   }
 

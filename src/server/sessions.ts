@@ -13,77 +13,15 @@ import type { SealOptions } from "../capsule/seal.ts";
 import type { SessionMeta, SessionRecord, SessionStore } from "../store/types.ts";
 import { NAME_PATTERN } from "../store/validate.ts";
 import { CapsuleError, isCapsuleError } from "../errors.ts";
+import { SnapshotCache } from "../capsule/snapshot_cache.ts";
+
+export { SnapshotCache };
 import type { Metrics } from "./metrics.ts";
 
 /** A session version with its decoded state. */
 export interface LoadedSession {
   record: SessionRecord;
   snapshot: SessionSnapshot;
-}
-
-interface CacheEntry {
-  version: number;
-  snapshot: SessionSnapshot;
-  bytes: number;
-}
-
-/**
- * A bounded LRU of decoded snapshots keyed by (tenant, id), each tagged with its version. An entry
- * is only used when the store says the session is still at that version.
- */
-export class SnapshotCache {
-  readonly #entries = new Map<string, CacheEntry>();
-  readonly #maxEntries: number;
-  readonly #maxBytes: number;
-  #bytes = 0;
-
-  constructor(maxEntries = 256, maxBytes = 256 << 20) {
-    this.#maxEntries = maxEntries;
-    this.#maxBytes = maxBytes;
-  }
-
-  static #key(tenant: string, id: string): string {
-    return `${tenant}\u0000${id}`;
-  }
-
-  /** Whether any version of the session is cached. */
-  has(tenant: string, id: string): boolean {
-    return this.#entries.has(SnapshotCache.#key(tenant, id));
-  }
-
-  /** The cached snapshot of exactly `version`, or null. */
-  get(tenant: string, id: string, version: number): SessionSnapshot | null {
-    const key = SnapshotCache.#key(tenant, id);
-    const e = this.#entries.get(key);
-    if (!e || e.version !== version) return null;
-    // Re-insert: Map order is the LRU order.
-    this.#entries.delete(key);
-    this.#entries.set(key, e);
-    return e.snapshot;
-  }
-
-  /** Caches a committed version (replacing older ones of the session). Snapshots are never mutated. */
-  put(tenant: string, id: string, version: number, snapshot: SessionSnapshot, bytes: number): void {
-    if (this.#maxEntries === 0 || bytes > this.#maxBytes) return;
-    this.delete(tenant, id);
-    this.#entries.set(SnapshotCache.#key(tenant, id), { version, snapshot, bytes });
-    this.#bytes += bytes;
-    for (const [key, e] of this.#entries) {
-      if (this.#entries.size <= this.#maxEntries && this.#bytes <= this.#maxBytes) break;
-      this.#entries.delete(key);
-      this.#bytes -= e.bytes;
-    }
-  }
-
-  /** Forgets a session. */
-  delete(tenant: string, id: string): void {
-    const key = SnapshotCache.#key(tenant, id);
-    const e = this.#entries.get(key);
-    if (e) {
-      this.#entries.delete(key);
-      this.#bytes -= e.bytes;
-    }
-  }
 }
 
 /** Random session ids: `ses_` and 24 base-32 characters (120 bits). */
@@ -156,7 +94,7 @@ export class SessionService {
     this.checkId(id);
     if (this.#cache.has(tenant, id)) {
       const record = await this.head(tenant, id, ifVersion);
-      const snapshot = this.#cache.get(tenant, id, record.version);
+      const snapshot = this.#cache.get(tenant, id, record);
       if (snapshot) {
         this.#metrics.resumes.inc({ source: "cache" });
         return { record, snapshot };
@@ -169,7 +107,7 @@ export class SessionService {
       throw conflict(id, ifVersion, got.record.version);
     }
     const snapshot = await this.decodeStored(got.capsule, id);
-    this.#cache.put(tenant, id, got.record.version, snapshot, got.capsule.length);
+    this.#cache.put(tenant, id, got.record, snapshot, got.capsule.length);
     this.#metrics.resumes.inc({ source: "store" });
     return { record: got.record, snapshot };
   }
@@ -263,7 +201,7 @@ export class SessionService {
       throw e;
     }
     this.#metrics.capsuleBytes.observe({ op: "commit" }, bytes.length);
-    this.#cache.put(tenant, id, record.version, snapshot, bytes.length);
+    this.#cache.put(tenant, id, record, snapshot, bytes.length);
     return record;
   }
 

@@ -17,6 +17,7 @@ import {
   VersionConflictError,
 } from "../../mod.ts";
 import { createSidecarApp } from "../../src/sidecar/sidecar.ts";
+import { Capsule as CapsuleClass } from "../../src/client/local.ts";
 import { PROMPT, testCapsule } from "./helpers.ts";
 
 interface Impl {
@@ -227,4 +228,41 @@ Deno.test("moveMemory carries a session and its checkpoints to another sidecar, 
     await there.getCheckpointCapsule("agent-moved", "late"),
     await here.getCheckpointCapsule("agent", "late"),
   );
+});
+
+Deno.test("memory resumes a session's latest version from this process's cache, and re-reads a version another writer made", async () => {
+  const cap = await testCapsule();
+  const inner = new MemoryStore();
+  let gets = 0;
+  const store: SessionStore = new Proxy(inner, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if (prop === "get") {
+        return (...a: unknown[]) => (gets++, (v as (...x: unknown[]) => unknown).apply(target, a));
+      }
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  try {
+    const mem = new Memory(cap, store);
+    const { id } = await mem.create(PROMPT);
+    await mem.remember(id, " It is blue.");
+    await mem.recall(id, { maxTokens: 3, temperature: 0 }).result;
+    await mem.remember(id, " And small.");
+    assertEquals(gets, 0, "every load after our own commits came from the cache");
+
+    // Another writer (a second process: its own Capsule, so its own cache) commits a new version.
+    const other = CapsuleClass.fromEngine(cap.engine);
+    await new Memory(other, store).remember(id, " Another process wrote this.");
+    const before = gets;
+    const mine = await mem.recall(id, { maxTokens: 3, temperature: 0 }).result;
+    assertEquals(gets - before, 1, "the newer version was read from the store");
+    // Same as a process that never cached anything.
+    const head = await store.head("default", id);
+    const snap = await cap.readCapsule((await inner.get("default", id))!.capsule);
+    assertEquals(head!.version, mine.version);
+    assertEquals(snap.tokens.length, mine.tokens);
+  } finally {
+    // The capsule is shared by this file's tests; nothing to close.
+  }
 });
