@@ -492,6 +492,23 @@ def recall_transcript(rng: random.Random, corpus: Corpus, target_chars: int,
     return Sample("".join(parts), answers)
 
 
+def answer_weights(offsets: list[tuple[int, int]], spans: list[tuple[int, int]], first: float,
+                   later: float) -> list[float]:
+    """Per-token loss weights: 1, or `first` for the first token overlapping an answer span and
+    `later` for the answer's other tokens. Offsets are the tokens' (start, end) characters; spans and
+    offsets are both in text order."""
+    w = [1.0] * len(offsets)
+    j = 0
+    for s, e in spans:
+        while j < len(offsets) and offsets[j][1] <= s:
+            j += 1
+        k = j
+        while k < len(offsets) and offsets[k][0] < e:
+            w[k] = first if k == j else later
+            k += 1
+    return w
+
+
 def plain_text(rng: random.Random, corpus: Corpus, target_chars: int) -> Sample:
     """Passages separated by blank lines, documents separated by <|endoftext|>."""
     parts, size = [], 0

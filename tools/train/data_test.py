@@ -57,6 +57,13 @@ class TranscriptTest(unittest.TestCase):
         self.assertTrue(40 <= kinds["plain"] <= 80, kinds)
         self.assertTrue(90 <= kinds["long"] <= 150, kinds)
 
+    def test_answer_weights_mark_first_and_later_answer_tokens(self):
+        # "ab|cd|ef|gh" with answers "cdef" (tokens 1, 2) and "h" (inside token 3)
+        offs = [(0, 2), (2, 4), (4, 6), (6, 8)]
+        self.assertEqual(data.answer_weights(offs, [(2, 6), (7, 8)], 5.0, 9.0), [1.0, 5.0, 9.0, 5.0])
+        self.assertEqual(data.answer_weights(offs, [], 5.0, 9.0), [1.0] * 4)
+        self.assertEqual(data.answer_weights(offs, [(0, 8)], 2.0, 3.0), [2.0, 3.0, 3.0, 3.0])
+
     def test_transcript_reaches_the_requested_size(self):
         s = data.training_transcript(random.Random(3), CORPUS, 5000)
         self.assertGreaterEqual(len(s.text), 5000)

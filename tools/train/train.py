@@ -196,7 +196,7 @@ def cmd_tokenizer(args) -> None:
 # data stream
 
 def make_stream(tok_path: str, data_dir: str, seq_len: int, seed: str, answer_weight: float,
-                plain_rate: float, two_hop_rate: float, long_rate: float):
+                plain_rate: float, two_hop_rate: float, long_rate: float, later_weight: float):
     import torch
     from torch.utils.data import IterableDataset, get_worker_info
 
@@ -220,16 +220,7 @@ def make_stream(tok_path: str, data_dir: str, seq_len: int, seed: str, answer_we
                 ids, offs = list(enc.ids), enc.offsets
                 if ids:
                     cpt = 0.9 * cpt + 0.1 * len(smp.text) / len(ids)
-                w = [1.0] * len(ids)
-                spans = smp.answers
-                j = 0
-                for s, e in spans:  # spans and offsets are both in text order
-                    while j < len(offs) and offs[j][1] <= s:
-                        j += 1
-                    k = j
-                    while k < len(offs) and offs[k][0] < e:
-                        w[k] = answer_weight
-                        k += 1
+                w = data.answer_weights(offs, smp.answers, answer_weight, later_weight)
                 # Cutting the end never separates an answer from its fact (facts come first);
                 # a short sample is topped up with plain text after <|endoftext|>.
                 while len(ids) < need:
@@ -527,7 +518,8 @@ def cmd_train(args) -> None:
             # Stage 1 keeps the seed strings of the first release; later stages draw fresh data.
             stage = "" if args.stage == 1 else f"stage{args.stage}/"
             stream = make_stream(tok_json, args.data_dir, seq_len, f"{args.seed}/{args.arch}/{stage}phase{phase_idx}",
-                                 args.answer_weight, args.plain_rate, args.two_hop_rate, args.long_rate)
+                                 args.answer_weight, args.plain_rate, args.two_hop_rate, args.long_rate,
+                                 args.later_answer_weight if args.later_answer_weight > 0 else args.answer_weight)
             it = None  # let the old workers go before starting new ones
             it = iter(DataLoader(stream, batch_size=batch, num_workers=args.workers, pin_memory=True,
                                  prefetch_factor=4 if args.workers else None))
@@ -578,7 +570,7 @@ def cmd_train(args) -> None:
         "config": spec["config"], "model_type": spec["model_type"],
         "hyper": {k: getattr(args, k) for k in ("seed", "seconds", "tokens_per_step", "lr", "lr_floor", "warmup_steps",
                                                 "weight_decay", "clip", "answer_weight", "plain_rate",
-                                                "two_hop_rate", "long_rate", "bf16", "workers", "stage",
+                                                "two_hop_rate", "long_rate", "later_answer_weight", "bf16", "workers", "stage",
                                                 "init_from")},
         "phases": phases, "steps": step, "tokens": tokens, "train_seconds": round(train_seconds, 1),
         "final_loss": final_loss, "history": history, "monitor": monitor_log,
@@ -703,6 +695,9 @@ def main(argv=None) -> None:
     r.add_argument("--weight-decay", type=float, default=0.1)
     r.add_argument("--clip", type=float, default=1.0)
     r.add_argument("--answer-weight", type=float, default=5.0)
+    r.add_argument("--later-answer-weight", type=float, default=0.0,
+                   help="loss weight of answer tokens after an answer's first (0: --answer-weight); the "
+                        "shipped model's misses copy the first token and guess the rest")
     r.add_argument("--plain-rate", type=float, default=0.2)
     r.add_argument("--two-hop-rate", type=float, default=0.3)
     r.add_argument("--long-rate", type=float, default=0.0,
