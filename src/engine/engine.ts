@@ -13,7 +13,8 @@ import { Checkpoint } from "../model/safetensors.ts";
 export interface EngineOptions {
   /**
    * "auto" picks WebGPU when a hardware adapter exists, else the CPU (a software adapter such as
-   * Mesa's lavapipe decodes the default model ~17x slower than the CPU backend). Default "cpu".
+   * Mesa's lavapipe decodes the default model ~20x slower than the CPU backend; bench/backends.ts).
+   * Default "cpu".
    */
   backend?: BackendName | "auto";
 }
