@@ -19,8 +19,10 @@
 //
 // The runtime runs this kernel for batch tiles below 8 and gemv_batched.wgsl (register-blocked)
 // from 8 on. The two must stay bit-identical (gemv_test.ts checks it): change the lane split,
-// the per-chunk expression, the norm prologue or the lane sums in both or in neither.
+// the per-chunk expression or the lane sums in both or in neither (the norm prologues are shared:
+// gemv_prologue.wgsl).
 #include "common.wgsl"
+#include "gemv_prologue.wgsl"
 
 const WG: u32 = {{WG}}u;
 const TPR: u32 = {{TPR}}u;
@@ -147,34 +149,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endunroll
 
 #if PRO1
-  // Inverse RMS of each input row of the tile: 32 partial sums per row, then one thread per row.
-  // The split is the same for every tile size, so an entry's result does not depend on its batch.
-  for (var t = l; t < 32u * BT; t += WG) {
-    let pb = t / 32u;
-    var s = 0.0;
-    for (var i = t % 32u; i < XS4; i += 32u) { let v = X[(b0 + pb) * XS4 + i]; s += dot(v, v); }
-    red[t] = s;
-  }
-  workgroupBarrier();
-  if (l < BT) {
-    var t = 0.0;
-    for (var k = 0u; k < 32u; k++) { t += red[l * 32u + k]; }
-    invs[l] = inverseSqrt(t / COLS + EPS);
-  }
-  workgroupBarrier();
+  prologue_rms(b0, BT, l);
 #endif
 #if PRO2
-  for (var i = l; i < BT * NH; i += WG) {
-    let b = i / NH;
-    let h = i % NH;
-    var s = 0.0;
-    for (var k = 0u; k < NB; k++) {
-      let j = ((b0 + b) * NH + h) * NB + k;
-      s += aux[j / 4u][j % 4u];
-    }
-    hinv[i] = inverseSqrt(s / f32(DVH) + EPS);
-  }
-  workgroupBarrier();
+  prologue_heads(b0, BT, l);
 #endif
 
   if (live) {

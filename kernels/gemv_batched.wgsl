@@ -11,9 +11,10 @@
 // Bit-identity with gemv.wgsl (so an entry's result depends on nothing else in its batch, on
 // which kernel ran it, or on its tile): CL equals gemv.wgsl's TPR, lane `lane` accumulates the
 // chunks lane, lane + CL, … in that order with the same per-chunk expression, the norm prologue
-// sums in the same 32 fixed parts, and each output sums its CL lane partials 0, 1, …, CL-1 from
+// is the same code (gemv_prologue.wgsl), and each output sums its CL lane partials 0, 1, …, CL-1 from
 // workgroup memory. The batch tile does not appear here at all.
 #include "common.wgsl"
+#include "gemv_prologue.wgsl"
 
 const WG: u32 = 256u;
 const CL: u32 = {{CL}}u;          // column lanes per row (= gemv.wgsl's TPR)
@@ -125,33 +126,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
 
 #if PRO1
-  // Inverse RMS of each entry: 32 partial sums per entry, then one thread per entry (gemv.wgsl's split).
-  for (var s = l; s < 32u * E; s += WG) {
-    let pb = s / 32u;
-    var q = 0.0;
-    for (var i = s % 32u; i < XS4; i += 32u) { let v = X[(b0 + pb) * XS4 + i]; q += dot(v, v); }
-    red[s] = q;
-  }
-  workgroupBarrier();
-  if (l < E) {
-    var q = 0.0;
-    for (var k = 0u; k < 32u; k++) { q += red[l * 32u + k]; }
-    invs[l] = inverseSqrt(q / COLS + EPS);
-  }
-  workgroupBarrier();
+  prologue_rms(b0, E, l);
 #endif
 #if PRO2
-  for (var i = l; i < E * NH; i += WG) {
-    let b = i / NH;
-    let h = i % NH;
-    var s = 0.0;
-    for (var k = 0u; k < NB; k++) {
-      let j = ((b0 + b) * NH + h) * NB + k;
-      s += aux[j / 4u][j % 4u];
-    }
-    hinv[i] = inverseSqrt(s / f32(DVH) + EPS);
-  }
-  workgroupBarrier();
+  prologue_heads(b0, E, l);
 #endif
 
 #unroll r R
