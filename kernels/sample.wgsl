@@ -209,20 +209,25 @@ fn mass_add(
   }
 }
 
+// Bit u set when element lo + k0 + u (inside this thread's PER and the vocabulary) has key kappa and
+// passes p; the 8 loads are issued together.
+fn tie_mask(base: u32, lo: u32, k0: u32, kappa: u32, p: Pred) -> u32 {
+  var m = 0u;
+#unroll u 8
+  let x@u@ = logits[base + min(lo + k0 + @u@u, V - 1u)];
+#endunroll
+#unroll u 8
+  if (k0 + @u@u < PER && lo + k0 + @u@u < V && is_tie(x@u@, lo + k0 + @u@u, kappa, p)) { m |= 1u << @u@u; }
+#endunroll
+  return m;
+}
+
 // The r-th (0-based, clamped to the count) element in id order with key == kappa that passes p.
 // Threads own contiguous id ranges here so that id order is thread order. Sets wRank.
 fn nth_tie(base: u32, kappa: u32, r: u32, p: Pred, l: u32) -> u32 {
   let lo = l * PER;
   var cnt = 0u;
-  for (var q = 0u; q < PQ; q++) {
-    let k0 = q * 8u;
-#unroll u 8
-    let x@u@ = logits[base + min(lo + k0 + @u@u, V - 1u)];
-#endunroll
-#unroll u 8
-    if (k0 + @u@u < PER && lo + k0 + @u@u < V && is_tie(x@u@, lo + k0 + @u@u, kappa, p)) { cnt++; }
-#endunroll
-  }
+  for (var q = 0u; q < PQ; q++) { cnt += countOneBits(tie_mask(base, lo, q * 8u, kappa, p)); }
   ru[l] = cnt;
   workgroupBarrier();
   if (l == 0u) {
@@ -239,11 +244,9 @@ fn nth_tie(base: u32, kappa: u32, r: u32, p: Pred, l: u32) -> u32 {
     var seen = 0u;
     for (var q = 0u; q < PQ; q++) {
       let k0 = q * 8u;
+      let m = tie_mask(base, lo, k0, kappa, p);
 #unroll u 8
-      let x@u@ = logits[base + min(lo + k0 + @u@u, V - 1u)];
-#endunroll
-#unroll u 8
-      if (k0 + @u@u < PER && lo + k0 + @u@u < V && is_tie(x@u@, lo + k0 + @u@u, kappa, p)) {
+      if ((m & (1u << @u@u)) != 0u) {
         if (seen == rr - ex) { wRes = lo + k0 + @u@u; }
         seen++;
       }
