@@ -49,3 +49,16 @@ export function assertSameState(a: SessionState, b: SessionState, what: string):
     }
   });
 }
+
+/** The ids a token generator yields, up to `limit`. */
+export async function collectTokens(
+  gen: AsyncGenerator<number, unknown>,
+  limit = Infinity,
+): Promise<number[]> {
+  const out: number[] = [];
+  for await (const id of gen) {
+    out.push(id);
+    if (out.length >= limit) break;
+  }
+  return out;
+}

@@ -5,20 +5,8 @@
  */
 import { assert, assertEquals } from "@std/assert";
 import { Session } from "../../src/engine/session.ts";
-import { createState, type SessionState } from "../../src/engine/state.ts";
-import { hasGpu, openFixture } from "./helpers.ts";
-
-async function collect(gen: AsyncGenerator<number, unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for await (const id of gen) out.push(id);
-  return out;
-}
-
-function stateArrays(s: SessionState): Float32Array[] {
-  return s.layers.flatMap((l) =>
-    l.kind === "linear" ? [l.conv, l.recurrent] : [l.keys.view(), l.values.view()]
-  );
-}
+import { createState } from "../../src/engine/state.ts";
+import { assertSameState, collectTokens as collect, hasGpu, openFixture } from "./helpers.ts";
 
 const sampling = { temperature: 0.7, topK: 20, topP: 0.95, seed: 5, ignoreEos: true };
 
@@ -45,14 +33,7 @@ Deno.test({
       const coldTokens = await collect(cold.generate({ maxTokens: 6, ...sampling }));
       assertEquals(backend.uploads, uploads + 1);
       assertEquals(hotTokens, coldTokens);
-      const a = stateArrays(hot.snapshot().state), b = stateArrays(cold.snapshot().state);
-      assertEquals(a.length, b.length);
-      a.forEach((x, i) =>
-        assertEquals(
-          new Uint32Array(x.buffer, x.byteOffset, x.length),
-          new Uint32Array(b[i].buffer, b[i].byteOffset, b[i].length),
-        )
-      );
+      assertSameState(hot.snapshot().state, cold.snapshot().state, "adopted vs uploaded");
     } finally {
       backend.dispose();
     }

@@ -10,22 +10,13 @@ import { loadWeights } from "../../src/model/weights.ts";
 import { CpuBackend } from "../../src/engine/backend.ts";
 import { Session } from "../../src/engine/session.ts";
 import { fixture } from "../support/fixtures.ts";
-import { hasGpu, openFixture } from "./helpers.ts";
+import { collectTokens as collect, hasGpu, openFixture } from "./helpers.ts";
 
 const params = { temperature: 0.8, topK: 40, topP: 0.9, seed: 99, ignoreEos: true };
 
 async function prompt(): Promise<number[]> {
   using g = await SafetensorsFile.open(`${fixture("qwen3_5-tiny")}/golden.safetensors`);
   return Array.from(await g.readInt32("input_ids"));
-}
-
-async function collect(gen: AsyncGenerator<number, unknown>, limit = Infinity): Promise<number[]> {
-  const out: number[] = [];
-  for await (const id of gen) {
-    out.push(id);
-    if (out.length >= limit) break;
-  }
-  return out;
 }
 
 Deno.test({
