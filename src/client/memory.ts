@@ -13,7 +13,7 @@
 import type { SessionSnapshot } from "../capsule/snapshot.ts";
 import { CapsuleError } from "../errors.ts";
 import type { SessionMeta, SessionRecord, SessionStore } from "../store/types.ts";
-import { NAME_PATTERN } from "../store/validate.ts";
+import { ifVersionConflict, NAME_PATTERN, sessionNotFound } from "../store/validate.ts";
 import { newSessionId } from "../server/sessions.ts";
 import type { Capsule, GenerationResult } from "./local.ts";
 import { inputToIds } from "./input.ts";
@@ -32,23 +32,11 @@ import type {
   SessionSummary,
 } from "./types.ts";
 
-function sessionNotFound(id: string): CapsuleError {
-  return new CapsuleError("session_not_found", `session ${JSON.stringify(id)} does not exist`, { id });
-}
-
 function checkpointNotFound(id: string, name: string): CapsuleError {
   return new CapsuleError(
     "checkpoint_not_found",
     `session ${JSON.stringify(id)} has no checkpoint ${JSON.stringify(name)}`,
     { id, checkpoint: name },
-  );
-}
-
-function conflict(id: string, expected: number, current: number | null): CapsuleError {
-  return new CapsuleError(
-    "version_conflict",
-    `session ${JSON.stringify(id)} is at version ${current ?? "(none)"}, not ${expected}`,
-    { current },
   );
 }
 
@@ -83,7 +71,7 @@ export class Memory implements MemoryApi {
     const got = await this.store.get(this.tenant, id);
     if (!got) throw sessionNotFound(id);
     if (ifVersion !== undefined && got.record.version !== ifVersion) {
-      throw conflict(id, ifVersion, got.record.version);
+      throw ifVersionConflict(id, ifVersion, got.record.version);
     }
     return got;
   }
@@ -96,7 +84,7 @@ export class Memory implements MemoryApi {
       const record = await this.store.head(this.tenant, id);
       if (!record) throw sessionNotFound(id);
       if (ifVersion !== undefined && record.version !== ifVersion) {
-        throw conflict(id, ifVersion, record.version);
+        throw ifVersionConflict(id, ifVersion, record.version);
       }
       const snapshot = cache.get(this.tenant, id, record);
       if (snapshot) return { record: this.#sameModel(record), snapshot };
@@ -142,7 +130,7 @@ export class Memory implements MemoryApi {
       return rec;
     } catch (e) {
       if (e instanceof CapsuleError && e.code === "version_conflict" && base) {
-        throw conflict(id, base.version, (e.details?.current ?? null) as number | null);
+        throw ifVersionConflict(id, base.version, (e.details?.current ?? null) as number | null);
       }
       throw e;
     }
@@ -259,7 +247,7 @@ export class Memory implements MemoryApi {
     }
     const head = await this.store.head(this.tenant, id);
     if (opts.ifVersion !== undefined && head?.version !== opts.ifVersion) {
-      throw conflict(id, opts.ifVersion, head?.version ?? null);
+      throw ifVersionConflict(id, opts.ifVersion, head?.version ?? null);
     }
     const now = new Date().toISOString();
     const meta: SessionMeta = {
@@ -278,7 +266,7 @@ export class Memory implements MemoryApi {
       );
     } catch (e) {
       if (e instanceof CapsuleError && e.code === "version_conflict") {
-        throw conflict(id, head?.version ?? 0, (e.details?.current ?? null) as number | null);
+        throw ifVersionConflict(id, head?.version ?? 0, (e.details?.current ?? null) as number | null);
       }
       throw e;
     }
@@ -350,6 +338,6 @@ export class Memory implements MemoryApi {
     if (await this.store.delete(this.tenant, id, opts.ifVersion)) return;
     const rec = await this.store.head(this.tenant, id);
     if (!rec) throw sessionNotFound(id);
-    throw conflict(id, opts.ifVersion ?? rec.version, rec.version);
+    throw ifVersionConflict(id, opts.ifVersion ?? rec.version, rec.version);
   }
 }

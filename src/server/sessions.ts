@@ -11,7 +11,7 @@ import { encodeCapsuleBytes } from "../capsule/encode.ts";
 import { decodeCapsule } from "../capsule/decode.ts";
 import type { SealOptions } from "../capsule/seal.ts";
 import type { SessionMeta, SessionRecord, SessionStore } from "../store/types.ts";
-import { NAME_PATTERN } from "../store/validate.ts";
+import { ifVersionConflict, NAME_PATTERN, sessionNotFound } from "../store/validate.ts";
 import { CapsuleError, isCapsuleError } from "../errors.ts";
 import { SnapshotCache } from "../capsule/snapshot_cache.ts";
 
@@ -29,18 +29,6 @@ export function newSessionId(): string {
   const alphabet = "abcdefghijklmnopqrstuvwxyz234567";
   const bytes = crypto.getRandomValues(new Uint8Array(24));
   return "ses_" + Array.from(bytes, (b) => alphabet[b & 31]).join("");
-}
-
-function notFound(id: string): CapsuleError {
-  return new CapsuleError("session_not_found", `session ${JSON.stringify(id)} does not exist`, { id });
-}
-
-function conflict(id: string, expected: number, current: number | null): CapsuleError {
-  return new CapsuleError(
-    "version_conflict",
-    `session ${JSON.stringify(id)} is at version ${current ?? "(none)"}, not ${expected}`,
-    { current },
-  );
 }
 
 /** Options of {@link SessionService}. */
@@ -71,17 +59,17 @@ export class SessionService {
 
   /** Checks a session id from a URL: one that cannot exist is simply not found. */
   checkId(id: string): void {
-    if (!NAME_PATTERN.test(id)) throw notFound(id);
+    if (!NAME_PATTERN.test(id)) throw sessionNotFound(id);
   }
 
   /** The current record; `session_not_found` when absent, `version_conflict` when not at `ifVersion`. */
   async head(tenant: string, id: string, ifVersion?: number): Promise<SessionRecord> {
     this.checkId(id);
     const rec = await this.store.head(tenant, id);
-    if (!rec) throw notFound(id);
+    if (!rec) throw sessionNotFound(id);
     if (ifVersion !== undefined && rec.version !== ifVersion) {
       this.#metrics.conflicts.inc();
-      throw conflict(id, ifVersion, rec.version);
+      throw ifVersionConflict(id, ifVersion, rec.version);
     }
     return rec;
   }
@@ -101,10 +89,10 @@ export class SessionService {
       }
     }
     const got = await this.store.get(tenant, id);
-    if (!got) throw notFound(id);
+    if (!got) throw sessionNotFound(id);
     if (ifVersion !== undefined && got.record.version !== ifVersion) {
       this.#metrics.conflicts.inc();
-      throw conflict(id, ifVersion, got.record.version);
+      throw ifVersionConflict(id, ifVersion, got.record.version);
     }
     const snapshot = await this.decodeStored(got.capsule, id);
     this.#cache.put(tenant, id, got.record, snapshot, got.capsule.length);
@@ -116,7 +104,7 @@ export class SessionService {
   async capsule(tenant: string, id: string): Promise<{ record: SessionRecord; capsule: Uint8Array }> {
     this.checkId(id);
     const got = await this.store.get(tenant, id);
-    if (!got) throw notFound(id);
+    if (!got) throw sessionNotFound(id);
     return got;
   }
 
@@ -196,7 +184,7 @@ export class SessionService {
             current,
           });
         }
-        throw conflict(id, base.version, current);
+        throw ifVersionConflict(id, base.version, current);
       }
       throw e;
     }
@@ -212,8 +200,8 @@ export class SessionService {
     const deleted = await this.store.delete(tenant, id, ifVersion);
     if (deleted) return;
     const rec = await this.store.head(tenant, id);
-    if (!rec) throw notFound(id);
+    if (!rec) throw sessionNotFound(id);
     this.#metrics.conflicts.inc();
-    throw conflict(id, ifVersion ?? rec.version, rec.version);
+    throw ifVersionConflict(id, ifVersion ?? rec.version, rec.version);
   }
 }

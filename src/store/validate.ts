@@ -142,6 +142,20 @@ export function versionConflict(
   );
 }
 
+/** `session_not_found`, as the service and the memory API report a missing or impossible id. */
+export function sessionNotFound(id: string): CapsuleError {
+  return new CapsuleError("session_not_found", `session ${JSON.stringify(id)} does not exist`, { id });
+}
+
+/** `version_conflict`, as the service and the memory API report an `if_version` that is not current. */
+export function ifVersionConflict(id: string, expected: number, current: number | null): CapsuleError {
+  return new CapsuleError(
+    "version_conflict",
+    `session ${JSON.stringify(id)} is at version ${current ?? "(none)"}, not ${expected}`,
+    { current },
+  );
+}
+
 /** Wraps an unexpected backend error as `store_unavailable`; CapsuleErrors pass through unchanged. */
 export function asStoreError(e: unknown, backend: string, op: string): CapsuleError {
   if (isCapsuleError(e)) return e;
