@@ -7,6 +7,17 @@
  *   deno run -A bench/prefill.ts                     # both models, 4k and 32k, JSON lines to stdout
  *   deno run -A bench/prefill.ts --small             # tiny shapes, for a smoke run on a software GPU
  *   deno run -A bench/prefill.ts --out r.jsonl --budget-s 150 --models 0.8b,9b --tokens 4096,32768
+ *   deno run -A bench/prefill.ts --gemm db128k8      # every prompt GEMM with this variant
+ *   deno run -A bench/prefill.ts --gemm-sweep        # every GEMM variant on the 0.8B projections
+ *   deno run -A bench/prefill.ts --gemm-sweep --models 0.8b,9b --sweep-m 4096,8192
+ *
+ * `--gemm <name>` runs every GEMM of at least GEMM_SMALL_M_BELOW rows (prefill rows and the GEMM
+ * micro-benchmark) with that variant of gemm.ts's GEMM_TILES (default DEFAULT_GEMM_VARIANT).
+ * `--gemm-sweep` only times GEMMs: for every model, every projection shape its layers run
+ * (f16 weights, the layer's epilogue) at M = each of `--sweep-m` (default 4096; 256 with
+ * `--small`), for every variant: one JSON line per variant and shape (ms, TFLOP/s), then per
+ * variant the GEMM time of one M-token pass over all layers (`gemm_sweep_total`) and the best
+ * variant per shape and overall. Variants that do not fit the device are reported as skipped.
  *
  * What one prefill covers: every layer (GDN mixers with the chunked delta rule, gated attention
  * over the growing KV cache, dense SwiGLU MLPs), the final norm and the LM head for the last token.
@@ -21,7 +32,18 @@ import { convChannels } from "../src/model/config.ts";
 import { PrefillContext } from "../src/backends/webgpu/prefill/context.ts";
 import { openPrefillGpu } from "../src/backends/webgpu/prefill/gpu.ts";
 import { encodeFill } from "../src/backends/webgpu/prefill/fill.ts";
-import { encodeGemm, type GemmWeight } from "../src/backends/webgpu/prefill/gemm.ts";
+import {
+  DEFAULT_GEMM_VARIANT,
+  encodeGemm,
+  GEMM_SMALL_M_BELOW,
+  GEMM_TILE_NAMES,
+  type GemmTileName,
+  type GemmWeight,
+  gemmWorkgroupBytes,
+  isGemmTileName,
+} from "../src/backends/webgpu/prefill/gemm.ts";
+import { readF32 } from "../src/backends/webgpu/prefill/gpu.ts";
+import { relL2 } from "../src/engine/verify.ts";
 import { encodeDelta } from "../src/backends/webgpu/prefill/delta.ts";
 import { encodeAttention } from "../src/backends/webgpu/prefill/attention.ts";
 import { encodeRmsNorm } from "../src/backends/webgpu/prefill/norm.ts";
@@ -72,7 +94,16 @@ function arg(name: string, def: string): string {
   return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : def;
 }
 const small = Deno.args.includes("--small");
-const models = small ? ["small"] : arg("models", "0.8b,9b").split(",");
+const sweep = Deno.args.includes("--gemm-sweep");
+const models = small ? ["small"] : arg("models", sweep ? "0.8b" : "0.8b,9b").split(",");
+const gemmName = arg("gemm", DEFAULT_GEMM_VARIANT);
+if (!isGemmTileName(gemmName)) {
+  throw new Error(`--gemm ${gemmName}: not a GEMM variant (${GEMM_TILE_NAMES.join(", ")})`);
+}
+const gemmVariant: GemmTileName = gemmName;
+/** The tile of a prompt GEMM over `M` rows: the chosen variant, or the short-input default. */
+const tileFor = (M: number): GemmTileName | undefined => (M >= GEMM_SMALL_M_BELOW ? gemmVariant : undefined);
+const sweepM = arg("sweep-m", small ? "256" : "4096").split(",").map(Number);
 const tokenList = arg("tokens", small ? "256,1024" : "4096,32768").split(",").map(Number);
 const piece = Number(arg("piece", small ? "512" : "8192"));
 const budgetS = Number(arg("budget-s", "150"));
@@ -103,6 +134,8 @@ await report({
   fallback: gpu.isFallback,
   timestamps: hasTimestamps,
   loopBudget: ctx.loopBudget,
+  maxWorkgroupStorage: ctx.maxWorkgroupStorage,
+  gemm: gemmVariant,
 });
 device.addEventListener("uncapturederror", (e) => {
   console.error("GPU error:", (e as GPUUncapturedErrorEvent).error.message);
@@ -341,7 +374,7 @@ function encodePiece(
   const residual = { buf: x, stride: H };
   for (let i = 0; i < c.numLayers; i++) {
     const lw = m.layers[i];
-    const call = { T, p0, x: residual, inputNorm: lw.inputNorm };
+    const call = { T, p0, x: residual, inputNorm: lw.inputNorm, tile: tileFor(T) };
     if (lw.mixer.kind === "gated") {
       if (!opts.linearOnly) {
         encodeGatedAttentionMixer(ctx, pass, c, { ...call, w: lw.mixer, cache: s.kv[i]! });
@@ -350,7 +383,7 @@ function encodePiece(
       encodeLinearMixer(ctx, pass, c, { ...call, w: lw.mixer, state: s.linear[i]! });
     }
     if (!opts.linearOnly || lw.mixer.kind !== "gated") {
-      encodeDenseMlp(ctx, pass, c, { T, x: residual, postNorm: lw.postNorm, w: lw.mlp });
+      encodeDenseMlp(ctx, pass, c, { T, x: residual, postNorm: lw.postNorm, w: lw.mlp, tile: tileFor(T) });
     }
   }
   const last = ctx.scratch("lastRow", H * 4);
@@ -434,7 +467,17 @@ async function microBenchmarks(m: Model): Promise<void> {
   await once((pass) => encodeFill(ctx, pass, x, { count: T * H, f16: false, lo: -1, hi: 1, seed: seed++ }));
   const gemmStep = (pass: GPUComputePassEncoder) => {
     for (let r = 0; r < reps; r++) {
-      encodeGemm(ctx, pass, { M: T, N: gu.rows, K: H, x, xStride: H, w: gu, y, yStride: gu.rows });
+      encodeGemm(ctx, pass, {
+        M: T,
+        N: gu.rows,
+        K: H,
+        x,
+        xStride: H,
+        w: gu,
+        y,
+        yStride: gu.rows,
+        tile: tileFor(T),
+      });
     }
   };
   await timed([gemmStep]);
@@ -447,6 +490,7 @@ async function microBenchmarks(m: Model): Promise<void> {
     N: gu.rows,
     K: H,
     weights: "f16",
+    variant: tileFor(T) ?? "small",
     ms: g.gpuMs / reps,
     tflops: flops / (g.gpuMs / 1e3) / 1e12,
   });
@@ -575,7 +619,194 @@ async function resumeVsReprefill(m: Model, T: number, prefillMs: number): Promis
   freeSession(s);
 }
 
-for (const name of models) {
+// ---------------------------------------------------------------------------------------------
+// GEMM variant sweep
+// ---------------------------------------------------------------------------------------------
+
+/** One projection of a layer: `count` GEMMs of [M, K] × [N, K]ᵀ per M-token pass over the layers. */
+interface SweepShape {
+  name: string;
+  N: number;
+  K: number;
+  count: number;
+  swiglu: boolean;
+  accumulate: boolean;
+}
+
+/** The projections the prefill layers of `c` run (see layers.ts), with their epilogues. */
+function sweepShapes(c: ModelConfig): SweepShape[] {
+  const a = c.attention, l = c.linear, H = c.hiddenSize;
+  if (a.kind !== "gated") throw new Error("Qwen shapes only");
+  const nLinear = c.layerKinds.filter((k) => k === "linear").length;
+  const nAttention = c.numLayers - nLinear;
+  const hv = l.numValueHeads, dv = l.valueHeadDim;
+  const out: SweepShape[] = [];
+  const add = (name: string, N: number, K: number, count: number, epi: "store" | "acc" | "swiglu") => {
+    const same = out.find((s) => s.N === N && s.K === K && s.swiglu === (epi === "swiglu"));
+    if (same) same.count += count;
+    else if (count > 0) out.push({ name, N, K, count, swiglu: epi === "swiglu", accumulate: epi === "acc" });
+  };
+  add("linear.inProj", convChannels(c) + hv * dv + 2 * hv, H, nLinear, "store");
+  add("linear.outProj", H, hv * dv, nLinear, "acc");
+  add("attention.qkv", a.numHeads * 2 * a.headDim + 2 * a.numKvHeads * a.headDim, H, nAttention, "store");
+  add("attention.o", H, a.numHeads * a.headDim, nAttention, "acc");
+  for (const m of c.mlp) {
+    if (m.kind !== "dense") throw new Error("dense MLP shapes only");
+    add("mlp.gateUp", 2 * m.intermediateSize, H, 1, "swiglu");
+    add("mlp.down", H, m.intermediateSize, 1, "acc");
+  }
+  return out;
+}
+
+/** Time every GEMM variant on every projection shape of model `name` (f16 weights). */
+async function gemmSweep(name: string): Promise<void> {
+  const c = parseModelConfig(SHAPES[name]);
+  const shapes = sweepShapes(c);
+  const maxM = Math.max(...sweepM), CHECK_M = 300;
+  const maxN = Math.max(...shapes.map((s) => s.N)), maxK = Math.max(...shapes.map((s) => s.K));
+  const reps = small ? 2 : 10;
+  const weights: GemmWeight[] = [];
+  const x = buffer(Math.max(maxM, CHECK_M) * maxK * 4, "sweepX");
+  const y = buffer(maxM * maxN * 4, "sweepY");
+  const yc = buffer(CHECK_M * maxN * 4, "sweepCheck");
+  await once((pass) => {
+    for (const sh of shapes) weights.push(matrix(pass, sh.N, sh.K, sh.name));
+    encodeFill(ctx, pass, x, {
+      count: Math.max(maxM, CHECK_M) * maxK,
+      f16: false,
+      lo: -1,
+      hi: 1,
+      seed: seed++,
+    });
+  });
+  await report({ what: "gemm_sweep_shapes", model: name, shapes, variants: GEMM_TILE_NAMES });
+  // Reference outputs of a ragged 300-row product per shape from `large` (the tested original).
+  const check = async (v: GemmTileName, i: number): Promise<Float32Array> => {
+    const sh = shapes[i];
+    await once((pass) =>
+      encodeGemm(ctx, pass, {
+        M: CHECK_M,
+        N: sh.N,
+        K: sh.K,
+        x,
+        xStride: sh.K,
+        w: weights[i],
+        y: yc,
+        yStride: sh.N,
+        tile: v,
+      })
+    );
+    return await readF32(device, yc, CHECK_M * sh.N);
+  };
+  const refs: Float32Array[] = [];
+  for (let i = 0; i < shapes.length; i++) refs.push(await check("large", i));
+  for (const M of sweepM) {
+    const totals = new Map<GemmTileName, number>();
+    const best = shapes.map(() => ({ variant: "" as string, ms: Infinity, defaultMs: NaN }));
+    for (const v of GEMM_TILE_NAMES) {
+      if (gemmWorkgroupBytes(v) > ctx.maxWorkgroupStorage) {
+        await report({ what: "gemm_sweep", model: name, variant: v, skipped: "workgroup memory" });
+        continue;
+      }
+      let total = 0;
+      for (let i = 0; i < shapes.length; i++) {
+        const sh = shapes[i];
+        const step = (pass: GPUComputePassEncoder) => {
+          for (let r = 0; r < reps; r++) {
+            encodeGemm(ctx, pass, {
+              M,
+              N: sh.N,
+              K: sh.K,
+              x,
+              xStride: sh.K,
+              w: weights[i],
+              y,
+              yStride: sh.N,
+              swiglu: sh.swiglu,
+              accumulate: sh.accumulate,
+              tile: v,
+            });
+          }
+        };
+        device.pushErrorScope("validation");
+        device.pushErrorScope("internal");
+        await timed([step]); // warm-up: pipeline build, clocks
+        const errs = [await device.popErrorScope(), await device.popErrorScope()].filter((e) => e);
+        if (errs.length) {
+          await report({
+            what: "gemm_sweep",
+            model: name,
+            variant: v,
+            shape: sh.name,
+            error: errs[0]!.message,
+          });
+          total = NaN;
+          continue;
+        }
+        const g = await timed([step]);
+        const ms = g.gpuMs / reps;
+        const err = relL2(await check(v, i), refs[i]);
+        total += sh.count * ms;
+        if (ms < best[i].ms && err < 1e-4) best[i] = { ...best[i], variant: v, ms };
+        if (v === DEFAULT_GEMM_VARIANT) best[i].defaultMs = ms;
+        await report({
+          what: "gemm_sweep",
+          model: name,
+          variant: v,
+          shape: sh.name,
+          M,
+          N: sh.N,
+          K: sh.K,
+          epilogue: sh.swiglu ? "swiglu" : sh.accumulate ? "accumulate" : "store",
+          ms,
+          tflops: (2 * M * sh.N * sh.K) / (ms / 1e3) / 1e12,
+          relL2VsLarge: err,
+        });
+      }
+      totals.set(v, total);
+      const flops = shapes.reduce((f, sh) => f + 2 * M * sh.N * sh.K * sh.count, 0);
+      await report({
+        what: "gemm_sweep_total",
+        model: name,
+        variant: v,
+        M,
+        ms: total,
+        tflops: flops / (total / 1e3) / 1e12,
+      });
+    }
+    for (let i = 0; i < shapes.length; i++) {
+      await report({
+        what: "gemm_sweep_best",
+        model: name,
+        M,
+        shape: shapes[i].name,
+        variant: best[i].variant,
+        ms: best[i].ms,
+        speedupVsDefault: best[i].defaultMs / best[i].ms,
+      });
+    }
+    const ranked = [...totals].filter(([, ms]) => Number.isFinite(ms)).sort((p, q) => p[1] - q[1]);
+    await report({
+      what: "gemm_sweep_best_total",
+      model: name,
+      M,
+      variant: ranked[0]?.[0],
+      ms: ranked[0]?.[1],
+      defaultMs: totals.get(DEFAULT_GEMM_VARIANT),
+      ranking: ranked.map(([v]) => v),
+    });
+  }
+  for (const w of weights) w.buf.destroy();
+  x.destroy();
+  y.destroy();
+  yc.destroy();
+}
+
+if (sweep) {
+  for (const name of models) await gemmSweep(name);
+}
+
+for (const name of sweep ? [] : models) {
   if (elapsed() > budgetS) {
     await report({ what: "skipped", model: name, reason: "time budget" });
     continue;

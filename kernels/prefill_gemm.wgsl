@@ -3,13 +3,20 @@
 //   WF = 0: f32 weights; 1: f16 (two per u32, low half first, rows padded to 8 values, the
 //   decode backend's packing); 2: int8 (four per u32, q/127 via snorm, rows padded to 16, one
 //   f32 scale per row of W applied in the epilogue). Activations and accumulation are f32.
-// Tiling: a BM×BN output tile per workgroup, K in steps of BK staged through workgroup memory
-// (stored k-major with 4 floats of padding per row), each invocation a TM×TN register tile whose
-// rows/columns are spread 4-wide across the tile so workgroup-memory reads do not collide. The
-// next K step's global loads are issued before the current step's products (register prefetch).
+// Tiling (the host names variants of these constants, see gemm.ts): a BM×BN output tile per
+// workgroup, K in steps of BK staged through workgroup memory (k-major, PAD floats of padding per
+// row; f16/int8 weights are converted to f32 once, when staged), each invocation a TM×TN register
+// tile whose rows/columns are spread 4-wide across the tile so workgroup-memory reads are vec4
+// and do not collide. Invocations map to (tx, ty) row-major (WARP = 0) or in warp-sized groups of
+// LX × 32/LX (WARP = 1: a 32-lane warp covers a compact patch, fewer distinct vec4 reads).
+// Pipelining: step kt's global loads go to registers before step kt-1's products (register
+// prefetch). STAGES = 1: one workgroup buffer, two barriers per step; STAGES = 2: two buffers
+// (double buffering), one barrier per step, the loop body unrolled once per stage so every
+// workgroup-memory index is a constant plus the invocation's offset.
 // Epilogue: store, accumulate (p.acc = 1, e.g. the residual add), or SWIGLU: W rows interleave
 // gate/up, so output n/2 = silu(y[n]) · y[n+1].
-// Loops: one per K step (ceil(K / BK) per invocation); everything else is unrolled.
+// Loops: one per STAGES K steps (ceil((ceil(K / BK) + 1) / STAGES) per invocation); the rest is
+// unrolled.
 #include "prefill_common.wgsl"
 
 const BM: u32 = {{BM}}u;
@@ -20,21 +27,21 @@ const TN: u32 = {{TN}}u;
 const TX: u32 = BN / TN;          // invocations along n
 const TY: u32 = BM / TM;          // invocations along m
 const WG: u32 = TX * TY;
-const XS: u32 = BM + 4u;          // workgroup row stride (floats) of the X tile
-const WS: u32 = BN + 4u;          // ... and of the W tile
+const XS: u32 = BM + {{PAD}}u;    // workgroup row stride (floats) of the X tile
+const WS: u32 = BN + {{PAD}}u;    // ... and of the W tile
 
 struct Params {
   M: u32, N: u32, K: u32, acc: u32,
-  xOff: u32, xStride: u32, xBatch: u32, kChunks: u32,  // X in vec4 units; W chunks along K (WT = 0)
-  wOff: u32, wStride: u32, wBatch: u32, nChunks: u32,  // W in 16-byte chunks; chunks along N (WT = 1)
+  xOff: u32, xStride: u32, xBatch: u32, kChunks: u32,  // X in vec4 units; W loads along K (WT = 0)
+  wOff: u32, wStride: u32, wBatch: u32, nChunks: u32,  // W in load units (WV u32s); loads along N (WT = 1)
   yOff: u32, yStride: u32, yBatch: u32, sOff: u32,     // Y in floats; int8 scale offset
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;
 #if WF
-@group(0) @binding(2) var<storage, read> W: array<vec4<u32>>;
-const WZ = vec4<u32>(0u);
+@group(0) @binding(2) var<storage, read> W: array<vec{{WV}}<u32>>;
+const WZ = vec{{WV}}<u32>(0u);
 #else
 @group(0) @binding(2) var<storage, read> W: array<vec4<f32>>;
 const WZ = vec4<f32>(0.0);
@@ -42,35 +49,41 @@ const WZ = vec4<f32>(0.0);
 @group(0) @binding(3) var<storage, read> S: array<f32>;
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
 
-var<workgroup> xs: array<vec4<f32>, BK * XS / 4u>;
-var<workgroup> ws: array<vec4<f32>, BK * WS / 4u>;
+#for S in 0..STAGES
+var<workgroup> xs{{S}}: array<vec4<f32>, BK * XS / 4u>;
+var<workgroup> ws{{S}}: array<vec4<f32>, BK * WS / 4u>;
+#endfor
 
-// Items per K step: X tile BM × BK/4 vec4; W tile in 16-byte chunks.
+// Items per K step: X tile BM × BK/4 vec4; W tile in load units of WPC values.
 const XN: u32 = BM * BK / 4u;
 #if WT
 #if WF
-const WPC: u32 = 8u;              // values per chunk along N
+const WPC: u32 = 8u;              // values per load along N
 #else
 const WPC: u32 = 4u;
 #endif
 const WN: u32 = BK * BN / WPC;
 #else
-const WPC: u32 = {{WPC}}u;        // values per chunk along K
+const WPC: u32 = {{WPC}}u;        // values per load along K
 const WN: u32 = BN * BK / WPC;
 #endif
 const XI: u32 = {{XI}}u;          // ceil(XN / WG)
 const WI: u32 = {{WI}}u;          // ceil(WN / WG)
-
-fn put_x(k: u32, m: u32, v: f32) { let f = k * XS + m; xs[f / 4u][f % 4u] = v; }
-fn put_w(k: u32, n: u32, v: f32) { let f = k * WS + n; ws[f / 4u][f % 4u] = v; }
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
   let n0 = wid.x * BN;
   let m0 = wid.y * BM;
   let z = wid.z;
+#if WARP
+  let lane = l % 32u;
+  let wi = l / 32u;
+  let tx = (wi % (TX / {{LX}}u)) * {{LX}}u + lane % {{LX}}u;
+  let ty = (wi / (TX / {{LX}}u)) * (32u / {{LX}}u) + lane / {{LX}}u;
+#else
   let tx = l % TX;
   let ty = l / TX;
+#endif
   let xBase = p.xOff + z * p.xBatch;
   let wBase = p.wOff + z * p.wBatch;
   let k4 = p.K / 4u;
@@ -85,16 +98,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var rx{{I}} = vec4<f32>(0.0);
 #endfor
 #for I in 0..WI
-#if WF
-  var rw{{I}} = vec4<u32>(0u);
-#else
-  var rw{{I}} = vec4<f32>(0.0);
-#endif
+  var rw{{I}} = WZ;
 #endfor
 
+  // kt: the K step loaded in this half-step; the products are those of step kt - 1. Step j lives
+  // in buffer j % STAGES, so with STAGES = 2 the half-steps alternate and the unrolled copy S
+  // always loads into buffer S and multiplies buffer 1 - S.
   var kt = 0u;
   loop {
     {{TICK}}
+#for S in 0..STAGES
     // Global loads of step kt into registers (prefetch: issued before the previous products).
     if (kt < nkt) {
 #for I in 0..XI
@@ -133,10 +146,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #for KK in 0..BK
       {
 #for A in 0..TM/4
-        let a{{A}} = xs[({{KK}}u * XS + {{A}}u * TY * 4u + ty * 4u) / 4u];
+        let a{{A}} = xs{{(S + STAGES - 1) % STAGES}}[({{KK}}u * XS + {{A}}u * TY * 4u + ty * 4u) / 4u];
 #endfor
 #for B in 0..TN/4
-        let b{{B}} = ws[({{KK}}u * WS + {{B}}u * TX * 4u + tx * 4u) / 4u];
+        let b{{B}} = ws{{(S + STAGES - 1) % STAGES}}[({{KK}}u * WS + {{B}}u * TX * 4u + tx * 4u) / 4u];
 #endfor
 #for R in 0..TM
 #for B in 0..TN/4
@@ -147,18 +160,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endfor
     }
     if (kt >= nkt) { break; }
+#if !DB
+    // One buffer: wait until every invocation has read it before overwriting.
     workgroupBarrier();
-    // Registers of step kt → workgroup memory (k-major).
+#endif
+    // Registers of step kt → buffer S (k-major).
 #for I in 0..XI
     {
       let idx = l + {{I}}u * WG;
       if (idx < XN) {
         let kq = idx % (BK / 4u);
         let mr = idx / (BK / 4u);
-        put_x(kq * 4u, mr, rx{{I}}.x);
-        put_x(kq * 4u + 1u, mr, rx{{I}}.y);
-        put_x(kq * 4u + 2u, mr, rx{{I}}.z);
-        put_x(kq * 4u + 3u, mr, rx{{I}}.w);
+        let f = kq * 4u * XS + mr;
+        xs{{S}}[f / 4u][f % 4u] = rx{{I}}.x;
+        xs{{S}}[(f + XS) / 4u][f % 4u] = rx{{I}}.y;
+        xs{{S}}[(f + 2u * XS) / 4u][f % 4u] = rx{{I}}.z;
+        xs{{S}}[(f + 3u * XS) / 4u][f % 4u] = rx{{I}}.w;
       }
     }
 #endfor
@@ -171,40 +188,49 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let kr = idx / (BN / WPC);
 #if WF
         let f = (kr * WS + nq * 8u) / 4u;
-        ws[f] = vec4<f32>(unpack2x16float(rw{{I}}.x), unpack2x16float(rw{{I}}.y));
-        ws[f + 1u] = vec4<f32>(unpack2x16float(rw{{I}}.z), unpack2x16float(rw{{I}}.w));
+        ws{{S}}[f] = vec4<f32>(unpack2x16float(rw{{I}}.x), unpack2x16float(rw{{I}}.y));
+        ws{{S}}[f + 1u] = vec4<f32>(unpack2x16float(rw{{I}}.z), unpack2x16float(rw{{I}}.w));
 #else
-        ws[(kr * WS + nq * 4u) / 4u] = rw{{I}};
+        ws{{S}}[(kr * WS + nq * 4u) / 4u] = rw{{I}};
 #endif
 #else
         let kq = idx % (BK / WPC);
         let nr = idx / (BK / WPC);
-        let kb = kq * WPC;
+        // Value j of this load goes to (k = kq·WPC + j, n = nr): float kq·WPC·WS + nr + j·WS.
+        let f = kq * WPC * WS + nr;
+        let fq = f % 4u;
 #if F16
         let h0 = unpack2x16float(rw{{I}}.x);
         let h1 = unpack2x16float(rw{{I}}.y);
         let h2 = unpack2x16float(rw{{I}}.z);
         let h3 = unpack2x16float(rw{{I}}.w);
-        put_w(kb, nr, h0.x); put_w(kb + 1u, nr, h0.y); put_w(kb + 2u, nr, h1.x); put_w(kb + 3u, nr, h1.y);
-        put_w(kb + 4u, nr, h2.x); put_w(kb + 5u, nr, h2.y); put_w(kb + 6u, nr, h3.x); put_w(kb + 7u, nr, h3.y);
+        let v = array<f32, 8>(h0.x, h0.y, h1.x, h1.y, h2.x, h2.y, h3.x, h3.y);
 #elif I8
+#if !WH
         let q0 = unpack4x8snorm(rw{{I}}.x);
         let q1 = unpack4x8snorm(rw{{I}}.y);
         let q2 = unpack4x8snorm(rw{{I}}.z);
         let q3 = unpack4x8snorm(rw{{I}}.w);
-        put_w(kb, nr, q0.x); put_w(kb + 1u, nr, q0.y); put_w(kb + 2u, nr, q0.z); put_w(kb + 3u, nr, q0.w);
-        put_w(kb + 4u, nr, q1.x); put_w(kb + 5u, nr, q1.y); put_w(kb + 6u, nr, q1.z); put_w(kb + 7u, nr, q1.w);
-        put_w(kb + 8u, nr, q2.x); put_w(kb + 9u, nr, q2.y); put_w(kb + 10u, nr, q2.z); put_w(kb + 11u, nr, q2.w);
-        put_w(kb + 12u, nr, q3.x); put_w(kb + 13u, nr, q3.y); put_w(kb + 14u, nr, q3.z); put_w(kb + 15u, nr, q3.w);
+        let v = array<f32, 16>(q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w,
+                               q2.x, q2.y, q2.z, q2.w, q3.x, q3.y, q3.z, q3.w);
 #else
-        put_w(kb, nr, rw{{I}}.x); put_w(kb + 1u, nr, rw{{I}}.y); put_w(kb + 2u, nr, rw{{I}}.z); put_w(kb + 3u, nr, rw{{I}}.w);
+        let q0 = unpack4x8snorm(rw{{I}}.x);
+        let q1 = unpack4x8snorm(rw{{I}}.y);
+        let v = array<f32, 8>(q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w);
 #endif
+#else
+        let v = array<f32, 4>(rw{{I}}.x, rw{{I}}.y, rw{{I}}.z, rw{{I}}.w);
+#endif
+#for J in 0..WPC
+        ws{{S}}[(f + {{J}}u * WS) / 4u][fq] = v[{{J}}];
+#endfor
 #endif
       }
     }
 #endfor
     workgroupBarrier();
     kt += 1u;
+#endfor
   }
 
   // Epilogue.

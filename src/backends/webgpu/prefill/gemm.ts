@@ -61,35 +61,111 @@ export interface GemmArgs {
   tile?: GemmTileName;
 }
 
-/** Named tile shapes. */
-export type GemmTileName = "large" | "small";
+/**
+ * Named GEMM variants (tile shapes and pipelining, see {@link GEMM_TILES}). `large` and `small`
+ * are the original kernels; the others are candidates to measure on the target GPU.
+ */
+export type GemmTileName =
+  | "large"
+  | "small"
+  | "large_w"
+  | "db128k8"
+  | "db128k8w"
+  | "db128k16"
+  | "db128x64";
 
-interface Tile {
+/** One GEMM variant: the compile-time shape of `kernels/prefill_gemm.wgsl`. */
+export interface GemmTile {
+  /** Output rows (tokens) per workgroup. */
   BM: number;
+  /** Output columns per workgroup. */
   BN: number;
+  /** K values per step staged in workgroup memory (a multiple of 4; 8 or 16). */
   BK: number;
+  /** Rows per invocation (a multiple of 4). */
   TM: number;
+  /** Columns per invocation (a multiple of 4). */
   TN: number;
+  /** Workgroup buffers: 1 (two barriers per K step) or 2 (double-buffered, one barrier per step). */
+  stages: 1 | 2;
+  /**
+   * Invocations along n inside each 32-invocation group (warp-shaped mapping: a warp covers
+   * `TM·32/warpX` × `TN·warpX` outputs), or 0 for the row-major mapping over the whole workgroup.
+   */
+  warpX: number;
+  /** Floats of padding per workgroup-memory row (spreads the transposing stores over banks). */
+  pad: number;
 }
 
-/** Tile shapes: 128×128 for prompts, 32×64 for short inputs. */
-export const GEMM_TILES: Record<GemmTileName, Tile> = {
-  large: { BM: 128, BN: 128, BK: 16, TM: 8, TN: 8 },
-  small: { BM: 32, BN: 64, BK: 16, TM: 4, TN: 4 },
+/**
+ * The GEMM variants. Every one converts f16/int8 weights to f32 once, when staged into workgroup
+ * memory, reads workgroup memory as vec4, and prefetches the next K step's global loads into
+ * registers before the current step's products. Workgroup memory is
+ * `stages · BK · (BM + BN + 2·pad) · 4` bytes (32 KiB at most, so all run on lavapipe too).
+ *
+ * - `large`: 128×128 block, 8×8 per invocation, 256 invocations, BK 16, one buffer (the original
+ *   prompt kernel and the default until measured).
+ * - `small`: 32×64 block, 4×4, 128 invocations, BK 16 — more workgroups for short inputs.
+ * - `large_w`: `large` with warp-shaped 32×64 patches per warp (8 distinct vec4 reads of W and 4
+ *   of X per warp and k instead of 16 and 2): isolates the effect of the mapping.
+ * - `db128k8`: 128×128, 8×8, 256 invocations, BK 8, double-buffered (16.5 KiB): one barrier per
+ *   step and small workgroup memory, so more workgroups per SM can hide the barrier latency.
+ * - `db128k8w`: `db128k8` with the warp-shaped mapping (the classic SIMT SGEMM configuration).
+ * - `db128k16`: 128×128, 8×8, BK 16, double-buffered, unpadded (32 KiB): half the barriers per
+ *   FMA of `db128k8`, fewer workgroups per SM.
+ * - `db128x64`: 128×64 block, 8×4 per invocation, 256 invocations, BK 16, double-buffered — twice
+ *   the workgroups of a 128×128 grid for narrow outputs (N = hidden size: o, out and down
+ *   projections), at a lower FMA-per-load ratio.
+ */
+export const GEMM_TILES: Record<GemmTileName, GemmTile> = {
+  large: { BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, stages: 1, warpX: 0, pad: 4 },
+  small: { BM: 32, BN: 64, BK: 16, TM: 4, TN: 4, stages: 1, warpX: 0, pad: 4 },
+  large_w: { BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, stages: 1, warpX: 8, pad: 4 },
+  db128k8: { BM: 128, BN: 128, BK: 8, TM: 8, TN: 8, stages: 2, warpX: 0, pad: 4 },
+  db128k8w: { BM: 128, BN: 128, BK: 8, TM: 8, TN: 8, stages: 2, warpX: 8, pad: 4 },
+  db128k16: { BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, stages: 2, warpX: 0, pad: 0 },
+  db128x64: { BM: 128, BN: 64, BK: 16, TM: 8, TN: 4, stages: 2, warpX: 0, pad: 4 },
 };
+
+/** Every variant name, in a stable order (tests and the benchmark sweep iterate over it). */
+export const GEMM_TILE_NAMES: readonly GemmTileName[] = Object.keys(GEMM_TILES) as GemmTileName[];
+
+/**
+ * The variant of every GEMM over {@link GEMM_SMALL_M_BELOW} or more rows (prompts) that names no
+ * tile: the one switch to flip after measuring the variants (`bench/prefill.ts --gemm-sweep`).
+ */
+export const DEFAULT_GEMM_VARIANT: GemmTileName = "large";
+
+/** GEMMs over fewer rows than this use `small` unless a tile is named. */
+export const GEMM_SMALL_M_BELOW = 96;
+
+/** Whether `name` is a GEMM variant. */
+export function isGemmTileName(name: string): name is GemmTileName {
+  return Object.hasOwn(GEMM_TILES, name);
+}
 
 function perChunk(f: PrefillWeightFormat): number {
   return f === "f32" ? 4 : f === "f16" ? 8 : 16;
 }
 
-/** Per-invocation loop iterations of a GEMM with inner dimension K (one per K step, plus one). */
-export function gemmLoopBound(K: number, tile: GemmTileName = "large"): number {
-  return Math.ceil(K / GEMM_TILES[tile].BK) + 1;
+/** Workgroup memory of a variant, in bytes. */
+export function gemmWorkgroupBytes(tile: GemmTileName): number {
+  const t = GEMM_TILES[tile];
+  return t.stages * t.BK * (t.BM + t.BN + 2 * t.pad) * 4;
 }
 
-/** The tile used for M rows unless one is named. */
+/**
+ * Per-invocation loop iterations of a GEMM with inner dimension K: the loop runs K steps + 1
+ * half-steps, `stages` per iteration.
+ */
+export function gemmLoopBound(K: number, tile: GemmTileName = DEFAULT_GEMM_VARIANT): number {
+  const t = GEMM_TILES[tile];
+  return Math.max(1, Math.ceil((Math.ceil(K / t.BK) + 1) / t.stages));
+}
+
+/** The variant used for M rows unless one is named. */
 export function gemmTileFor(M: number): GemmTileName {
-  return M >= 96 ? "large" : "small";
+  return M >= GEMM_SMALL_M_BELOW ? DEFAULT_GEMM_VARIANT : "small";
 }
 
 /** Record one GEMM (see {@link GemmArgs}). */
@@ -121,18 +197,39 @@ export function encodeGemm(ctx: PrefillContext, pass: GPUComputePassEncoder, a: 
 
   const tileName = a.tile ?? gemmTileFor(M);
   const t = GEMM_TILES[tileName];
+  if (!t) fail(`unknown GEMM variant ${tileName}`);
+  const wgBytes = gemmWorkgroupBytes(tileName);
+  if (wgBytes > ctx.maxWorkgroupStorage) {
+    fail(
+      `variant ${tileName} needs ${wgBytes} B of workgroup memory, this GPU has ${ctx.maxWorkgroupStorage}`,
+    );
+  }
   const WG = (t.BM / t.TM) * (t.BN / t.TN);
-  const wpc = wt ? (w.format === "f16" ? 8 : 4) : pc;
+  // int8 rows come in 16-value chunks; a K step of 8 loads them as half chunks (vec2<u32>).
+  const half = !wt && w.format === "int8" && t.BK < pc;
+  const wpc = wt ? (w.format === "f16" ? 8 : 4) : half ? t.BK : pc;
+  const unitsPerChunk = half ? pc / wpc : 1;
   const xn = (t.BM * t.BK) / 4;
-  const wn = wt ? (t.BK * t.BN) / wpc : (t.BN * t.BK) / wpc;
+  const wn = (t.BK * t.BN) / wpc;
   const kernel = ctx.kernel("prefill_gemm.wgsl", {
-    ...t,
+    BM: t.BM,
+    BN: t.BN,
+    BK: t.BK,
+    TM: t.TM,
+    TN: t.TN,
     WG,
+    STAGES: t.stages,
+    DB: t.stages === 2,
+    WARP: t.warpX > 0,
+    LX: t.warpX,
+    PAD: t.pad,
     WF: w.format !== "f32",
     F16: w.format === "f16",
     I8: w.format === "int8",
     WT: wt,
     WPC: wpc,
+    WV: half ? 2 : 4,
+    WH: half,
     XI: Math.ceil(xn / WG),
     WI: Math.ceil(wn / WG),
     SWIGLU: a.swiglu ?? false,
@@ -145,10 +242,10 @@ export function encodeGemm(ctx: PrefillContext, pass: GPUComputePassEncoder, a: 
     xOff / 4,
     a.xStride / 4,
     batch.xStep / 4,
-    Math.ceil(K / pc),
-    wRow * w.chunks,
-    w.chunks,
-    batch.wRowStep * w.chunks,
+    Math.ceil(K / (wt ? pc : wpc)),
+    wRow * w.chunks * unitsPerChunk,
+    w.chunks * unitsPerChunk,
+    batch.wRowStep * w.chunks * unitsPerChunk,
     Math.ceil(N / wpc),
     yOff,
     a.yStride,
