@@ -14,6 +14,7 @@ import type { SessionState } from "../src/engine/state.ts";
 import { GREEDY, type SamplingParams } from "../src/engine/sampling.ts";
 import { PUBLISHED_CONFIGS } from "../src/model/presets.ts";
 import { type KernelStepStat, kernelTable } from "../src/backends/webgpu/profile.ts";
+import { type KvCacheFormat, kvValueBytes } from "../src/backends/webgpu/runtime.ts";
 
 /** A benchmark model: its config.json object and how many experts the synthetic copy keeps. */
 export interface BenchModel {
@@ -91,8 +92,17 @@ export interface StepBytes {
   kv: number;
 }
 
-/** The bytes a step must move, counted from the shapes (what a perfect kernel would read). */
-export function stepBytes(c: ModelConfig, fmt: "f16" | "int8", b: number, ctx: number): StepBytes {
+/**
+ * The bytes a step must move, counted from the shapes (what a perfect kernel would read);
+ * `kvBytes` per KV value (4: f32 cache, 2: f16).
+ */
+export function stepBytes(
+  c: ModelConfig,
+  fmt: "f16" | "int8",
+  b: number,
+  ctx: number,
+  kvBytes: 2 | 4 = 4,
+): StepBytes {
   const wb = fmt === "int8" ? 1 : 2;
   const mat = (rows: number, cols: number, f = wb) => rows * cols * f + (f === 1 ? rows * 4 : 0);
   const H = c.hiddenSize, l = c.linear, a = c.attention;
@@ -108,11 +118,11 @@ export function stepBytes(c: ModelConfig, fmt: "f16" | "int8", b: number, ctx: n
     } else if (a.kind === "gated") {
       weights += mat(a.numHeads * 2 * a.headDim + 2 * a.numKvHeads * a.headDim, H) +
         mat(H, a.numHeads * a.headDim);
-      kv += ctx * 2 * a.numKvHeads * a.headDim * 4;
+      kv += ctx * 2 * a.numKvHeads * a.headDim * kvBytes;
     } else {
       weights += mat(a.numHeads * (a.qkNopeHeadDim + a.qkRopeHeadDim) + a.kvLoraRank + a.qkRopeHeadDim, H) +
         mat(a.numHeads * (a.qkNopeHeadDim + a.vHeadDim), a.kvLoraRank, 2) + mat(H, a.numHeads * a.vHeadDim);
-      kv += ctx * (a.kvLoraRank + a.qkRopeHeadDim) * 4;
+      kv += ctx * (a.kvLoraRank + a.qkRopeHeadDim) * kvBytes;
     }
     const m = c.mlp[i];
     if (m.kind === "dense") weights += 3 * mat(m.intermediateSize, H);
@@ -130,6 +140,8 @@ export function stepBytes(c: ModelConfig, fmt: "f16" | "int8", b: number, ctx: n
 export interface DecodeResult {
   model: string;
   weights: "f16" | "int8";
+  /** Device KV cache format (RuntimeOptions.kvCache); absent: the default, f32. */
+  kvCache?: KvCacheFormat;
   batch: number;
   context: number;
   tokensPerSecond: number;
@@ -169,6 +181,8 @@ export interface DecodeBenchOptions {
   profileSteps?: number;
   /** GEMV chunks per thread (RuntimeOptions.gemvChunksPerThread); the runtime's default when unset. */
   gemvChunksPerThread?: number;
+  /** Device KV cache format (RuntimeOptions.kvCache); the runtime's default (f32) when unset. */
+  kvCache?: KvCacheFormat;
   /** Sampling of every session (default greedy); session i gets seed `seed + i`. */
   sampling?: SamplingParams;
   onDiagnosis?: (d: Record<string, unknown>) => void | Promise<void>;
@@ -256,7 +270,11 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
   const results: DecodeResult[] = [];
   for (const spec of o.models) {
     const parsed = parseModelSpec(spec);
-    const { key, weights } = parsed;
+    const { key } = parsed;
+    const kvCache = o.kvCache ?? "f32";
+    // Rows of an f16 KV cache carry it in their weights column ("f16 · KV f16").
+    const weights = parsed.weights;
+    const label = weightsLabel({ weights, kvCache });
     const batches = parsed.batches ?? o.batches, contexts = parsed.contexts ?? o.contexts;
     const maxBatch = Math.max(...batches);
     const m = MODELS[key];
@@ -270,12 +288,13 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
         maxBatch,
         groupSlots: maxBatch,
         ...(o.gemvChunksPerThread ? { gemvChunksPerThread: o.gemvChunksPerThread } : {}),
+        ...(o.kvCache ? { kvCache: o.kvCache } : {}),
       });
     } catch (e) {
-      o.log(`${m.name} ${weights}: setup failed: ${(e as Error).message}`);
+      o.log(`${m.name} ${label}: setup failed: ${(e as Error).message}`);
       for (const b of batches) {
         for (const ctx of contexts) {
-          const r = failed(m.name, weights, b, ctx, (e as Error).message);
+          const r = failed(m.name, weights, b, ctx, (e as Error).message, kvCache);
           results.push(r);
           await o.onResult?.(r);
         }
@@ -284,7 +303,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
     }
     await backend.tune({ stepsPerChunk: o.stepsPerChunk, maxInflight: o.maxInflight });
     o.log(
-      `${m.name} ${weights}: ready in ${
+      `${m.name} ${label}: ready in ${
         ((performance.now() - t0) / 1000).toFixed(1)
       } s on ${backend.info.adapter}, ` +
         `${(backend.info.bytesAllocated / 2 ** 30).toFixed(2)} GiB`,
@@ -307,7 +326,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
             }
             const d = await backend.diagnose(states, steps, profileSteps ? { profileSteps } : {});
             for (const s of states) await backend.release(s, false);
-            const line = { model: m.name, weights, batch: b, context: ctx, ...d };
+            const line = { model: m.name, weights, kvCache, batch: b, context: ctx, ...d };
             o.log(`  diagnose ${JSON.stringify(line)}`);
             if (d.kernels) o.log(profileSummary(d.kernels, d.profiledUsPerStep!, d.profiledSpanUsPerStep!));
             await o.onDiagnosis?.(line);
@@ -318,13 +337,14 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
         let r: DecodeResult;
         try {
           const { tps, steps, dispatches } = await measure(backend, b, ctx, o);
-          const by = stepBytes(config, weights, b, ctx);
+          const by = stepBytes(config, weights, b, ctx, kvValueBytes(kvCache));
           const perStep = by.weights + b * (by.state + by.kv);
           const stepS = b / tps;
           const gbs = perStep / stepS / 1e9;
           r = {
             model: m.name,
             weights,
+            ...(kvCache !== "f32" ? { kvCache } : {}),
             batch: b,
             context: ctx,
             tokensPerSecond: tps,
@@ -343,7 +363,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
               `${(perStep / 1e9).toFixed(3)} GB/step, ${gbs.toFixed(0)} GB/s, ${dispatches} dispatches/step)`,
           );
         } catch (e) {
-          r = failed(m.name, weights, b, ctx, (e as Error).message);
+          r = failed(m.name, weights, b, ctx, (e as Error).message, kvCache);
           o.log(`  b=${b} ctx=${ctx}: failed: ${(e as Error).message}`);
         }
         results.push(r);
@@ -361,10 +381,12 @@ function failed(
   batch: number,
   context: number,
   error: string,
+  kvCache: KvCacheFormat = "f32",
 ): DecodeResult {
   return {
     model,
     weights,
+    ...(kvCache !== "f32" ? { kvCache } : {}),
     batch,
     context,
     tokensPerSecond: 0,
@@ -458,6 +480,7 @@ function profileSummary(kernels: KernelStepStat[], usPerStep: number, spanUsPerS
 export interface ProfiledDiagnosis {
   model: string;
   weights: string;
+  kvCache?: string;
   batch: number;
   context: number;
   profileSteps: number;
@@ -473,7 +496,7 @@ export function markdownProfiles(diagnoses: Record<string, unknown>[]): string {
     if (!Array.isArray(d.kernels)) continue;
     const p = d as unknown as ProfiledDiagnosis;
     parts.push(
-      `### Kernel profile: ${p.model} ${p.weights}, batch ${p.batch}, context ${p.context}\n\n` +
+      `### Kernel profile: ${p.model} ${weightsLabel(p)}, batch ${p.batch}, context ${p.context}\n\n` +
         `${p.profileSteps} steps, every dispatch in its own timed compute pass: ` +
         `${p.profiledUsPerStep.toFixed(1)} µs/step in kernels, ${
           p.profiledSpanUsPerStep.toFixed(1)
@@ -496,6 +519,11 @@ export function samplingLabel(p: SamplingParams | undefined): string {
     .join(", ");
 }
 
+/** The weights column of a result: the weight format, plus " · KV f16" for an f16 KV cache. */
+export function weightsLabel(r: { weights: string; kvCache?: string }): string {
+  return r.kvCache && r.kvCache !== "f32" ? `${r.weights} · KV ${r.kvCache}` : r.weights;
+}
+
 export function markdownTable(results: DecodeResult[]): string {
   const lines = [
     "| model | weights | batch | context | tokens/s (all) | tokens/s per session | ms/step | MB read/token | GB/s achieved | of measured BW | dispatches/step |",
@@ -504,7 +532,7 @@ export function markdownTable(results: DecodeResult[]): string {
   for (const r of results) {
     if (r.error) {
       lines.push(
-        `| ${r.model} | ${r.weights} | ${r.batch} | ${r.context} | failed: ${
+        `| ${r.model} | ${weightsLabel(r)} | ${r.batch} | ${r.context} | failed: ${
           r.error.replace(/\|/g, "/").slice(0, 120)
         } | | | | | | |`,
       );
@@ -512,7 +540,7 @@ export function markdownTable(results: DecodeResult[]): string {
     }
     const model = r.sampling && r.sampling !== "greedy" ? `${r.model} (${r.sampling})` : r.model;
     lines.push(
-      `| ${model} | ${r.weights} | ${r.batch} | ${r.context} | ${r.tokensPerSecond.toFixed(1)} | ${
+      `| ${model} | ${weightsLabel(r)} | ${r.batch} | ${r.context} | ${r.tokensPerSecond.toFixed(1)} | ${
         r.tokensPerSecondPerSession.toFixed(1)
       } | ` +
         `${r.stepMs.toFixed(2)} | ${(r.bytesPerToken / 1e6).toFixed(1)} | ${r.achievedGBs.toFixed(0)} | ` +

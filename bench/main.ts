@@ -8,6 +8,8 @@
  * steps on the GPU (needs the adapter's timestamp-query feature) and adds the tables to decode.md.
  * `--temperature T [--top-k K] [--top-p P]` samples every session that way (seeded) instead of greedily.
  * `--gemv-cpt N` sets the GEMV's 16-byte weight chunks per thread (RuntimeOptions.gemvChunksPerThread).
+ * `--kv-cache f16` keeps the attention KV cache in f16 on the device (RuntimeOptions.kvCache; default
+ * f32): its rows read "f16 · KV f16" in the weights column and count 2 bytes per KV value.
  *
  * A model may carry its own lists: `qwen3.5-9b/1+32/1k` (batches 1 and 32 at context 1k).
  *
@@ -51,6 +53,7 @@ async function main(): Promise<number> {
       diagnose: { type: "string", default: "0" },
       profile: { type: "string", default: "0" },
       "gemv-cpt": { type: "string", default: "0" },
+      "kv-cache": { type: "string", default: "f32" },
       temperature: { type: "string", default: "0" },
       "top-k": { type: "string", default: "0" },
       "top-p": { type: "string", default: "1" },
@@ -58,6 +61,11 @@ async function main(): Promise<number> {
   });
   if (values.backend !== "webgpu") {
     console.error("only --backend webgpu is benchmarked (the CPU backend is the f32 reference)");
+    return 2;
+  }
+  const kvCache = values["kv-cache"];
+  if (kvCache !== "f32" && kvCache !== "f16") {
+    console.error(`--kv-cache must be f32 or f16, got ${kvCache}`);
     return 2;
   }
   const started = new Date().toISOString();
@@ -107,6 +115,7 @@ async function main(): Promise<number> {
     diagnoseSteps: Number(values.diagnose) || undefined,
     profileSteps: Number(values.profile) || undefined,
     gemvChunksPerThread: Number(values["gemv-cpt"]) || undefined,
+    kvCache,
     sampling: samplingFromArgs(values.temperature!, values["top-k"]!, values["top-p"]!),
     onDiagnosis: async (d) => {
       diagnoses.push(d);

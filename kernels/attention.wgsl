@@ -7,7 +7,8 @@
 // never depends on the batch or the group. KV rows live in a slot group's buffers: row
 // (local·cap + t), each [HKV, D]. The group's batch entries are listed in the step table; `grp`
 // holds the group's index, cap and chunk count (enough for any context ≤ cap; the partials'
-// layout stride).
+// layout stride). KV16: the rows hold f16 values, two per u32 (low half first, the f32 layout's
+// element order); values are rounded when written and all arithmetic stays f32.
 #include "common.wgsl"
 
 const HQ: u32 = {{HQ}}u;
@@ -35,8 +36,13 @@ const EPS: f32 = {{EPS}};
 @group(0) @binding(4) var<storage, read> params: array<f32>;   // q_norm [D] | k_norm [D] (1 + w)
 @group(0) @binding(5) var<storage, read> invFreq: array<f32>;
 @group(0) @binding(6) var<storage, read_write> qbuf: array<f32>; // [B, HQ, D]
+#if KV16
+@group(0) @binding(7) var<storage, read_write> K: array<u32>;
+@group(0) @binding(8) var<storage, read_write> V: array<u32>;
+#else
 @group(0) @binding(7) var<storage, read_write> K: array<f32>;
 @group(0) @binding(8) var<storage, read_write> V: array<f32>;
+#endif
 var<workgroup> xs: array<f32, D>;
 var<workgroup> red: array<f32, WG>;
 
@@ -67,10 +73,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   } else if (live) {
     let kvh = hh - HQ;
     let row = ((local * grp.cap + pos) * HKV + kvh) * D;
+    let vsrc = b * PROJ + HQ * 2u * D + HKV * D + kvh * D;
+#if KV16
+    // One thread per pair of dims: the row in u32 words starts at row / 2 (D is even).
+    for (var j = l; j < D / 2u; j += WG) {
+      let i = 2u * j;
+      K[row / 2u + j] = pack2x16float(vec2<f32>(rope_dim(i, pos), rope_dim(i + 1u, pos)));
+      V[row / 2u + j] = pack2x16float(vec2<f32>(proj[vsrc + i], proj[vsrc + i + 1u]));
+    }
+#else
     for (var i = l; i < D; i += WG) {
       K[row + i] = rope_dim(i, pos);
-      V[row + i] = proj[b * PROJ + HQ * 2u * D + HKV * D + kvh * D + i];
+      V[row + i] = proj[vsrc + i];
     }
+#endif
   }
 }
 #endif
@@ -88,8 +104,18 @@ const SCW: u32 = max(ATTN_RPC_MAX, PWG);      // per-head stride of `sc` (rows �
 const VS: u32 = max(1u, PWG / D4);
 const SPH: u32 = max(1u, min(8u, PWG / G));
 @group(0) @binding(3) var<storage, read> qbuf: array<vec4<f32>>;
+#if KV16
+// Four f16 values per vec2<u32> load: the same vec4 indexing reads half the bytes.
+@group(0) @binding(4) var<storage, read> K: array<vec2<u32>>;
+@group(0) @binding(5) var<storage, read> V: array<vec2<u32>>;
+fn ldK(i: u32) -> vec4<f32> { let w = K[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn ldV(i: u32) -> vec4<f32> { let w = V[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+#else
 @group(0) @binding(4) var<storage, read> K: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> V: array<vec4<f32>>;
+fn ldK(i: u32) -> vec4<f32> { return K[i]; }
+fn ldV(i: u32) -> vec4<f32> { return V[i]; }
+#endif
 @group(0) @binding(6) var<storage, read_write> po: array<vec4<f32>>; // [MAXB, HQ, nc, D]
 @group(0) @binding(7) var<storage, read_write> pml: array<vec2<f32>>; // [MAXB, HQ, nc] (max, sum)
 // The G queries during the score phase, then the value partials of threads q ≥ 1.
@@ -123,10 +149,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var v = s;
     // Four loads in flight per step; the dots still accumulate in v order.
     for (; v + 3u * tpr < D4; v += 4u * tpr) {
-      let k0 = K[kb + v];
-      let k1 = K[kb + v + tpr];
-      let k2 = K[kb + v + 2u * tpr];
-      let k3 = K[kb + v + 3u * tpr];
+      let k0 = ldK(kb + v);
+      let k1 = ldK(kb + v + tpr);
+      let k2 = ldK(kb + v + 2u * tpr);
+      let k3 = ldK(kb + v + 3u * tpr);
       for (var g = 0u; g < G; g++) {
         let q = g * D4 + v;
         acc[g] += dot(qs[q], k0);
@@ -136,7 +162,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
     for (; v < D4; v += tpr) {
-      let kv = K[kb + v];
+      let kv = ldK(kb + v);
       for (var g = 0u; g < G; g++) { acc[g] += dot(qs[g * D4 + v], kv); }
     }
     for (var g = 0u; g < G; g++) { sc[g * SCW + r * tpr + s] = acc[g]; }
@@ -184,10 +210,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var acc = array<vec4<f32>, G>();
       var r = 0u;
       for (; r + 3u < rows; r += 4u) {
-        let v0 = V[(vbase + r * HKV) * D4 + v];
-        let v1 = V[(vbase + (r + 1u) * HKV) * D4 + v];
-        let v2 = V[(vbase + (r + 2u) * HKV) * D4 + v];
-        let v3 = V[(vbase + (r + 3u) * HKV) * D4 + v];
+        let v0 = ldV((vbase + r * HKV) * D4 + v);
+        let v1 = ldV((vbase + (r + 1u) * HKV) * D4 + v);
+        let v2 = ldV((vbase + (r + 2u) * HKV) * D4 + v);
+        let v3 = ldV((vbase + (r + 3u) * HKV) * D4 + v);
         for (var g = 0u; g < G; g++) {
           let at = g * SCW + r * tpr;
           acc[g] += sc[at] * v0;
@@ -197,7 +223,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
       }
       for (; r < rows; r++) {
-        let vv = V[(vbase + r * HKV) * D4 + v];
+        let vv = ldV((vbase + r * HKV) * D4 + v);
         for (var g = 0u; g < G; g++) { acc[g] += sc[g * SCW + r * tpr] * vv; }
       }
       for (var g = 0u; g < G; g++) { po[((b * HQ + kvh * G + g) * nc + c) * D4 + v] = acc[g]; }
@@ -209,10 +235,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (q < VS) {
       var r = q;
       for (; r + 3u * VS < rows; r += 4u * VS) {
-        let v0 = V[(vbase + r * HKV) * D4 + v];
-        let v1 = V[(vbase + (r + VS) * HKV) * D4 + v];
-        let v2 = V[(vbase + (r + 2u * VS) * HKV) * D4 + v];
-        let v3 = V[(vbase + (r + 3u * VS) * HKV) * D4 + v];
+        let v0 = ldV((vbase + r * HKV) * D4 + v);
+        let v1 = ldV((vbase + (r + VS) * HKV) * D4 + v);
+        let v2 = ldV((vbase + (r + 2u * VS) * HKV) * D4 + v);
+        let v3 = ldV((vbase + (r + 3u * VS) * HKV) * D4 + v);
         for (var g = 0u; g < G; g++) {
           let at = g * SCW + r * tpr;
           acc[g] += sc[at] * v0;
@@ -222,7 +248,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
       }
       for (; r < rows; r += VS) {
-        let vv = V[(vbase + r * HKV) * D4 + v];
+        let vv = ldV((vbase + r * HKV) * D4 + v);
         for (var g = 0u; g < G; g++) { acc[g] += sc[g * SCW + r * tpr] * vv; }
       }
       if (q > 0u) {

@@ -8,6 +8,8 @@
 // Chunks are attn_rpc(n) rows (common.wgsl), n the session's own context, so its summation order
 // never depends on the batch or the group; grp.nc (enough for any context ≤ cap) is the stride.
 // W_kvb is f16, rows per head [k_nope (DN) | v (DV)], each R wide, padded to ROWU32 words.
+// KV16: the cache rows hold f16 values, two per u32 (low half first, the f32 layout's element
+// order); values are rounded when written and all arithmetic stays f32.
 #include "common.wgsl"
 
 const HH: u32 = {{HH}}u;
@@ -39,8 +41,13 @@ const EPS: f32 = {{EPS}};
 @group(0) @binding(4) var<storage, read> Wkvb: array<u32>;
 @group(0) @binding(5) var<storage, read> kvNorm: array<f32>;
 @group(0) @binding(6) var<storage, read_write> qabs: array<f32>; // [B, HH, QW]
+#if KV16
+@group(0) @binding(7) var<storage, read_write> K: array<u32>;    // [rows, R / 2] f16 pairs
+@group(0) @binding(8) var<storage, read_write> V: array<u32>;    // [rows, DR / 2] f16 pairs
+#else
 @group(0) @binding(7) var<storage, read_write> K: array<f32>;    // [rows, R]
 @group(0) @binding(8) var<storage, read_write> V: array<f32>;    // [rows, DR]
+#endif
 var<workgroup> red: array<f32, WG>;
 
 @compute @workgroup_size(64)
@@ -76,8 +83,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let inv = inverseSqrt(red[0] / f32(R) + EPS);
   if (live) {
     let row = local * grp.cap + pos;
+#if KV16
+    for (var j = l; j < R / 2u; j += WG) {
+      let i = 2u * j;
+      K[row * (R / 2u) + j] = pack2x16float(
+        vec2<f32>(proj[cb + i] * inv * kvNorm[i], proj[cb + i + 1u] * inv * kvNorm[i + 1u]),
+      );
+    }
+    for (var j = l; j < DR / 2u; j += WG) {
+      V[row * (DR / 2u) + j] = pack2x16float(vec2<f32>(proj[cb + R + 2u * j], proj[cb + R + 2u * j + 1u]));
+    }
+#else
     for (var j = l; j < R; j += WG) { K[row * R + j] = proj[cb + j] * inv * kvNorm[j]; }
     for (var i = l; i < DR; i += WG) { V[row * DR + i] = proj[cb + R + i]; }
+#endif
   }
 }
 #endif
@@ -95,8 +114,18 @@ const SCW: u32 = max(ATTN_RPC_MAX, PWG);      // per-head stride of `sc` (rows �
 const VS: u32 = max(1u, PWG / R4);
 const SPH: u32 = max(1u, min(8u, PWG / HB));
 @group(0) @binding(3) var<storage, read> qabs: array<vec4<f32>>;
+#if KV16
+// Four f16 values per vec2<u32> load: the same vec4 indexing reads half the bytes.
+@group(0) @binding(4) var<storage, read> K: array<vec2<u32>>;
+@group(0) @binding(5) var<storage, read> V: array<vec2<u32>>;
+fn ldK(i: u32) -> vec4<f32> { let w = K[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn ldV(i: u32) -> vec4<f32> { let w = V[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+#else
 @group(0) @binding(4) var<storage, read> K: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> V: array<vec4<f32>>;
+fn ldK(i: u32) -> vec4<f32> { return K[i]; }
+fn ldV(i: u32) -> vec4<f32> { return V[i]; }
+#endif
 @group(0) @binding(6) var<storage, read_write> pctx: array<vec4<f32>>; // [MAXB, HH, nc, R]
 @group(0) @binding(7) var<storage, read_write> pml: array<vec2<f32>>;  // [MAXB, HH, nc]
 // The HB absorbed queries during the score phase, then the context partials of threads q ≥ 1.
@@ -130,10 +159,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var v = s;
     // Four loads in flight per step; the dots still accumulate in v order.
     for (; v + 3u * tpr < R4; v += 4u * tpr) {
-      let k0 = K[row * R4 + v];
-      let k1 = K[row * R4 + v + tpr];
-      let k2 = K[row * R4 + v + 2u * tpr];
-      let k3 = K[row * R4 + v + 3u * tpr];
+      let k0 = ldK(row * R4 + v);
+      let k1 = ldK(row * R4 + v + tpr);
+      let k2 = ldK(row * R4 + v + 2u * tpr);
+      let k3 = ldK(row * R4 + v + 3u * tpr);
       for (var h = 0u; h < HB; h++) {
         let q = h * QW / 4u + v;
         acc[h] += dot(qs[q], k0);
@@ -143,11 +172,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
     for (; v < R4; v += tpr) {
-      let kv = K[row * R4 + v];
+      let kv = ldK(row * R4 + v);
       for (var h = 0u; h < HB; h++) { acc[h] += dot(qs[h * QW / 4u + v], kv); }
     }
     for (var u = s; u < DR4; u += tpr) {
-      let kr = V[row * DR4 + u];
+      let kr = ldV(row * DR4 + u);
       for (var h = 0u; h < HB; h++) { acc[h] += dot(qs[h * QW / 4u + R4 + u], kr); }
     }
     for (var h = 0u; h < HB; h++) { sc[h * SCW + r * tpr + s] = acc[h]; }
@@ -195,10 +224,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var acc = array<vec4<f32>, HB>();
       var r = 0u;
       for (; r + 3u < rows; r += 4u) {
-        let c0 = K[(cbase + r) * R4 + v];
-        let c1 = K[(cbase + r + 1u) * R4 + v];
-        let c2 = K[(cbase + r + 2u) * R4 + v];
-        let c3 = K[(cbase + r + 3u) * R4 + v];
+        let c0 = ldK((cbase + r) * R4 + v);
+        let c1 = ldK((cbase + r + 1u) * R4 + v);
+        let c2 = ldK((cbase + r + 2u) * R4 + v);
+        let c3 = ldK((cbase + r + 3u) * R4 + v);
         for (var h = 0u; h < HB; h++) {
           let at = h * SCW + r * tpr;
           acc[h] += sc[at] * c0;
@@ -208,7 +237,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
       }
       for (; r < rows; r++) {
-        let cv = K[(cbase + r) * R4 + v];
+        let cv = ldK((cbase + r) * R4 + v);
         for (var h = 0u; h < HB; h++) { acc[h] += sc[h * SCW + r * tpr] * cv; }
       }
       for (var h = 0u; h < HB; h++) { pctx[((b * HH + h0 + h) * nc + c) * R4 + v] = acc[h]; }
@@ -220,10 +249,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (q < VS) {
       var r = q;
       for (; r + 3u * VS < rows; r += 4u * VS) {
-        let c0 = K[(cbase + r) * R4 + v];
-        let c1 = K[(cbase + r + VS) * R4 + v];
-        let c2 = K[(cbase + r + 2u * VS) * R4 + v];
-        let c3 = K[(cbase + r + 3u * VS) * R4 + v];
+        let c0 = ldK((cbase + r) * R4 + v);
+        let c1 = ldK((cbase + r + VS) * R4 + v);
+        let c2 = ldK((cbase + r + 2u * VS) * R4 + v);
+        let c3 = ldK((cbase + r + 3u * VS) * R4 + v);
         for (var h = 0u; h < HB; h++) {
           let at = h * SCW + r * tpr;
           acc[h] += sc[at] * c0;
@@ -233,7 +262,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
       }
       for (; r < rows; r += VS) {
-        let cv = K[(cbase + r) * R4 + v];
+        let cv = ldK((cbase + r) * R4 + v);
         for (var h = 0u; h < HB; h++) { acc[h] += sc[h * SCW + r * tpr] * cv; }
       }
       if (q > 0u) {

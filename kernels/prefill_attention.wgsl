@@ -17,6 +17,8 @@
 //               by l and, for Qwen, applies the sigmoid output gate.
 // Key dims 0..DK1 come from buffer K1 (Qwen keys, MLA latent c), DK1..DQK from K2 (MLA kr); values
 // are V (Qwen) or the first DV dims of the key rows (VFROMK, MLA: the latent c).
+// KV16: the cache rows hold f16 values, two per u32 (low half first, the f32 layout's element
+// order; the decode kernels' layout): preps round when they append, ATTN unpacks 4 per vec2<u32>.
 #include "prefill_common.wgsl"
 
 struct Params {
@@ -38,8 +40,13 @@ const WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> norms: array<f32>;    // q_norm [D] | k_norm [D]
 @group(0) @binding(3) var<storage, read> invFreq: array<f32>;  // [ROT/2]
 @group(0) @binding(4) var<storage, read_write> qbuf: array<f32>;
+#if KV16
+@group(0) @binding(5) var<storage, read_write> K: array<u32>;
+@group(0) @binding(6) var<storage, read_write> V: array<u32>;
+#else
 @group(0) @binding(5) var<storage, read_write> K: array<f32>;
 @group(0) @binding(6) var<storage, read_write> V: array<f32>;
+#endif
 var<workgroup> xs: array<f32, D>;
 var<workgroup> red: array<f32, WG>;
 
@@ -51,6 +58,17 @@ fn rope_cs(pos: u32, f: f32) -> vec2<f32> {
   let k = round(a * 0.15915494309189535);
   let r = ((a - k * 6.28125) - k * 0.0019378662109375) - k * -2.559031351268004e-06;
   return vec2<f32>(cos(r), sin(r));
+}
+
+// Dim i of the normed head in `xs`, rotated at position pos (the f32 path's arithmetic exactly).
+fn rope_at(i: u32, pos: u32) -> f32 {
+  var v = xs[i];
+  if (i < ROT) {
+    let half = ROT / 2u;
+    let cs = rope_cs(pos, invFreq[i % half]);
+    if (i < half) { v = xs[i] * cs.x - xs[i + half] * cs.y; } else { v = xs[i] * cs.x + xs[i - half] * cs.y; }
+  }
+  return v;
 }
 
 @compute @workgroup_size(64)
@@ -85,6 +103,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
   workgroupBarrier();
+#if KV16
+  if (live && hh >= HQ) {
+    // KV heads: one invocation per pair of dims, packed as two f16.
+    let pos = p.p0 + t;
+    let kvh = hh - HQ;
+    let row = ((p.row0 + pos) * HKV + kvh) * D / 2u;
+    let vsrc = p.srcOff + t * p.srcStride + HQ * 2u * D + HKV * D + kvh * D;
+    for (var j = l; j < D / 2u; j += WG) {
+      {{TICK}}
+      K[row + j] = pack2x16float(vec2<f32>(rope_at(2u * j, pos), rope_at(2u * j + 1u, pos)));
+      V[row + j] = pack2x16float(vec2<f32>(src[vsrc + 2u * j], src[vsrc + 2u * j + 1u]));
+    }
+  }
+  if (live && hh < HQ) {
+    let pos = p.p0 + t;
+    for (var i = l; i < D; i += WG) {
+      {{TICK}}
+      qbuf[(t * HQ + hh) * D + i] = rope_at(i, pos);
+    }
+  }
+#else
   if (live) {
     let pos = p.p0 + t;
     let half = ROT / 2u;
@@ -106,6 +145,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
   }
+#endif
   pf_count_done();
 }
 #endif
@@ -120,8 +160,13 @@ const WG: u32 = 64u;
 @group(0) @binding(1) var<storage, read> src: array<f32>;      // [T, srcStride]: q [HH, DN+DR] | c [R] | kr [DR]
 @group(0) @binding(2) var<storage, read> kvNorm: array<f32>;   // [R]
 @group(0) @binding(3) var<storage, read_write> qbuf: array<f32>; // [T, HH, R + DR]
+#if KV16
+@group(0) @binding(4) var<storage, read_write> K1: array<u32>;  // latent rows [R / 2] f16 pairs
+@group(0) @binding(5) var<storage, read_write> K2: array<u32>;  // kr rows [DR / 2] f16 pairs
+#else
 @group(0) @binding(4) var<storage, read_write> K1: array<f32>;  // latent rows [R]
 @group(0) @binding(5) var<storage, read_write> K2: array<f32>;  // kr rows [DR]
+#endif
 var<workgroup> red: array<f32, WG>;
 
 @compute @workgroup_size(64)
@@ -157,6 +202,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let inv = 1.0 / sqrt(red[0] / f32(R) + EPS);
     if (live) {
       let crow = p.row0 + p.p0 + t;
+#if KV16
+      for (var j = l; j < R / 2u; j += WG) {
+        {{TICK}}
+        let i = 2u * j;
+        K1[crow * (R / 2u) + j] = pack2x16float(
+          vec2<f32>(src[cOff + i] * inv * kvNorm[i], src[cOff + i + 1u] * inv * kvNorm[i + 1u]),
+        );
+      }
+      for (var j = l; j < DR / 2u; j += WG) {
+        {{TICK}}
+        K2[crow * (DR / 2u) + j] = pack2x16float(vec2<f32>(src[cOff + R + 2u * j], src[cOff + R + 2u * j + 1u]));
+      }
+#else
       for (var i = l; i < R; i += WG) {
         {{TICK}}
         K1[crow * R + i] = src[cOff + i] * inv * kvNorm[i];
@@ -165,6 +223,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         {{TICK}}
         K2[crow * DR + i] = src[cOff + R + i];
       }
+#endif
     }
   }
   pf_count_done();
@@ -205,9 +264,23 @@ const SCALE: f32 = {{SCALE}};
 const NEG: f32 = -3.0e38;
 
 @group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>;
+#if KV16
+// Four f16 values per vec2<u32> load, at the f32 layout's vec4 indices.
+@group(0) @binding(2) var<storage, read> K1: array<vec2<u32>>;  // rows [HKV, DK1]
+@group(0) @binding(3) var<storage, read> K2: array<vec2<u32>>;  // rows [DK2] (MLA), unused otherwise
+@group(0) @binding(4) var<storage, read> V: array<vec2<u32>>;   // rows [HKV, DV] (unless VFROMK)
+fn h4(w: vec2<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn ldK1(i: u32) -> vec4<f32> { return h4(K1[i]); }
+fn ldK2(i: u32) -> vec4<f32> { return h4(K2[i]); }
+fn ldV(i: u32) -> vec4<f32> { return h4(V[i]); }
+#else
 @group(0) @binding(2) var<storage, read> K1: array<vec4<f32>>;  // rows [HKV, DK1]
 @group(0) @binding(3) var<storage, read> K2: array<vec4<f32>>;  // rows [DK2] (MLA), unused otherwise
 @group(0) @binding(4) var<storage, read> V: array<vec4<f32>>;   // rows [HKV, DV] (unless VFROMK)
+fn ldK1(i: u32) -> vec4<f32> { return K1[i]; }
+fn ldK2(i: u32) -> vec4<f32> { return K2[i]; }
+fn ldV(i: u32) -> vec4<f32> { return V[i]; }
+#endif
 @group(0) @binding(5) var<storage, read> gate: array<f32>;      // Qwen output gate source
 @group(0) @binding(6) var<storage, read_write> O: array<f32>;
 @group(0) @binding(7) var<storage, read_write> ML: array<vec2<f32>>; // [T, HQ] running (m, l)
@@ -229,8 +302,8 @@ fn load_k(idx: u32, s: u32, kt: u32, kHi: u32, kvh: u32) -> vec4<f32> {
   if (idx >= KN || key >= kHi) { return vec4<f32>(0.0); }
   let row = p.row0 + key;
   let c4 = s * (BK / 4u) + idx % (BK / 4u);
-  if (c4 < DK1 / 4u) { return K1[(row * HKV + kvh) * (DK1 / 4u) + c4]; }
-  return K2[row * (DK2 / 4u) + c4 - DK1 / 4u];
+  if (c4 < DK1 / 4u) { return ldK1((row * HKV + kvh) * (DK1 / 4u) + c4); }
+  return ldK2(row * (DK2 / 4u) + c4 - DK1 / 4u);
 }
 
 // Values of keys k0 … k0 + BV − 1.
@@ -239,9 +312,9 @@ fn load_v(idx: u32, k0: u32, kHi: u32, kvh: u32) -> vec4<f32> {
   if (idx >= VN || key >= kHi) { return vec4<f32>(0.0); }
   let c4 = idx % (DV / 4u);
 #if VFROMK
-  return K1[((p.row0 + key) * HKV + kvh) * (DK1 / 4u) + c4];
+  return ldK1(((p.row0 + key) * HKV + kvh) * (DK1 / 4u) + c4);
 #else
-  return V[((p.row0 + key) * HKV + kvh) * (DV / 4u) + c4];
+  return ldV(((p.row0 + key) * HKV + kvh) * (DV / 4u) + c4);
 #endif
 }
 

@@ -236,7 +236,12 @@ export class ChunkedPrefill {
         });
       } else {
         const ai = this.#attention[i], grp = s.group!;
-        const cache = { keys: grp.keys[ai], values: grp.values[ai], row0: s.local * grp.cap };
+        const cache = {
+          keys: grp.keys[ai],
+          values: grp.values[ai],
+          row0: s.local * grp.cap,
+          f16: rt.opts.kvCache === "f16",
+        };
         if (m.kind === "gated") encodeGatedAttentionMixer(ctx, rec.pass, c, { ...call, w: m, cache });
         else if (m.kind === "mla") encodeMlaMixer(ctx, rec.pass, c, { ...call, w: m, cache });
       }

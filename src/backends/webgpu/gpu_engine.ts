@@ -238,12 +238,14 @@ export class GpuEngine {
         writeArray(q, rt.convRing[li], s.id * C * K * 4, ring);
         writeArray(q, rt.recurrent[li], s.id * l.recurrent.length * 4, l.recurrent);
       } else {
-        const ai = rt.attentionIndex(i), grp = s.group!;
+        const ai = rt.attentionIndex(i), grp = s.group!, vb = rt.kvBytes;
+        // An f16 cache takes the rows rounded to nearest even (Float16Array), as pack2x16float would.
+        const dev = (x: Float32Array) => (vb === 2 ? new Float16Array(x) : x);
         if (l.keys.length) {
-          writeArray(q, grp.keys[ai], (s.local * grp.cap + l.fromRow) * g.keyRow * 4, l.keys);
+          writeArray(q, grp.keys[ai], (s.local * grp.cap + l.fromRow) * g.keyRow * vb, dev(l.keys));
         }
         if (l.values.length) {
-          writeArray(q, grp.values[ai], (s.local * grp.cap + l.fromRow) * g.valueRow * 4, l.values);
+          writeArray(q, grp.values[ai], (s.local * grp.cap + l.fromRow) * g.valueRow * vb, dev(l.values));
         }
       }
     });
@@ -269,7 +271,9 @@ export class GpuEngine {
     extra: { src: GPUBuffer; bytes: number }[] = [],
   ): () => Promise<WireState & { extra: Float32Array[] }> {
     const rt = this.rt, c = rt.config, g = rt.geo, P = s.pos, K = c.linear.convKernel, C = g.C;
-    const copies: { src: GPUBuffer; off: number; bytes: number }[] = extra.map((e) => ({
+    const vb = rt.kvBytes;
+    // `f16`: the copy holds f16 values (an f16 KV cache), widened exactly to f32 when parsed.
+    const copies: { src: GPUBuffer; off: number; bytes: number; f16?: boolean }[] = extra.map((e) => ({
       src: e.src,
       off: 0,
       bytes: e.bytes,
@@ -288,13 +292,15 @@ export class GpuEngine {
         const ai = rt.attentionIndex(i), grp = s.group!;
         copies.push({
           src: grp.keys[ai],
-          off: (s.local * grp.cap + from) * g.keyRow * 4,
-          bytes: rows * g.keyRow * 4,
+          off: (s.local * grp.cap + from) * g.keyRow * vb,
+          bytes: rows * g.keyRow * vb,
+          f16: vb === 2,
         });
         copies.push({
           src: grp.values[ai],
-          off: (s.local * grp.cap + from) * g.valueRow * 4,
-          bytes: rows * g.valueRow * 4,
+          off: (s.local * grp.cap + from) * g.valueRow * vb,
+          bytes: rows * g.valueRow * vb,
+          f16: vb === 2,
         });
       }
     });
@@ -312,14 +318,15 @@ export class GpuEngine {
     });
     return async () => {
       await staging.mapAsync(GPUMapMode.READ);
-      const all = new Float32Array(staging.getMappedRange().slice(0));
+      const all = staging.getMappedRange().slice(0);
       staging.unmap();
       staging.destroy();
       let k = 0;
       const take = () => {
-        const o = offsets[k], n = copies[k].bytes / 4;
+        const o = offsets[k], x = copies[k];
         k++;
-        return all.slice(o / 4, o / 4 + n);
+        if (x.f16) return Float32Array.from(new Float16Array(all, o, x.bytes / 2));
+        return new Float32Array(all, o, x.bytes / 4).slice();
       };
       const extras = extra.map(() => take());
       if (!withState) return { position: P, layers: [], extra: extras };
@@ -765,15 +772,35 @@ export class GpuEngine {
         rt.fillRandom(rt.recurrent[li], s.id * recN, recN, -0.05, 0.05, seed + 2 * i + 1);
       } else if (position > 0) {
         const ai = rt.attentionIndex(i), grp = s.group!;
-        rt.fillRandom(grp.keys[ai], s.local * grp.cap * g.keyRow, position * g.keyRow, -1, 1, seed + 2 * i);
-        rt.fillRandom(
-          grp.values[ai],
-          s.local * grp.cap * g.valueRow,
-          position * g.valueRow,
-          -1,
-          1,
-          seed + 2 * i + 1,
-        );
+        if (rt.kvBytes === 2) {
+          // f16 pairs in [-1, 1]: offsets and counts in u32 words (two values each).
+          rt.fillRandomF16(
+            grp.keys[ai],
+            s.local * grp.cap * g.keyRow / 2,
+            position * g.keyRow / 2,
+            -1,
+            1,
+            seed + 2 * i,
+          );
+          rt.fillRandomF16(
+            grp.values[ai],
+            s.local * grp.cap * g.valueRow / 2,
+            position * g.valueRow / 2,
+            -1,
+            1,
+            seed + 2 * i + 1,
+          );
+        } else {
+          rt.fillRandom(grp.keys[ai], s.local * grp.cap * g.keyRow, position * g.keyRow, -1, 1, seed + 2 * i);
+          rt.fillRandom(
+            grp.values[ai],
+            s.local * grp.cap * g.valueRow,
+            position * g.valueRow,
+            -1,
+            1,
+            seed + 2 * i + 1,
+          );
+        }
       }
     });
     s.pos = position;

@@ -128,6 +128,11 @@ export class Harness {
     return new Float32Array(await this.read(buf, Math.ceil((n * 4) / 4) * 4)).slice(0, n);
   }
 
+  /** Read `n` f16 values (two per u32, low half first, as pack2x16float stores them), widened to f32. */
+  async f16(buf: GPUBuffer, n: number): Promise<Float32Array> {
+    return Float32Array.from(new Float16Array(await this.read(buf, Math.ceil(n / 2) * 4), 0, n));
+  }
+
   /** Read `n` u32 values. */
   async u32(buf: GPUBuffer, n: number): Promise<Uint32Array> {
     return new Uint32Array(await this.read(buf, n * 4));

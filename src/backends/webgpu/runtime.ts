@@ -113,6 +113,20 @@ export interface RuntimeOptions {
    * row means fewer, longer-lived workgroups with more loads in flight each; see {@link gemvPlan}.
    */
   gemvChunksPerThread: number;
+  /**
+   * Storage of the attention layers' KV rows on the device: "f32", or "f16" (two per u32, half the
+   * bytes; values are rounded to f16 when written, arithmetic stays f32). States move in and out
+   * as f32 either way (an f16 cache downloads exactly and re-uploads bit for bit).
+   */
+  kvCache: KvCacheFormat;
+}
+
+/** Storage format of the device KV cache ({@link RuntimeOptions.kvCache}). */
+export type KvCacheFormat = "f32" | "f16";
+
+/** Bytes one KV value takes on the device in `format`. */
+export function kvValueBytes(format: KvCacheFormat): 2 | 4 {
+  return format === "f16" ? 2 : 4;
 }
 
 /** Defaults of {@link RuntimeOptions}. */
@@ -126,6 +140,7 @@ export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = {
   prefillMinTokens: 2,
   prefillPiece: 0,
   gemvChunksPerThread: 4,
+  kvCache: "f32",
 };
 
 /** Where the weights come from. */
@@ -517,10 +532,14 @@ export function linearDefines(c: ModelConfig): Defines {
   };
 }
 
-/** Defines of the three attention kernels (attention.wgsl or mla.wgsl) for batch capacity `mb`. */
+/**
+ * Defines of the three attention kernels (attention.wgsl or mla.wgsl) for batch capacity `mb`,
+ * over an f32 or (`kvF16`) f16 KV cache.
+ */
 export function attentionDefines(
   c: ModelConfig,
   mb: number,
+  kvF16 = false,
 ): { prep: Defines; partial: Defines; combine: Defines } {
   const a = c.attention, g = geometry(c);
   let base: Defines;
@@ -553,6 +572,7 @@ export function attentionDefines(
       EPS: a.kvNormEps,
     };
   }
+  base.KV16 = kvF16;
   return {
     prep: { ...base, PREP: 1, PARTIAL: 0, COMBINE: 0 },
     partial: { ...base, PREP: 0, PARTIAL: 1, COMBINE: 0 },
@@ -626,7 +646,7 @@ export interface Geometry {
   RG: number;
   maxTopK: number;
   moe: MoeConfig | null;
-  /** f32 values per KV row (keys, values) of one attention layer. */
+  /** Values per KV row (keys, values) of one attention layer (f32 or f16 on the device). */
   keyRow: number;
   valueRow: number;
   qRows: number;
@@ -914,6 +934,13 @@ export class DecodeRuntime {
         `gemvChunksPerThread must be a power of two in 1..64, got ${cpt}`,
       );
     }
+    opts.kvCache ??= DEFAULT_RUNTIME_OPTIONS.kvCache; // an explicit `undefined` means the default
+    if (opts.kvCache !== "f32" && opts.kvCache !== "f16") {
+      throw new CapsuleError(
+        "invalid_argument",
+        `kvCache must be "f32" or "f16", got ${String(opts.kvCache)}`,
+      );
+    }
     checkSupported(config);
     if (Number.isFinite(ctx.loopCap)) {
       for (const [kernel, n] of Object.entries(kernelLoopBounds(config, opts.maxBatchTile, cpt))) {
@@ -937,6 +964,11 @@ export class DecodeRuntime {
       throw new CapsuleError("internal", `WebGPU setup failed: ${(validation ?? oom)!.message}`);
     }
     return rt;
+  }
+
+  /** Bytes of one KV value on the device (4: f32, 2: f16; see {@link RuntimeOptions.kvCache}). */
+  get kvBytes(): 2 | 4 {
+    return kvValueBytes(this.opts.kvCache);
   }
 
   /** Bytes of GPU memory this runtime allocated. */
@@ -1036,6 +1068,11 @@ export class DecodeRuntime {
   /** Fill `count` f32 values of `buf` from `offset` (in values) with uniform random numbers. */
   fillRandom(buf: GPUBuffer, offset: number, count: number, lo: number, hi: number, seed: number): void {
     this.#fill(buf, offset, count, 0, lo, hi, seed);
+  }
+
+  /** Fill `words` u32 words of `buf` from word `offset` with pairs of uniform random f16 values. */
+  fillRandomF16(buf: GPUBuffer, offset: number, words: number, lo: number, hi: number, seed: number): void {
+    this.#fill(buf, offset, words, 1, lo, hi, seed);
   }
 
   async #buildModel(src: WeightSource): Promise<void> {
@@ -1448,8 +1485,8 @@ export class DecodeRuntime {
       throw new CapsuleError("context_overflow", `more than ${MAX_GROUPS} KV slot groups`);
     }
     cap = roundUp(Math.max(cap, 1), RPCMAX);
-    const g = this.geo, a = this.config.attention;
-    const rowBytes = Math.max(g.keyRow, g.valueRow) * 4;
+    const g = this.geo, a = this.config.attention, vb = this.kvBytes;
+    const rowBytes = Math.max(g.keyRow, g.valueRow) * vb;
     const fit = Math.floor(this.ctx.maxBinding / (cap * rowBytes));
     nslots = Math.min(nslots, fit);
     if (nslots < 1) {
@@ -1463,8 +1500,8 @@ export class DecodeRuntime {
     const grp = new KvGroup(index, cap, nslots);
     const nAttn = this.config.layerKinds.filter((k) => k === "attention").length;
     for (let i = 0; i < nAttn; i++) {
-      grp.keys.push(this.buffer(`kv${index}.K${i}`, nslots * cap * g.keyRow * 4));
-      grp.values.push(this.buffer(`kv${index}.V${i}`, nslots * cap * g.valueRow * 4));
+      grp.keys.push(this.buffer(`kv${index}.K${i}`, nslots * cap * g.keyRow * vb));
+      grp.values.push(this.buffer(`kv${index}.V${i}`, nslots * cap * g.valueRow * vb));
     }
     grp.uniform = this.device.createBuffer({
       size: 16,
@@ -1488,7 +1525,7 @@ export class DecodeRuntime {
   }
 
   #makeAttnKernels(): { prep: Kernel; partial: Kernel; combine: Kernel } {
-    const d = attentionDefines(this.config, this.mb);
+    const d = attentionDefines(this.config, this.mb, this.opts.kvCache === "f16");
     const file = this.config.attention.kind === "gated" ? "attention.wgsl" : "mla.wgsl";
     return {
       prep: this.cache.kernel(file, d.prep, "rrurrrwww"),
@@ -1561,21 +1598,21 @@ export class DecodeRuntime {
     const old = slot.group;
     if (old && slot.pos > 0) {
       const enc = this.device.createCommandEncoder();
-      const g = this.geo;
+      const g = this.geo, vb = this.kvBytes;
       for (let i = 0; i < nAttn; i++) {
         enc.copyBufferToBuffer(
           old.keys[i],
-          slot.local * old.cap * g.keyRow * 4,
+          slot.local * old.cap * g.keyRow * vb,
           grp.keys[i],
-          local * grp.cap * g.keyRow * 4,
-          slot.pos * g.keyRow * 4,
+          local * grp.cap * g.keyRow * vb,
+          slot.pos * g.keyRow * vb,
         );
         enc.copyBufferToBuffer(
           old.values[i],
-          slot.local * old.cap * g.valueRow * 4,
+          slot.local * old.cap * g.valueRow * vb,
           grp.values[i],
-          local * grp.cap * g.valueRow * 4,
-          slot.pos * g.valueRow * 4,
+          local * grp.cap * g.valueRow * vb,
+          slot.pos * g.valueRow * vb,
         );
       }
       this.device.queue.submit([enc.finish()]);

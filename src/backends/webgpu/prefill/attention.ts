@@ -37,6 +37,8 @@ export interface GatedPrepArgs {
   keys: GPUBuffer;
   values: GPUBuffer;
   cacheRow0?: number;
+  /** The cache rows hold f16 values, two per u32 (rounded when appended); else f32. */
+  kvF16?: boolean;
 }
 
 /** Per-invocation loop count of the Qwen preparation kernel. */
@@ -65,6 +67,7 @@ export function encodeGatedAttentionPrep(
     D: a.headDim,
     ROT: a.rotaryDim,
     EPS: a.eps,
+    KV16: !!a.kvF16,
   }, "urrrwww");
   const params = ctx.uniform(
     attnParams({
@@ -103,6 +106,8 @@ export interface MlaPrepArgs {
   latent: GPUBuffer;
   ropeKeys: GPUBuffer;
   cacheRow0?: number;
+  /** The cache rows hold f16 values, two per u32 (rounded when appended); else f32. */
+  kvF16?: boolean;
 }
 
 /** Append MLA's latent rows and copy the query rope slices next to the absorbed queries. */
@@ -117,6 +122,7 @@ export function encodeMlaPrep(ctx: PrefillContext, pass: GPUComputePassEncoder, 
     DR: a.ropeDim,
     DN: a.nopeDim,
     EPS: a.eps,
+    KV16: !!a.kvF16,
   }, "urrwww");
   const params = ctx.uniform(
     attnParams({
@@ -153,6 +159,8 @@ export interface AttentionArgs {
   /** Value rows `[kvHeads, valueDim]`; omitted: the first `valueDim` key dims (MLA's latent). */
   values?: GPUBuffer;
   cacheRow0?: number;
+  /** The cache rows (keys1, keys2, values) hold f16 values, two per u32; else f32. */
+  kvF16?: boolean;
   /**
    * Qwen's sigmoid output gate: head h, dim i of token t at
    * `gate[gateOffset + t·gateStride + h·2·valueDim + valueDim + i]`.
@@ -316,6 +324,7 @@ export function encodeAttention(ctx: PrefillContext, pass: GPUComputePassEncoder
     SCALE: a.scale,
     VFROMK: !a.values,
     GATE: !!a.gate,
+    KV16: !!a.kvF16,
   }, "urrrrrww");
   const ml = ctx.scratch("attnML", a.T * a.heads * 8);
   const blocks = Math.ceil(a.T / plan.BQ);

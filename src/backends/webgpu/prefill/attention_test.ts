@@ -7,6 +7,36 @@ import { checkLoops, randomArray, randomPieces, relL2, rng, run, testContext } f
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
+/** Round to f16 (nearest even), as an f16 KV cache stores values. */
+function f16(x: Float32Array): Float32Array {
+  return Float32Array.from(new Float16Array(x));
+}
+
+/** Write f32 `data` into a cache buffer at value `at`: as is, or (kv16) as f16 pairs. */
+function writeKv(
+  dev: GPUDevice,
+  buf: GPUBuffer,
+  at: number,
+  data: Float32Array<ArrayBuffer>,
+  kv16: boolean,
+): void {
+  if (kv16) dev.queue.writeBuffer(buf, at * 2, new Float16Array(data));
+  else dev.queue.writeBuffer(buf, at * 4, data);
+}
+
+/** Read `n` cache values from value `at` (f16 pairs widened when kv16; `at` even then). */
+async function readKv(
+  dev: GPUDevice,
+  buf: GPUBuffer,
+  n: number,
+  at: number,
+  kv16: boolean,
+): Promise<Float32Array> {
+  if (!kv16) return await readF32(dev, buf, n, at);
+  const w = await readF32(dev, buf, Math.ceil(n / 2), at / 2);
+  return Float32Array.from(new Float16Array(w.buffer, w.byteOffset, n));
+}
+
 interface GatedShape {
   hq: number;
   hkv: number;
@@ -25,8 +55,10 @@ function cpuGated(
   values: Float32Array,
   norms: Float32Array,
   invFreq: Float32Array,
+  kv16 = false,
 ) {
   const { hq, hkv, d, rot } = s;
+  const cache = (x: Float32Array) => (kv16 ? f16(x) : x);
   const kvRow = hkv * d;
   const K = new Float32Array((p0 + T) * kvRow), V = new Float32Array((p0 + T) * kvRow);
   K.set(keys.subarray(0, p0 * kvRow));
@@ -43,8 +75,8 @@ function cpuGated(
     const k = rmsNormRows(row.slice(hq * 2 * d, hq * 2 * d + kvRow), norms.subarray(d, 2 * d), 1e-6);
     applyRope(q, d, rot, invFreq, p0 + t);
     applyRope(k, d, rot, invFreq, p0 + t);
-    K.set(k, (p0 + t) * kvRow);
-    V.set(row.subarray(hq * 2 * d + kvRow, hq * 2 * d + 2 * kvRow), (p0 + t) * kvRow);
+    K.set(cache(k), (p0 + t) * kvRow);
+    V.set(cache(row.slice(hq * 2 * d + kvRow, hq * 2 * d + 2 * kvRow)), (p0 + t) * kvRow);
     const o = attendGqa(q, K, V, p0 + t + 1, hq, hkv, d, 1 / Math.sqrt(d));
     for (let j = 0; j < hq * d; j++) out[t * hq * d + j] = o[j] * sigmoid(gate[j]);
   }
@@ -59,6 +91,7 @@ async function gatedCase(
   pieces: number[],
   seed: number,
   memoryLimit?: number,
+  kv16 = false,
 ) {
   const rand = rng(seed);
   const { hq, hkv, d, rot } = s;
@@ -70,15 +103,17 @@ async function gatedCase(
   const proj = randomArray(rand, T * PS, -2, 2);
   const kvRow = hkv * d;
   const keys = randomArray(rand, p0 * kvRow), values = randomArray(rand, p0 * kvRow);
+  if (kv16) { for (const x of [keys, values]) x.set(f16(x)); }
   const norms = randomArray(rand, 2 * d, 0.5, 1.5);
   const invFreq = ropeInvFreq(rot, 10000);
-  const want = cpuGated(s, proj, PS, T, p0, keys, values, norms, invFreq);
+  const want = cpuGated(s, proj, PS, T, p0, keys, values, norms, invFreq, kv16);
 
   const dev = ctx.device;
   const ROW0 = 3; // the session's rows start at row 3 of the cache buffers
-  const K = zeros(dev, (ROW0 + p0 + T) * kvRow), V = zeros(dev, (ROW0 + p0 + T) * kvRow);
-  dev.queue.writeBuffer(K, ROW0 * kvRow * 4, keys);
-  dev.queue.writeBuffer(V, ROW0 * kvRow * 4, values);
+  const words = (ROW0 + p0 + T) * kvRow / (kv16 ? 2 : 1);
+  const K = zeros(dev, words), V = zeros(dev, words);
+  writeKv(dev, K, ROW0 * kvRow, keys, kv16);
+  writeKv(dev, V, ROW0 * kvRow, values, kv16);
   const projBuf = upload(dev, proj), normBuf = upload(dev, norms), freqBuf = upload(dev, invFreq);
   const qbuf = zeros(dev, T * hq * d), out = zeros(dev, T * hq * d);
   let done = 0;
@@ -101,6 +136,7 @@ async function gatedCase(
         keys: K,
         values: V,
         cacheRow0: ROW0,
+        kvF16: kv16,
       });
       encodeAttention(ctx, pass, {
         T: n,
@@ -115,6 +151,7 @@ async function gatedCase(
         keys1: K,
         values: V,
         cacheRow0: ROW0,
+        kvF16: kv16,
         gate: { buf: projBuf, offset: done * PS, stride: PS },
         out,
         outOffset: done * hq * d,
@@ -125,8 +162,8 @@ async function gatedCase(
     done += n;
   }
   const got = await readF32(dev, out, T * hq * d);
-  const gotK = await readF32(dev, K, (p0 + T) * kvRow, ROW0 * kvRow);
-  const gotV = await readF32(dev, V, (p0 + T) * kvRow, ROW0 * kvRow);
+  const gotK = await readKv(dev, K, (p0 + T) * kvRow, ROW0 * kvRow, kv16);
+  const gotV = await readKv(dev, V, (p0 + T) * kvRow, ROW0 * kvRow, kv16);
   return { out: relL2(got, want.out), K: relL2(gotK, want.K), V: relL2(gotV, want.V), plan };
 }
 
@@ -205,7 +242,7 @@ interface MlaShape {
 }
 
 /** Run MLA prep + attention for T tokens after p0 cached rows; relative errors against the CPU. */
-async function mlaCase(ctx: PrefillContext, s: MlaShape, T: number, p0: number, seed: number) {
+async function mlaCase(ctx: PrefillContext, s: MlaShape, T: number, p0: number, seed: number, kv16 = false) {
   const rand = rng(seed);
   const { hh, r, dr, dn } = s;
   const QW = r + dr;
@@ -213,6 +250,8 @@ async function mlaCase(ctx: PrefillContext, s: MlaShape, T: number, p0: number, 
   const proj = randomArray(rand, T * PS, -2, 2);
   const kvNorm = randomArray(rand, r, 0.5, 1.5);
   const oldC = randomArray(rand, p0 * r), oldKr = randomArray(rand, p0 * dr);
+  if (kv16) { for (const x of [oldC, oldKr]) x.set(f16(x)); }
+  const cache = (x: Float32Array) => (kv16 ? f16(x) : x);
   // The absorbed queries' latent part is an input here (the GEMM is tested on its own).
   const qc = randomArray(rand, T * hh * r);
   // CPU: cache rows, then softmax over them with scores qc·c + q_rope·kr.
@@ -221,8 +260,8 @@ async function mlaCase(ctx: PrefillContext, s: MlaShape, T: number, p0: number, 
   KR.set(oldKr);
   for (let t = 0; t < T; t++) {
     const row = proj.subarray(t * PS + hh * (dn + dr), (t + 1) * PS);
-    C.set(rmsNormRows(row.slice(0, r), kvNorm, 1e-5), (p0 + t) * r);
-    KR.set(row.subarray(r, r + dr), (p0 + t) * dr);
+    C.set(cache(rmsNormRows(row.slice(0, r), kvNorm, 1e-5)), (p0 + t) * r);
+    KR.set(cache(row.slice(r, r + dr)), (p0 + t) * dr);
   }
   const want = new Float32Array(T * hh * r);
   for (let t = 0; t < T; t++) {
@@ -244,10 +283,11 @@ async function mlaCase(ctx: PrefillContext, s: MlaShape, T: number, p0: number, 
     }
   }
   const dev = ctx.device;
-  const latent = zeros(dev, (p0 + T) * r), ropeKeys = zeros(dev, (p0 + T) * dr);
+  const div = kv16 ? 2 : 1;
+  const latent = zeros(dev, (p0 + T) * r / div), ropeKeys = zeros(dev, (p0 + T) * dr / div);
   if (p0) {
-    dev.queue.writeBuffer(latent, 0, oldC);
-    dev.queue.writeBuffer(ropeKeys, 0, oldKr);
+    writeKv(dev, latent, 0, oldC, kv16);
+    writeKv(dev, ropeKeys, 0, oldKr, kv16);
   }
   const qHost = new Float32Array(T * hh * QW);
   for (let i = 0; i < T * hh; i++) qHost.set(qc.subarray(i * r, (i + 1) * r), i * QW);
@@ -267,6 +307,7 @@ async function mlaCase(ctx: PrefillContext, s: MlaShape, T: number, p0: number, 
       q,
       latent,
       ropeKeys,
+      kvF16: kv16,
     });
     encodeAttention(ctx, pass, {
       T,
@@ -280,14 +321,15 @@ async function mlaCase(ctx: PrefillContext, s: MlaShape, T: number, p0: number, 
       q,
       keys1: latent,
       keys2: ropeKeys,
+      kvF16: kv16,
       out,
       outStride: hh * r,
     });
   });
   return {
     out: relL2(await readF32(dev, out, T * hh * r), want),
-    C: relL2(await readF32(dev, latent, (p0 + T) * r), C),
-    KR: relL2(await readF32(dev, ropeKeys, (p0 + T) * dr), KR),
+    C: relL2(await readKv(dev, latent, (p0 + T) * r, 0, kv16), C),
+    KR: relL2(await readKv(dev, ropeKeys, (p0 + T) * dr, 0, kv16), KR),
   };
 }
 
@@ -327,6 +369,42 @@ Deno.test(
     // Qwen3-Next: 8 query heads per KV head.
     const n = await gatedCase(ctx, { hq: 16, hkv: 2, d: 256, rot: 64 }, 20, 100, [20], 62);
     assertLess(n.out, 1e-5, `Qwen3-Next shape out ${n.out}`);
+    await checkLoops(ctx);
+  },
+);
+
+Deno.test(
+  "attention prefill over an f16 KV cache (gated and MLA) equals the CPU path over f16-rounded rows",
+  opts,
+  async () => {
+    const ctx = await testContext();
+    const rand = rng(71);
+    // The twin rounds the rows it appends to f16 as the kernels do (a rare f32 ulp apart can
+    // round to the other neighbour: hence 1e-4 on the rows, not 0).
+    for (const T of [1, 65, 130]) {
+      const p0 = Math.floor(rand() * 40);
+      for (const pieces of [[T], randomPieces(rand, T, 3)]) {
+        const e = await gatedCase(
+          ctx,
+          { hq: 4, hkv: 2, d: 32, rot: 8 },
+          T,
+          p0,
+          pieces,
+          300 + T,
+          undefined,
+          true,
+        );
+        assertLess(e.out, 1e-4, `gated T=${T} p0=${p0} pieces=${pieces} out ${e.out}`);
+        assertLess(e.K, 1e-4, `K ${e.K}`);
+        assertLess(e.V, 1e-7, `V ${e.V}`);
+      }
+    }
+    for (const [T, p0] of [[1, 0], [65, 10], [130, 3]]) {
+      const e = await mlaCase(ctx, { hh: 4, r: 32, dr: 8, dn: 16 }, T, p0, 81 + T, true);
+      assertLess(e.out, 1e-4, `MLA T=${T} p0=${p0} out ${e.out}`);
+      assertLess(e.C, 1e-4, `C ${e.C}`);
+      assertLess(e.KR, 1e-7, `KR ${e.KR}`);
+    }
     await checkLoops(ctx);
   },
 );

@@ -93,6 +93,8 @@ export interface KvCacheBuffers {
   keys: GPUBuffer;
   values: GPUBuffer;
   row0?: number;
+  /** Rows hold f16 values, two per u32 (else f32). */
+  f16?: boolean;
 }
 
 /** Common arguments of the layer encoders. */
@@ -333,6 +335,7 @@ export function encodeGatedAttentionMixer(
     keys: call.cache.keys,
     values: call.cache.values,
     cacheRow0: call.cache.row0,
+    kvF16: call.cache.f16,
   });
   const att = ctx.scratch("att", T * hq * d * 4);
   encodeAttention(ctx, pass, {
@@ -348,6 +351,7 @@ export function encodeGatedAttentionMixer(
     keys1: call.cache.keys,
     values: call.cache.values,
     cacheRow0: call.cache.row0,
+    kvF16: call.cache.f16,
     gate: { buf: proj, offset: 0, stride: PS },
     out: att,
     outStride: hq * d,
@@ -441,6 +445,7 @@ export function encodeMlaMixer(
     latent: call.cache.keys,
     ropeKeys: call.cache.values,
     cacheRow0: call.cache.row0,
+    kvF16: call.cache.f16,
   });
   const ctxv = ctx.scratch("mlaCtx", T * hh * r * 4);
   encodeAttention(ctx, pass, {
@@ -456,6 +461,7 @@ export function encodeMlaMixer(
     keys1: call.cache.keys,
     keys2: call.cache.values,
     cacheRow0: call.cache.row0,
+    kvF16: call.cache.f16,
     out: ctxv,
     outStride: hh * r,
   });

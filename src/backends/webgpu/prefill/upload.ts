@@ -119,14 +119,19 @@ export function linearStateBuffers(device: GPUDevice, c: ModelConfig): LinearSta
   };
 }
 
-/** KV cache buffers with room for `rows` positions (Qwen: K/V rows; Kimi: latent / rope-key rows). */
-export function kvCacheBuffers(device: GPUDevice, c: ModelConfig, rows: number): KvCacheBuffers {
+/**
+ * KV cache buffers with room for `rows` positions (Qwen: K/V rows; Kimi: latent / rope-key rows),
+ * f32 or (`f16`) two f16 values per u32.
+ */
+export function kvCacheBuffers(device: GPUDevice, c: ModelConfig, rows: number, f16 = false): KvCacheBuffers {
   const a = c.attention;
   const keyRow = a.kind === "gated" ? a.numKvHeads * a.headDim : a.kvLoraRank;
   const valueRow = a.kind === "gated" ? a.numKvHeads * a.headDim : a.qkRopeHeadDim;
+  const words = (n: number) => (f16 ? Math.ceil(n / 2) : n);
   return {
-    keys: zeros(device, rows * keyRow, "kvKeys"),
-    values: zeros(device, rows * valueRow, "kvValues"),
+    keys: zeros(device, words(rows * keyRow), "kvKeys"),
+    values: zeros(device, words(rows * valueRow), "kvValues"),
     row0: 0,
+    f16,
   };
 }
