@@ -17,6 +17,19 @@ export interface EngineOptions {
    * Default "cpu".
    */
   backend?: BackendName | "auto";
+  /** Load-time choices of the WebGPU backend (ignored on the CPU). */
+  gpu?: GpuOptions;
+}
+
+/** Load-time choices of the WebGPU backend. */
+export interface GpuOptions {
+  /** Storage of the large weight matrices: f16 (default) or int8 with per-row scales. */
+  weights?: "f16" | "int8";
+  /**
+   * Storage of the attention KV rows on the device: f32 (default; bit-exact with the reference's
+   * state) or f16 (half the memory and bytes per step; values rounded to f16 when written).
+   */
+  kvCache?: "f32" | "f16";
 }
 
 /** A model loaded on a backend. */
@@ -45,7 +58,7 @@ export class Engine {
     }
     const ckpt = await Checkpoint.open(dir);
     try {
-      return new Engine(model, await webgpu.createWebGpuBackend(model.config, ckpt, dir));
+      return new Engine(model, await webgpu.createWebGpuBackend(model.config, ckpt, dir, opts.gpu ?? {}));
     } catch (e) {
       if (want === "auto" && e instanceof CapsuleError && e.code === "no_gpu_adapter") {
         return await onCpu();

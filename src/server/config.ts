@@ -7,6 +7,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import type { BackendName } from "../engine/backend.ts";
+import type { GpuOptions } from "../engine/engine.ts";
 import { parseStoreUrl } from "../store/mod.ts";
 import { CapsuleError } from "../errors.ts";
 import { parseTokenSpec } from "./auth.ts";
@@ -27,6 +28,8 @@ export interface ServerConfig {
   host: string;
   port: number;
   backend: BackendName | "auto";
+  /** WebGPU load-time choices (weights and KV cache storage). */
+  gpu: GpuOptions;
   /** token → tenant; empty = no authentication. */
   tokens: Map<string, string>;
   /** 32-byte capsule sealing key, or null. */
@@ -52,6 +55,8 @@ Options (environment fallback in brackets):
   --port N           TCP port, 0 = any free port [PORT] (default ${DEFAULT_PORT})
   --host H           interface to bind [CAPSULE_HOST] (default ${DEFAULT_HOST}; 0.0.0.0 for all)
   --backend B        cpu | webgpu | auto [CAPSULE_BACKEND] (default auto: WebGPU when an adapter exists)
+  --gpu-weights W    f16 | int8: WebGPU weight storage [CAPSULE_GPU_WEIGHTS] (default f16)
+  --kv-cache K       f32 | f16: WebGPU KV cache storage [CAPSULE_KV_CACHE] (default f32)
   --tokens-file F    JSON {"token": "tenant"} or token=tenant lines [CAPSULE_TOKENS_FILE]
   --deadline-ms N    per-request deadline [CAPSULE_DEADLINE_MS] (default ${DEFAULT_LIMITS.deadlineMs})
   --max-new-tokens N largest max_tokens [CAPSULE_MAX_NEW_TOKENS] (default ${DEFAULT_LIMITS.maxNewTokens})
@@ -75,6 +80,29 @@ export function parseCapsuleKey(text: string): Uint8Array {
     if (out.length === 32) return out;
   }
   throw new ConfigError("CAPSULE_KEY must be 32 bytes written as 64 hex digits or base64");
+}
+
+/**
+ * The WebGPU load-time choices from `--gpu-weights` / `--kv-cache` (or their environment
+ * fallbacks), shared by the node and the sidecar. Throws {@link ConfigError} on other values.
+ */
+export function parseGpuOptions(weights: string | undefined, kvCache: string | undefined): GpuOptions {
+  const out: GpuOptions = {};
+  if (weights !== undefined) {
+    if (weights !== "f16" && weights !== "int8") {
+      throw new ConfigError(
+        `--gpu-weights/CAPSULE_GPU_WEIGHTS must be f16 or int8, got ${JSON.stringify(weights)}`,
+      );
+    }
+    out.weights = weights;
+  }
+  if (kvCache !== undefined) {
+    if (kvCache !== "f32" && kvCache !== "f16") {
+      throw new ConfigError(`--kv-cache/CAPSULE_KV_CACHE must be f32 or f16, got ${JSON.stringify(kvCache)}`);
+    }
+    out.kvCache = kvCache;
+  }
+  return out;
 }
 
 function intOption(value: string, name: string, min: number, max: number): number {
@@ -105,6 +133,8 @@ export function parseConfig(
         port: { type: "string" },
         host: { type: "string" },
         backend: { type: "string" },
+        "gpu-weights": { type: "string" },
+        "kv-cache": { type: "string" },
         "tokens-file": { type: "string" },
         "deadline-ms": { type: "string" },
         "max-new-tokens": { type: "string" },
@@ -136,6 +166,10 @@ export function parseConfig(
       `--backend/CAPSULE_BACKEND must be cpu, webgpu or auto, got ${JSON.stringify(backend)}`,
     );
   }
+  const gpu = parseGpuOptions(
+    pick(flags["gpu-weights"], "CAPSULE_GPU_WEIGHTS"),
+    pick(flags["kv-cache"], "CAPSULE_KV_CACHE"),
+  );
 
   const tokens = new Map<string, string>();
   const addTokens = (spec: string, source: string) => {
@@ -170,7 +204,7 @@ export function parseConfig(
   const maxNew = pick(flags["max-new-tokens"], "CAPSULE_MAX_NEW_TOKENS");
   if (maxNew !== undefined) limits.maxNewTokens = intOption(maxNew, "--max-new-tokens", 1, 1_000_000);
 
-  return { modelDir, storeUrl, host, port, backend, tokens, capsuleKey, limits };
+  return { modelDir, storeUrl, host, port, backend, gpu, tokens, capsuleKey, limits };
 }
 
 /** Checks that the model folder exists, naming the flag that chooses it when it does not. */

@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   }
   checkModelDir(config.modelDir);
   const auth = await Auth.create(config.tokens);
-  const engine = await Engine.load(config.modelDir, { backend: config.backend });
+  const engine = await Engine.load(config.modelDir, { backend: config.backend, gpu: config.gpu });
   let store: SessionStore;
   try {
     store = await openStore(config.storeUrl);

@@ -5,9 +5,10 @@
  */
 import { parseArgs } from "node:util";
 import type { BackendName } from "../engine/backend.ts";
+import type { GpuOptions } from "../engine/engine.ts";
 import { parseStoreUrl } from "../store/mod.ts";
 import { parseTokenSpec } from "../server/auth.ts";
-import { ConfigError, DEFAULT_MODEL_DIR } from "../server/config.ts";
+import { ConfigError, DEFAULT_MODEL_DIR, parseGpuOptions } from "../server/config.ts";
 import type { Listen } from "./sidecar.ts";
 
 /** Everything the sidecar needs to start. */
@@ -16,6 +17,8 @@ export interface SidecarConfig {
   storeUrl: string;
   listen: Listen;
   backend: BackendName | "auto";
+  /** WebGPU load-time choices (weights and KV cache storage). */
+  gpu: GpuOptions;
   /** Folder of the default store (created on start); null when `--store` was given. */
   dataDir: string | null;
   /** token → tenant; empty = open. */
@@ -38,6 +41,8 @@ Options (environment fallback in brackets):
   --data-dir DIR    where the default store lives [CAPSULE_DATA_DIR]
                     (default $XDG_DATA_HOME/capsule, else ~/.local/share/capsule)
   --backend B       cpu | webgpu | auto [CAPSULE_BACKEND] (default auto)
+  --gpu-weights W   f16 | int8: WebGPU weight storage [CAPSULE_GPU_WEIGHTS] (default f16)
+  --kv-cache K      f32 | f16: WebGPU KV cache storage [CAPSULE_KV_CACHE] (default f32)
   -h, --help        show this help
 
 Environment only:
@@ -76,6 +81,8 @@ export function parseSidecarConfig(
         store: { type: "string" },
         "data-dir": { type: "string" },
         backend: { type: "string" },
+        "gpu-weights": { type: "string" },
+        "kv-cache": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -107,6 +114,10 @@ export function parseSidecarConfig(
   if (backend !== "cpu" && backend !== "webgpu" && backend !== "auto") {
     throw new ConfigError(`--backend must be cpu, webgpu or auto, got ${JSON.stringify(backend)}`);
   }
+  const gpu = parseGpuOptions(
+    pick(flags["gpu-weights"], "CAPSULE_GPU_WEIGHTS"),
+    pick(flags["kv-cache"], "CAPSULE_KV_CACHE"),
+  );
 
   const explicitStore = pick(flags.store, "CAPSULE_STORE");
   const dataDir = explicitStore === undefined
@@ -133,6 +144,7 @@ export function parseSidecarConfig(
     storeUrl,
     listen,
     backend,
+    gpu,
     dataDir,
     tokens,
   };

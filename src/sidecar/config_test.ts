@@ -9,7 +9,14 @@ Deno.test("defaults: socket in XDG_RUNTIME_DIR, KV store in the data dir, defaul
   assertEquals(c.storeUrl, "kv:/home/ada/.local/share/capsule/memory.kvdb");
   assertEquals(c.modelDir, DEFAULT_MODEL_DIR);
   assertEquals(c.backend, "auto");
+  assertEquals(c.gpu, {});
   assertEquals(c.tokens.size, 0);
+});
+
+Deno.test("the sidecar takes the node's WebGPU storage choices and refuses others", () => {
+  const c = parseSidecarConfig(["--gpu-weights", "int8", "--kv-cache", "f16"], {})!;
+  assertEquals(c.gpu, { weights: "int8", kvCache: "f16" });
+  assertThrows(() => parseSidecarConfig(["--kv-cache", "f8"], {}), ConfigError, "must be f32 or f16");
 });
 
 Deno.test("without XDG variables the socket is ./capsule.sock and data falls back to HOME, then ./.capsule", () => {

@@ -20,6 +20,16 @@ Deno.test("defaults: repo model, Deno KV file store, port 8080, auto backend, no
   assertEquals([c.storeUrl, c.port, c.host, c.backend], ["kv:./capsule.kvdb", 8080, "127.0.0.1", "auto"]);
   assertEquals(c.tokens.size, 0);
   assertEquals(c.capsuleKey, null);
+  assertEquals(c.gpu, {});
+});
+
+Deno.test("WebGPU weights and KV cache storage come from flags or the environment", () => {
+  const c = parseConfig(
+    ["--kv-cache", "f16"],
+    { CAPSULE_GPU_WEIGHTS: "int8", CAPSULE_KV_CACHE: "f32" },
+    noFile,
+  )!;
+  assertEquals(c.gpu, { weights: "int8", kvCache: "f16" });
 });
 
 Deno.test("flags win over environment; environment fills in the rest", () => {
@@ -63,6 +73,8 @@ Deno.test("bad values are ConfigErrors that say what to fix", () => {
     [[], { CAPSULE_KEY: "abcd" }, /CAPSULE_KEY/],
     [["--tokens-file", "/missing"], {}, /cannot read tokens file/],
     [["--deadline-ms", "0"], {}, /deadline/],
+    [["--kv-cache", "bf16"], {}, /--kv-cache\/CAPSULE_KV_CACHE must be f32 or f16/],
+    [[], { CAPSULE_GPU_WEIGHTS: "int4" }, /--gpu-weights\/CAPSULE_GPU_WEIGHTS must be f16 or int8/],
   ];
   for (const [args, env, msg] of bad) {
     const e = assertThrows(() => parseConfig(args, env, noFile), ConfigError);

@@ -6,6 +6,8 @@
  */
 import { assertEquals, assertLess, assertRejects } from "@std/assert";
 import { CapsuleError } from "../../src/errors.ts";
+import { Engine } from "../../src/engine/engine.ts";
+import { fixture } from "../support/fixtures.ts";
 import { cloneState, createState, type SessionState } from "../../src/engine/state.ts";
 import { relL2 } from "../../src/engine/verify.ts";
 import { assertSameState, collectTokens, hasGpu, openFixture } from "./helpers.ts";
@@ -205,5 +207,35 @@ Deno.test({
       CapsuleError,
       "kvCache",
     );
+  },
+});
+
+Deno.test({
+  name: "Engine.load passes the node's kvCache choice to the WebGPU backend",
+  ignore: !hasGpu,
+  fn: async () => {
+    const engine = await Engine.load(fixture("qwen3_5-tiny"), { backend: "webgpu", gpu: F16 });
+    try {
+      const session = engine.newSession();
+      await session.append([1, 2, 3, 4, 5, 6, 7]);
+      const snap = session.snapshot();
+      assertF16Rows(snap.state, "engine session");
+      const attn = snap.state.layers.find((l) => l.kind === "attention");
+      assertEquals(attn?.kind === "attention" ? attn.keys.length : -1, snap.state.position);
+      assertLess(5, snap.state.position);
+      // The rounding happened on the device: an f32 engine holds values f16 cannot represent.
+      const f32 = await Engine.load(fixture("qwen3_5-tiny"), { backend: "webgpu" });
+      try {
+        const other = f32.newSession();
+        await other.append([1, 2, 3, 4, 5, 6, 7]);
+        const rows = other.snapshot().state.layers.find((l) => l.kind === "attention");
+        const v = rows?.kind === "attention" ? rows.keys.view() : new Float32Array();
+        assertLess(-1, v.findIndex((x) => Math.f16round(x) !== x));
+      } finally {
+        f32.backend.dispose();
+      }
+    } finally {
+      engine.backend.dispose();
+    }
   },
 });
