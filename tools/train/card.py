@@ -149,7 +149,10 @@ def _hyper_line(h: dict, phases) -> str:
             + f" of the budget, {h['tokens_per_step']:,} tokens per step; AdamW (beta 0.9/0.95, weight decay "
             f"{h['weight_decay']} on matrices), peak LR {h['lr']}, {h['warmup_steps']} warm-up steps, cosine decay "
             f"over the time budget to {h['lr_floor']} x peak, gradient clip {h['clip']}; loss weight "
-            f"{h['answer_weight']} on answer tokens; {int(h['plain_rate'] * 100)}% plain text, "
+            f"{h['answer_weight']} on answer tokens"
+            + (f" ({h['later_answer_weight']} on an answer's tokens after its first)"
+               if h.get("later_answer_weight") else "")
+            + f"; {int(h['plain_rate'] * 100)}% plain text, "
             f"{int(h.get('long_rate', 0.0) * 100)}% of transcripts in the long-recall shape")
 
 
@@ -326,7 +329,7 @@ def card(m: dict) -> str:
         "```sh",
         "python3 tools/train/data.py fetch        # apt-get download + dpkg -x into .cache/train-data",
         (f"# then on the GPU machine (one call, both models): {RUN_COMMAND}" if not m.get("stages") else
-         "# then on the GPU machine, three calls: see the head of tools/train/stages.sh"),
+         f"# then on the GPU machine, {len(m['stages'])} calls: see the head of tools/train/stages.sh"),
         "```",
         "",
         "`tools/train/README.md` has the recipe and the hyper-parameters.",
@@ -340,7 +343,7 @@ def docs_page(ms: list[dict]) -> str:
            "Capsule ships two tiny checkpoints trained by `tools/train/` (issue 8) so that `deno task start` serves a "
            "model whose predictions mean something and recall can be measured. Both were trained on an NVIDIA H200 "
            "with transformers' own model classes: the Kimi one in one device call beside a first Qwen model, the "
-           "shipped Qwen one later in three stages of one call each (`tools/train/stages.sh`); their cards have "
+           "shipped Qwen one later in four stages of one call each (`tools/train/stages.sh`); their cards have "
            "the details.", "",
            "| model | architecture | parameters | weights | steps | tokens | final loss | recall@1k (greedy) |",
            "|---|---|---|---|---|---|---|---|"]
