@@ -181,6 +181,8 @@ export interface DecodeBenchOptions {
   profileSteps?: number;
   /** GEMV chunks per thread (RuntimeOptions.gemvChunksPerThread); the runtime's default when unset. */
   gemvChunksPerThread?: number;
+  /** Most threads per GEMV row (RuntimeOptions.gemvMaxThreadsPerRow); the runtime's default when unset. */
+  gemvMaxThreadsPerRow?: number;
   /** Device KV cache format (RuntimeOptions.kvCache); the runtime's default (f32) when unset. */
   kvCache?: KvCacheFormat;
   /** Sampling of every session (default greedy); session i gets seed `seed + i`. */
@@ -288,6 +290,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
         maxBatch,
         groupSlots: maxBatch,
         ...(o.gemvChunksPerThread ? { gemvChunksPerThread: o.gemvChunksPerThread } : {}),
+        ...(o.gemvMaxThreadsPerRow ? { gemvMaxThreadsPerRow: o.gemvMaxThreadsPerRow } : {}),
         ...(o.kvCache ? { kvCache: o.kvCache } : {}),
       });
     } catch (e) {

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Every GPU measurement of docs/benchmarks.md in one device call (about 9 minutes):
+# Every GPU measurement of docs/benchmarks.md in one device call (about 4–5 minutes):
 #   bash ../shared/device/prepare.sh        # here, once
 #   run(command="source .device/boot.sh && bash bench/device.sh", carry=[".device"], timeout_s=600)
-# Writes to $OUT (8 files): decode/decode.{json,md}, decode-kv16/decode.{json,md}, decode-cpt16/
-# decode.md, gemm-sweep.jsonl, prefill.jsonl and log.txt (everything printed, the sampling rows and
-# the prefill-through-the-backend and upload-path tables included).
+# Writes to $OUT (8 files, the most a device call returns): decode/decode.{json,md},
+# decode-cpt16/decode.{json,md}, gemm-sweep.jsonl, attn-sweep.jsonl, prefill.jsonl and log.txt
+# (everything printed: the f16-KV and sampling rows, the prefill-through-the-backend and upload-path
+# tables).
 # Each step has its own time limit, so one slow or crashing step cannot take the others with it.
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder the results go to}
@@ -22,8 +23,8 @@ step 200 decode deno task bench \
 # The same 0.8B rows with the f16 KV cache (RuntimeOptions.kvCache), profiled at 32k too, and Kimi's
 # MLA latent cache in f16 at 32k.
 step 90 decode-kv16 deno task bench --models "qwen3.5-0.8b/1+32/1k+32k,kimi-48b/1/32k" --kv-cache f16 \
-  --seconds 0.25 --warmup 16 --chunk 8 --profile 3 --out "$OUT/decode-kv16"
-step 60 decode-cpt16 deno task bench --models "qwen3.5-0.8b/1+32/1k" \
+  --seconds 0.25 --warmup 16 --chunk 8 --profile 3
+step 120 decode-cpt16 deno task bench --models "qwen3.5-0.8b/1+32/1k,qwen3.5-9b/1+32/1k,kimi-48b/1+32/1k" \
   --seconds 0.25 --warmup 16 --chunk 8 --gemv-cpt 16 --out "$OUT/decode-cpt16"
 # Temperature sampling: top-k 50 takes the sampler's fast path; top-p 0.9 over the synthetic model's
 # nearly flat logits takes its fallback.
@@ -34,9 +35,14 @@ step 60 decode-topp deno task bench --models "qwen3.5-0.8b/1/1k" \
 # Prefill GEMM tile variants on every projection shape, then the prefill with the best of them.
 step 90 gemm-sweep deno run -A bench/prefill.ts --gemm-sweep --models 0.8b,9b --out "$OUT/gemm-sweep.jsonl"
 # The 0.8B model's best variant over one pass of all its projections (the first such line).
-best=$(grep '"what":"gemm_sweep_best_total"' "$OUT/gemm-sweep.jsonl" | head -1 | grep -o '"variant":"[a-z0-9_]*"' | cut -d'"' -f4)
+best=$(grep '"what":"gemm_sweep_best_total"' "$OUT/gemm-sweep.jsonl" | head -1 | grep -o '"variant":"[a-z0-9_]*"' | head -1 | cut -d'"' -f4)
 echo "best GEMM variant: ${best:-none}" | tee -a "$log"
-step 120 prefill deno run -A bench/prefill.ts --out "$OUT/prefill.jsonl" --budget-s 75 ${best:+--gemm $best}
+# Causal attention prefill tile variants (bench/prefill.ts --attn-sweep), then the prefill with the
+# best GEMM and attention variants.
+step 90 attn-sweep deno run -A bench/prefill.ts --attn-sweep --out "$OUT/attn-sweep.jsonl"
+attn=$(grep '"what":"attn_sweep_best"' "$OUT/attn-sweep.jsonl" | head -1 | grep -o '"variant":"[a-z0-9_]*"' | head -1 | cut -d'"' -f4)
+echo "best attention variant: ${attn:-none}" | tee -a "$log"
+step 120 prefill deno run -A bench/prefill.ts --out "$OUT/prefill.jsonl" --budget-s 75 ${best:+--gemm $best} ${attn:+--attn $attn}
 step 100 prefill-backend deno run -A bench/prefill_backend.ts --model qwen3.5-0.8b --tokens 4096,32768
 step 100 prefill-backend-kv16 deno run -A bench/prefill_backend.ts --model qwen3.5-0.8b --tokens 4096,32768 --kv-cache f16
 step 30 upload deno run -A bench/upload.ts --mb 826

@@ -7,7 +7,8 @@
  * `--diagnose N` times encoding vs GPU work of N steps; `--profile N` also times every kernel of N
  * steps on the GPU (needs the adapter's timestamp-query feature) and adds the tables to decode.md.
  * `--temperature T [--top-k K] [--top-p P]` samples every session that way (seeded) instead of greedily.
- * `--gemv-cpt N` sets the GEMV's 16-byte weight chunks per thread (RuntimeOptions.gemvChunksPerThread).
+ * `--gemv-cpt N` sets the GEMV's 16-byte weight chunks per thread (RuntimeOptions.gemvChunksPerThread),
+ * `--gemv-max-tpr N` the most threads sharing a GEMV row (RuntimeOptions.gemvMaxThreadsPerRow).
  * `--kv-cache f16` keeps the attention KV cache in f16 on the device (RuntimeOptions.kvCache; default
  * f32): its rows read "f16 · KV f16" in the weights column and count 2 bytes per KV value.
  *
@@ -53,6 +54,7 @@ async function main(): Promise<number> {
       diagnose: { type: "string", default: "0" },
       profile: { type: "string", default: "0" },
       "gemv-cpt": { type: "string", default: "0" },
+      "gemv-max-tpr": { type: "string", default: "0" },
       "kv-cache": { type: "string", default: "f32" },
       temperature: { type: "string", default: "0" },
       "top-k": { type: "string", default: "0" },
@@ -115,6 +117,7 @@ async function main(): Promise<number> {
     diagnoseSteps: Number(values.diagnose) || undefined,
     profileSteps: Number(values.profile) || undefined,
     gemvChunksPerThread: Number(values["gemv-cpt"]) || undefined,
+    gemvMaxThreadsPerRow: Number(values["gemv-max-tpr"]) || undefined,
     kvCache,
     sampling: samplingFromArgs(values.temperature!, values["top-k"]!, values["top-p"]!),
     onDiagnosis: async (d) => {

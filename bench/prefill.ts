@@ -10,6 +10,15 @@
  *   deno run -A bench/prefill.ts --gemm db128k8      # every prompt GEMM with this variant
  *   deno run -A bench/prefill.ts --gemm-sweep        # every GEMM variant on the 0.8B projections
  *   deno run -A bench/prefill.ts --gemm-sweep --models 0.8b,9b --sweep-m 4096,8192
+ *   deno run -A bench/prefill.ts --attn w128         # attention rows with this variant
+ *   deno run -A bench/prefill.ts --attn-sweep        # every attention variant, one 0.8B layer
+ *
+ * `--attn <name>` runs every prefill attention (micro-benchmark and prefill rows) with that
+ * variant of attention.ts's ATTN_VARIANTS (default DEFAULT_ATTN_VARIANT). `--attn-sweep` only
+ * times attention: the `attention_layer` micro-benchmark cases (T = 4096 at p0 = 0 and 28672; 256 at
+ * 0 and 768 with `--small`) for every variant, after checking each against `base` on a small case
+ * on the device (relL2VsBase): one `attn_sweep` JSON line per variant and case, then
+ * `attn_sweep_best` (the fastest variant over both cases together, among those that pass the check).
  *
  * `--gemm <name>` runs every GEMM of at least GEMM_SMALL_M_BELOW rows (prefill rows and the GEMM
  * micro-benchmark) with that variant of gemm.ts's GEMM_TILES (default DEFAULT_GEMM_VARIANT).
@@ -45,7 +54,14 @@ import {
 import { readF32 } from "../src/backends/webgpu/prefill/gpu.ts";
 import { relL2 } from "../src/engine/verify.ts";
 import { encodeDelta } from "../src/backends/webgpu/prefill/delta.ts";
-import { encodeAttention } from "../src/backends/webgpu/prefill/attention.ts";
+import {
+  attentionPlan,
+  ATTN_VARIANT_NAMES,
+  type AttnVariantName,
+  DEFAULT_ATTN_VARIANT,
+  encodeAttention,
+  isAttnVariantName,
+} from "../src/backends/webgpu/prefill/attention.ts";
 import { encodeRmsNorm } from "../src/backends/webgpu/prefill/norm.ts";
 import {
   type DenseMlpWeights,
@@ -95,7 +111,13 @@ function arg(name: string, def: string): string {
 }
 const small = Deno.args.includes("--small");
 const sweep = Deno.args.includes("--gemm-sweep");
-const models = small ? ["small"] : arg("models", sweep ? "0.8b" : "0.8b,9b").split(",");
+const attnSweep = Deno.args.includes("--attn-sweep");
+const models = small ? ["small"] : arg("models", sweep || attnSweep ? "0.8b" : "0.8b,9b").split(",");
+const attnName = arg("attn", DEFAULT_ATTN_VARIANT);
+if (!isAttnVariantName(attnName)) {
+  throw new Error(`--attn ${attnName}: not an attention variant (${ATTN_VARIANT_NAMES.join(", ")})`);
+}
+const attnVariant: AttnVariantName = attnName;
 const gemmName = arg("gemm", DEFAULT_GEMM_VARIANT);
 if (!isGemmTileName(gemmName)) {
   throw new Error(`--gemm ${gemmName}: not a GEMM variant (${GEMM_TILE_NAMES.join(", ")})`);
@@ -136,6 +158,7 @@ await report({
   loopBudget: ctx.loopBudget,
   maxWorkgroupStorage: ctx.maxWorkgroupStorage,
   gemm: gemmVariant,
+  attn: attnVariant,
 });
 device.addEventListener("uncapturederror", (e) => {
   console.error("GPU error:", (e as GPUUncapturedErrorEvent).error.message);
@@ -374,7 +397,7 @@ function encodePiece(
   const residual = { buf: x, stride: H };
   for (let i = 0; i < c.numLayers; i++) {
     const lw = m.layers[i];
-    const call = { T, p0, x: residual, inputNorm: lw.inputNorm, tile: tileFor(T) };
+    const call = { T, p0, x: residual, inputNorm: lw.inputNorm, tile: tileFor(T), attn: attnVariant };
     if (lw.mixer.kind === "gated") {
       if (!opts.linearOnly) {
         encodeGatedAttentionMixer(ctx, pass, c, { ...call, w: lw.mixer, cache: s.kv[i]! });
@@ -541,56 +564,168 @@ async function microBenchmarks(m: Model): Promise<void> {
   });
 
   // One attention layer: T queries over a cache of p0 + T rows (no projections).
-  const kvRow = a.numKvHeads * a.headDim;
-  for (const p0 of small ? [0, 768] : [0, 28672]) {
-    const total = p0 + T;
-    const K = buffer(total * kvRow * 4, "microK"), V = buffer(total * kvRow * 4, "microV");
-    const q = ctx.scratch("microQ", T * a.numHeads * a.headDim * 4);
-    const o = ctx.scratch("microO", T * a.numHeads * a.headDim * 4);
-    await once((pass) => {
-      encodeFill(ctx, pass, K, { count: total * kvRow, f16: false, lo: -1, hi: 1, seed: seed++ });
-      encodeFill(ctx, pass, V, { count: total * kvRow, f16: false, lo: -1, hi: 1, seed: seed++ });
-      encodeFill(ctx, pass, q, {
-        count: T * a.numHeads * a.headDim,
-        f16: false,
-        lo: -1,
-        hi: 1,
-        seed: seed++,
-      });
-    });
-    const attStep = (pass: GPUComputePassEncoder) =>
-      encodeAttention(ctx, pass, {
-        T,
-        p0,
-        heads: a.numHeads,
-        kvHeads: a.numKvHeads,
-        qkDim: a.headDim,
-        keyDim1: a.headDim,
-        valueDim: a.headDim,
-        scale: 1 / Math.sqrt(a.headDim),
-        q,
-        keys1: K,
-        values: V,
-        out: o,
-        outStride: a.numHeads * a.headDim,
-      });
-    await timed([attStep]);
-    const r = await timed([attStep]);
-    // QKᵀ and PV, causal: Σ_t (p0 + t + 1) keys per query, 2 · 2 · d FLOPs each, per query head.
-    const pairs = T * p0 + (T * (T + 1)) / 2;
-    const fl = 4 * a.headDim * a.numHeads * pairs;
+  for (const p0 of ATTN_P0S) {
+    const r = await attentionLayer(c, T, p0, attnVariant);
     await report({
       what: "attention_layer",
       model: m.name,
       T,
       p0,
-      ms: r.gpuMs,
-      tflops: fl / (r.gpuMs / 1e3) / 1e12,
+      variant: r.variant,
+      ms: r.ms,
+      tflops: r.tflops,
     });
-    K.destroy();
-    V.destroy();
   }
   state.destroy();
+}
+
+/** Cache offsets of the attention micro-benchmark cases (the last 4k of a 32k prompt). */
+const ATTN_P0S = small ? [0, 768] : [0, 28672];
+
+/** Causal attention FLOPs of T queries after p0 cached rows: QKᵀ and PV, 2 · 2 · d per pair and head. */
+function attentionFlops(heads: number, d: number, T: number, p0: number): number {
+  return 4 * d * heads * (T * p0 + (T * (T + 1)) / 2);
+}
+
+/**
+ * One attention layer of `c`'s shape (f32 cache, no projections): T queries over p0 + T rows with
+ * `variant`, timed after a warm-up run; optionally the output is read back (`readOut`).
+ */
+async function attentionLayer(
+  c: ModelConfig,
+  T: number,
+  p0: number,
+  variant: AttnVariantName,
+  opts: { readOut?: boolean; time?: boolean } = {},
+): Promise<{ ms: number; tflops: number; variant: AttnVariantName; out?: Float32Array }> {
+  const a = c.attention;
+  if (a.kind !== "gated") throw new Error("Qwen shapes only");
+  const kvRow = a.numKvHeads * a.headDim, qw = a.numHeads * a.headDim;
+  const total = p0 + T;
+  const K = buffer(total * kvRow * 4, "microK"), V = buffer(total * kvRow * 4, "microV");
+  const q = buffer(T * qw * 4, "microQ"), o = buffer(T * qw * 4, "microO");
+  // Fixed seeds: every variant sees the same inputs (the sweep compares outputs across variants).
+  await once((pass) => {
+    encodeFill(ctx, pass, K, { count: total * kvRow, f16: false, lo: -1, hi: 1, seed: 9001 });
+    encodeFill(ctx, pass, V, { count: total * kvRow, f16: false, lo: -1, hi: 1, seed: 9002 });
+    encodeFill(ctx, pass, q, { count: T * qw, f16: false, lo: -1, hi: 1, seed: 9003 });
+  });
+  const plan = attentionPlan(ctx, {
+    heads: a.numHeads,
+    kvHeads: a.numKvHeads,
+    qkDim: a.headDim,
+    valueDim: a.headDim,
+    values: V,
+  }, variant);
+  const attStep = (pass: GPUComputePassEncoder) =>
+    encodeAttention(ctx, pass, {
+      T,
+      p0,
+      heads: a.numHeads,
+      kvHeads: a.numKvHeads,
+      qkDim: a.headDim,
+      keyDim1: a.headDim,
+      valueDim: a.headDim,
+      scale: 1 / Math.sqrt(a.headDim),
+      q,
+      keys1: K,
+      values: V,
+      out: o,
+      outStride: qw,
+      plan,
+    });
+  let ms = NaN;
+  await timed([attStep]); // warm-up: pipeline build, clocks
+  if (opts.time ?? true) ms = (await timed([attStep])).gpuMs;
+  const out = opts.readOut ? await readF32(device, o, T * qw) : undefined;
+  for (const b of [K, V, q, o]) b.destroy();
+  return {
+    ms,
+    tflops: attentionFlops(a.numHeads, a.headDim, T, p0) / (ms / 1e3) / 1e12,
+    variant: plan.variant,
+    out,
+  };
+}
+
+/** Time every attention variant on the micro-benchmark cases of model `name` (see the header). */
+async function attentionSweep(name: string): Promise<void> {
+  const c = parseModelConfig(SHAPES[name]);
+  const a = c.attention;
+  if (a.kind !== "gated") throw new Error("Qwen shapes only");
+  const T = small ? 256 : 4096;
+  const shape = { heads: a.numHeads, kvHeads: a.numKvHeads, qkDim: a.headDim, valueDim: a.headDim };
+  await report({ what: "attn_sweep_cases", model: name, T, p0s: ATTN_P0S, variants: ATTN_VARIANT_NAMES });
+  // The on-device check: a ragged 203-query append over 300 cached rows (several key tiles and
+  // passes' worth of masking), every variant against base.
+  const CHECK_T = 203, CHECK_P0 = 300;
+  const ref = (await attentionLayer(c, CHECK_T, CHECK_P0, "base", { readOut: true, time: false })).out!;
+  const totals = new Map<AttnVariantName, number>();
+  for (const v of ATTN_VARIANT_NAMES) {
+    const plan = attentionPlan(ctx, { ...shape, values: {} as GPUBuffer }, v);
+    const { RQ, WG, BKV, BK, BV, TMS, TNS, TMO, TNO, OWX, bytes } = plan;
+    const planInfo = {
+      ran: plan.variant,
+      RQ,
+      WG,
+      BKV,
+      BK,
+      BV,
+      S: `${TMS}x${TNS}`,
+      O: `${TMO}x${TNO}`,
+      OWX,
+      bytes,
+    };
+    device.pushErrorScope("validation");
+    device.pushErrorScope("internal");
+    let err = NaN;
+    try {
+      const got = await attentionLayer(c, CHECK_T, CHECK_P0, v, { readOut: true, time: false });
+      err = relL2(got.out!, ref);
+    } catch (e) {
+      await report({ what: "attn_sweep", model: name, variant: v, error: String(e) });
+    }
+    const errs = [await device.popErrorScope(), await device.popErrorScope()].filter((e) => e);
+    if (errs.length || !(err < 1e-4)) {
+      await report({
+        what: "attn_sweep",
+        model: name,
+        variant: v,
+        plan: planInfo,
+        relL2VsBase: err,
+        error: errs[0]?.message ?? "differs from base",
+      });
+      continue;
+    }
+    let total = 0;
+    for (const p0 of ATTN_P0S) {
+      const r = await attentionLayer(c, T, p0, v);
+      total += r.ms;
+      await report({
+        what: "attn_sweep",
+        model: name,
+        variant: v,
+        T,
+        p0,
+        ms: r.ms,
+        tflops: r.tflops,
+        relL2VsBase: err,
+        plan: planInfo,
+      });
+    }
+    totals.set(v, total);
+  }
+  const ranked = [...totals].filter(([, ms]) => Number.isFinite(ms)).sort((p, q) => p[1] - q[1]);
+  const flops = ATTN_P0S.reduce((f, p0) => f + attentionFlops(a.numHeads, a.headDim, T, p0), 0);
+  await report({
+    what: "attn_sweep_best",
+    model: name,
+    variant: ranked[0]?.[0],
+    ms: ranked[0]?.[1],
+    tflops: ranked[0] ? flops / (ranked[0][1] / 1e3) / 1e12 : NaN,
+    defaultMs: totals.get(DEFAULT_ATTN_VARIANT),
+    default: DEFAULT_ATTN_VARIANT,
+    ranking: ranked.map(([v, ms]) => ({ variant: v, ms })),
+  });
 }
 
 async function resumeVsReprefill(m: Model, T: number, prefillMs: number): Promise<void> {
@@ -805,8 +940,11 @@ async function gemmSweep(name: string): Promise<void> {
 if (sweep) {
   for (const name of models) await gemmSweep(name);
 }
+if (attnSweep) {
+  for (const name of models) await attentionSweep(name);
+}
 
-for (const name of sweep ? [] : models) {
+for (const name of sweep || attnSweep ? [] : models) {
   if (elapsed() > budgetS) {
     await report({ what: "skipped", model: name, reason: "time budget" });
     continue;

@@ -14,7 +14,7 @@
 const HQ: u32 = {{HQ}}u;
 const HKV: u32 = {{HKV}}u;
 const D: u32 = {{D}}u;
-const G: u32 = HQ / HKV;
+const G: u32 = {{G}}u;          // query heads per KV head (a define: #unroll counts need one)
 const PROJ: u32 = {{PROJ}}u;     // row stride of the q|k|v projection ([q_h | gate_h] per head)
 const MAXB: u32 = {{MAXB}}u;
 const OS4: u32 = {{OS4}}u;       // output row stride in vec4
@@ -145,7 +145,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   workgroupBarrier();
   for (var r = l / tpr; r < rows; r += PWG / tpr) {
     let kb = ((local * grp.cap + start + r) * HKV + kvh) * D4;
-    var acc = array<f32, G>();
+#unroll g G
+    var acc@g@ = 0.0;
+#endunroll
     var v = s;
     // Four loads in flight per step; the dots still accumulate in v order.
     for (; v + 3u * tpr < D4; v += 4u * tpr) {
@@ -153,19 +155,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let k1 = ldK(kb + v + tpr);
       let k2 = ldK(kb + v + 2u * tpr);
       let k3 = ldK(kb + v + 3u * tpr);
-      for (var g = 0u; g < G; g++) {
-        let q = g * D4 + v;
-        acc[g] += dot(qs[q], k0);
-        acc[g] += dot(qs[q + tpr], k1);
-        acc[g] += dot(qs[q + 2u * tpr], k2);
-        acc[g] += dot(qs[q + 3u * tpr], k3);
-      }
+#unroll g G
+      acc@g@ += dot(qs[@g@u * D4 + v], k0);
+      acc@g@ += dot(qs[@g@u * D4 + v + tpr], k1);
+      acc@g@ += dot(qs[@g@u * D4 + v + 2u * tpr], k2);
+      acc@g@ += dot(qs[@g@u * D4 + v + 3u * tpr], k3);
+#endunroll
     }
     for (; v < D4; v += tpr) {
       let kv = ldK(kb + v);
-      for (var g = 0u; g < G; g++) { acc[g] += dot(qs[g * D4 + v], kv); }
+#unroll g G
+      acc@g@ += dot(qs[@g@u * D4 + v], kv);
+#endunroll
     }
-    for (var g = 0u; g < G; g++) { sc[g * SCW + r * tpr + s] = acc[g]; }
+#unroll g G
+    sc[@g@u * SCW + r * tpr + s] = acc@g@;
+#endunroll
   }
   workgroupBarrier();
   // Row score = slices summed in slice order, kept in the row's slice-0 cell.
@@ -207,31 +212,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let vbase = (local * grp.cap + start) * HKV + kvh;
   if (VS == 1u) {
     for (var v = l; v < D4; v += PWG) {
-      var acc = array<vec4<f32>, G>();
+#unroll g G
+      var o@g@ = vec4<f32>(0.0);
+#endunroll
       var r = 0u;
       for (; r + 3u < rows; r += 4u) {
         let v0 = ldV((vbase + r * HKV) * D4 + v);
         let v1 = ldV((vbase + (r + 1u) * HKV) * D4 + v);
         let v2 = ldV((vbase + (r + 2u) * HKV) * D4 + v);
         let v3 = ldV((vbase + (r + 3u) * HKV) * D4 + v);
-        for (var g = 0u; g < G; g++) {
-          let at = g * SCW + r * tpr;
-          acc[g] += sc[at] * v0;
-          acc[g] += sc[at + tpr] * v1;
-          acc[g] += sc[at + 2u * tpr] * v2;
-          acc[g] += sc[at + 3u * tpr] * v3;
-        }
+#unroll g G
+        o@g@ += sc[@g@u * SCW + r * tpr] * v0;
+        o@g@ += sc[@g@u * SCW + r * tpr + tpr] * v1;
+        o@g@ += sc[@g@u * SCW + r * tpr + 2u * tpr] * v2;
+        o@g@ += sc[@g@u * SCW + r * tpr + 3u * tpr] * v3;
+#endunroll
       }
       for (; r < rows; r++) {
         let vv = ldV((vbase + r * HKV) * D4 + v);
-        for (var g = 0u; g < G; g++) { acc[g] += sc[g * SCW + r * tpr] * vv; }
+#unroll g G
+        o@g@ += sc[@g@u * SCW + r * tpr] * vv;
+#endunroll
       }
-      for (var g = 0u; g < G; g++) { po[((b * HQ + kvh * G + g) * nc + c) * D4 + v] = acc[g]; }
+#unroll g G
+      po[((b * HQ + kvh * G + @g@u) * nc + c) * D4 + v] = o@g@;
+#endunroll
     }
   } else {
     let q = l / D4;
     let v = l % D4;
-    var acc = array<vec4<f32>, G>();
+#unroll g G
+    var o@g@ = vec4<f32>(0.0);
+#endunroll
     if (q < VS) {
       var r = q;
       for (; r + 3u * VS < rows; r += 4u * VS) {
@@ -239,28 +251,35 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let v1 = ldV((vbase + (r + VS) * HKV) * D4 + v);
         let v2 = ldV((vbase + (r + 2u * VS) * HKV) * D4 + v);
         let v3 = ldV((vbase + (r + 3u * VS) * HKV) * D4 + v);
-        for (var g = 0u; g < G; g++) {
-          let at = g * SCW + r * tpr;
-          acc[g] += sc[at] * v0;
-          acc[g] += sc[at + VS * tpr] * v1;
-          acc[g] += sc[at + 2u * VS * tpr] * v2;
-          acc[g] += sc[at + 3u * VS * tpr] * v3;
-        }
+#unroll g G
+        o@g@ += sc[@g@u * SCW + r * tpr] * v0;
+        o@g@ += sc[@g@u * SCW + r * tpr + VS * tpr] * v1;
+        o@g@ += sc[@g@u * SCW + r * tpr + 2u * VS * tpr] * v2;
+        o@g@ += sc[@g@u * SCW + r * tpr + 3u * VS * tpr] * v3;
+#endunroll
       }
       for (; r < rows; r += VS) {
         let vv = ldV((vbase + r * HKV) * D4 + v);
-        for (var g = 0u; g < G; g++) { acc[g] += sc[g * SCW + r * tpr] * vv; }
+#unroll g G
+        o@g@ += sc[@g@u * SCW + r * tpr] * vv;
+#endunroll
       }
       if (q > 0u) {
-        for (var g = 0u; g < G; g++) { qs[((q - 1u) * G + g) * D4 + v] = acc[g]; }
+#unroll g G
+        qs[((q - 1u) * G + @g@u) * D4 + v] = o@g@;
+#endunroll
       }
     }
     workgroupBarrier();
     if (q == 0u) {
       for (var j = 1u; j < VS; j++) {
-        for (var g = 0u; g < G; g++) { acc[g] += qs[((j - 1u) * G + g) * D4 + v]; }
+#unroll g G
+        o@g@ += qs[((j - 1u) * G + @g@u) * D4 + v];
+#endunroll
       }
-      for (var g = 0u; g < G; g++) { po[((b * HQ + kvh * G + g) * nc + c) * D4 + v] = acc[g]; }
+#unroll g G
+      po[((b * HQ + kvh * G + @g@u) * nc + c) * D4 + v] = o@g@;
+#endunroll
     }
   }
 }

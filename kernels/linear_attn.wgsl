@@ -15,6 +15,8 @@
 // barrier each level, both norms together) and their scales are applied where q and k are read
 // instead of in place; the gates need no barrier of their own. Five barriers in all. Every sum
 // runs in a fixed order over thread indices, so an entry's result does not depend on the batch.
+// A thread's state rows and conv inputs are unrolled private scalars (#unroll), not dynamically
+// indexed arrays, which the shader compiler may keep in (slow) local memory.
 #include "common.wgsl"
 #include "conv.wgsl"
 
@@ -56,7 +58,7 @@ const P_NORM: u32 = 2u * HV;
 @group(0) @binding(9) var<storage, read_write> ss: array<f32>; // [B, HV, NB]
 
 const NCH: u32 = 2u * DK + CB;           // conv channels of one workgroup: q, k, this block's v
-const NCI: u32 = (NCH + WG - 1u) / WG;   // conv channels per thread
+const NCI: u32 = {{NCI}}u;               // conv channels per thread: ⌈NCH / WG⌉
 const NP: u32 = WG / 8u;                 // first-level partials of the norm sums (8 threads each)
 
 var<workgroup> qn: array<f32, DK>;       // conv output of q (unnormalized)
@@ -72,6 +74,13 @@ var<workgroup> fdec: array<f32, DK>;
 var<workgroup> gred: array<f32, WG>;     // per-thread partial of the output gate logit
 #endif
 
+// Input channel of conv slot c of a workgroup: this head's q and k channels, then its block of v.
+fn conv_channel(c: u32, kh: u32, h: u32, blk: u32) -> u32 {
+  if (c < DK) { return kh * DK + c; }
+  if (c < 2u * DK) { return KOFF + kh * DK + c - DK; }
+  return VOFF + h * DV + blk * CB + c - 2u * DK;
+}
+
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
   let blk = wid.x;
@@ -86,8 +95,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
   // Loads that do not depend on the conv, issued first so their latency overlaps it.
   let sbase = (slot * HV + h) * DK * DV + col;
-  var sreg = array<f32, RPT>();
-  for (var ii = 0u; ii < RPT; ii++) { sreg[ii] = state[sbase + (r * RPT + ii) * DV]; }
+#unroll i RPT
+  var s@i@ = state[sbase + (r * RPT + @i@u) * DV];
+#endunroll
   let beta = sigmoid(proj[pb + BOFF + h]);
 #if KDA
   // Per-channel decay: f = f_b · f_a(u); g = -exp(A_log) · softplus(f + dt_bias).
@@ -122,20 +132,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let pos = slots[hdr + SH_POS];
   let live = slots[hdr + SH_DONE] == 0u;
   let ringBase = slot * C * CK;
-  var us = array<f32, NCI>();
   var sq = 0.0;
   var sk = 0.0;
-  for (var t = 0u; t < NCI; t++) {
-    let c = l + t * WG;
-    if (c < NCH) {
-      var ch: u32;
-      if (c < DK) { ch = kh * DK + c; } else if (c < 2u * DK) { ch = KOFF + kh * DK + c - DK; } else { ch = VOFF + h * DV + blk * CB + c - 2u * DK; }
-      let u = proj[pb + ch];
-      us[t] = u;
-      let v = conv_out(ringBase, ch, pos, u);
-      if (c < DK) { qn[c] = v; sq += v * v; } else if (c < 2u * DK) { kn[c - DK] = v; sk += v * v; } else { vb[c - 2u * DK] = v; }
-    }
+#unroll t NCI
+  var u@t@ = 0.0;
+  let c@t@ = l + @t@u * WG;
+  let ch@t@ = conv_channel(c@t@, kh, h, blk);
+  if (c@t@ < NCH) {
+    u@t@ = proj[pb + ch@t@];
+    let v = conv_out(ringBase, ch@t@, pos, u@t@);
+    if (c@t@ < DK) { qn[c@t@] = v; sq += v * v; } else if (c@t@ < 2u * DK) { kn[c@t@ - DK] = v; sk += v * v; } else { vb[c@t@ - 2u * DK] = v; }
   }
+#endunroll
   nsq[l] = vec2<f32>(sq, sk);
   workgroupBarrier();
 
@@ -154,28 +162,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
   // Delta rule on column `col`, rows r·RPT .. (r+1)·RPT of this head's memory.
   var mp = 0.0;
-  for (var ii = 0u; ii < RPT; ii++) {
-    let i = r * RPT + ii;
+#unroll i RPT
 #if KDA
-    let s = sreg[ii] * fdec[i];
+  s@i@ = s@i@ * fdec[r * RPT + @i@u];
 #else
-    let s = sreg[ii] * decay;
+  s@i@ = s@i@ * decay;
 #endif
-    sreg[ii] = s;
-    mp += s * (kn[i] * ks);
-  }
+  mp += s@i@ * (kn[r * RPT + @i@u] * ks);
+#endunroll
   mred[l] = mp;
   workgroupBarrier();
   var mm = 0.0;
   for (var k = 0u; k < RG; k++) { mm += mred[k * CB + j]; }
   let delta = beta * (vb[j] - mm);
   var op = 0.0;
-  for (var ii = 0u; ii < RPT; ii++) {
-    let i = r * RPT + ii;
-    let s = sreg[ii] + (kn[i] * ks) * delta;
-    if (live) { state[sbase + i * DV] = s; }
-    op += s * (qn[i] * qs);
-  }
+#unroll i RPT
+  s@i@ = s@i@ + (kn[r * RPT + @i@u] * ks) * delta;
+  if (live) { state[sbase + (r * RPT + @i@u) * DV] = s@i@; }
+  op += s@i@ * (qn[r * RPT + @i@u] * qs);
+#endunroll
   ored[l] = op;
   workgroupBarrier();
   if (r == 0u) {
@@ -200,14 +205,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
   // Conv ring update, after every read of this step (no one reads slot pos mod CK this step).
   if (live) {
-    for (var t = 0u; t < NCI; t++) {
-      let c = l + t * WG;
-      if (c < NCH) {
-        var ch: u32;
-        if (c < DK) { ch = kh * DK + c; } else if (c < 2u * DK) { ch = KOFF + kh * DK + c - DK; } else { ch = VOFF + h * DV + blk * CB + c - 2u * DK; }
-        let owner = c >= 2u * DK || (blk == 0u && h % RATIO == 0u);
-        if (owner) { ring[ringBase + ch * CK + pos % CK] = us[t]; }
-      }
+#unroll t NCI
+    if (c@t@ < NCH && (c@t@ >= 2u * DK || (blk == 0u && h % RATIO == 0u))) {
+      ring[ringBase + ch@t@ * CK + pos % CK] = u@t@;
     }
+#endunroll
   }
 }

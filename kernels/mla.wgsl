@@ -25,7 +25,8 @@ const MAXB: u32 = {{MAXB}}u;
 const PWG: u32 = {{PWG}}u;       // threads of a partial workgroup
 const HB: u32 = {{HB}}u;         // heads per partial workgroup
 const OSTRIDE: u32 = {{OSTRIDE}}u; // output row stride
-const WG: u32 = 64u;
+const WG: u32 = 64u;            // lanes of the latent norm (its reduction order)
+const MWG: u32 = 256u;          // threads of a prep or combine workgroup
 const NEG: f32 = -3.0e38;
 
 struct Group { index: u32, cap: u32, nc: u32, pad: u32 }
@@ -36,9 +37,20 @@ struct Group { index: u32, cap: u32, nc: u32, pad: u32 }
 fn entry_of(i: u32) -> u32 { return step[ST_ENTRIES + 4u * MAXB + grp.index * (1u + MAXB) + 1u + i]; }
 
 #if PREP
+// Work split of the absorption q̃[j] = Σ_i q_nope[i] W_k[i][j]: workgroup (head, column block) of
+// MWG threads = PCW column words (one vec4<u32> of a W_k row: 8 f16 columns) × PRG row groups.
+// Row group g walks the rows g, g + PRG, … four loads in flight, accumulating in row order; the
+// groups' partials then meet in a fixed tree over g. Every order depends on the shapes only.
+// Workgroup x = HH·PNCB (the last) RMS-normalises c and appends c, kr with the original 64-lane
+// reduction.
 const EPS: f32 = {{EPS}};
+const PCW: u32 = {{PCW}}u;              // column words of a workgroup (a power of two)
+const PRG: u32 = MWG / PCW;             // row groups
+const R8: u32 = R / 8u;                 // column words of a W_k row
+const PNCB: u32 = (R8 + PCW - 1u) / PCW; // column blocks of a head
+const RW4: u32 = ROWU32 / 4u;           // vec4<u32> words of a padded W_kvb row
 @group(0) @binding(3) var<storage, read> proj: array<f32>;
-@group(0) @binding(4) var<storage, read> Wkvb: array<u32>;
+@group(0) @binding(4) var<storage, read> Wkvb: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> kvNorm: array<f32>;
 @group(0) @binding(6) var<storage, read_write> qabs: array<f32>; // [B, HH, QW]
 #if KV16
@@ -48,54 +60,100 @@ const EPS: f32 = {{EPS}};
 @group(0) @binding(7) var<storage, read_write> K: array<f32>;    // [rows, R]
 @group(0) @binding(8) var<storage, read_write> V: array<f32>;    // [rows, DR]
 #endif
-var<workgroup> red: array<f32, WG>;
+var<workgroup> red: array<vec4<f32>, 2u * MWG>; // thread l's 8 column partials at 2l, 2l + 1
+var<workgroup> nred: array<f32, WG>;
 
-@compute @workgroup_size(64)
+fn lo8(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn hi8(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
+
+@compute @workgroup_size(MWG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let hh = wid.x;
   let b = entry_of(wid.y);
   let slot = step[ST_ENTRIES + 4u * b];
   let local = step[ST_ENTRIES + 4u * b + 2u];
   let pos = slots[slot * SLOT_WORDS + SH_POS];
   let live = slots[slot * SLOT_WORDS + SH_DONE] == 0u;
-  if (hh < HH) {
+  if (wid.x < HH * PNCB) {
+    let hh = wid.x / PNCB;
+    let blk = wid.x % PNCB;
+    let g = l / PCW;
+    let w = blk * PCW + l % PCW;
     let qb = b * PROJ + hh * (DN + DR);
-    for (var j2 = l; j2 < R / 2u; j2 += WG) {
-      var acc = vec2<f32>(0.0);
-      for (var i = 0u; i < DN; i++) {
-        acc += proj[qb + i] * unpack2x16float(Wkvb[(hh * (DN + DV) + i) * ROWU32 + j2]);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    if (w < R8) {
+      let wb = hh * (DN + DV) * RW4 + w;
+      var i = g;
+      for (; i + 3u * PRG < DN; i += 4u * PRG) {
+        let w0 = Wkvb[wb + i * RW4];
+        let w1 = Wkvb[wb + (i + PRG) * RW4];
+        let w2 = Wkvb[wb + (i + 2u * PRG) * RW4];
+        let w3 = Wkvb[wb + (i + 3u * PRG) * RW4];
+        let q0 = proj[qb + i];
+        let q1 = proj[qb + i + PRG];
+        let q2 = proj[qb + i + 2u * PRG];
+        let q3 = proj[qb + i + 3u * PRG];
+        a0 += q0 * lo8(w0);
+        a1 += q0 * hi8(w0);
+        a0 += q1 * lo8(w1);
+        a1 += q1 * hi8(w1);
+        a0 += q2 * lo8(w2);
+        a1 += q2 * hi8(w2);
+        a0 += q3 * lo8(w3);
+        a1 += q3 * hi8(w3);
       }
-      qabs[(b * HH + hh) * QW + 2u * j2] = acc.x;
-      qabs[(b * HH + hh) * QW + 2u * j2 + 1u] = acc.y;
+      for (; i < DN; i += PRG) {
+        let wv = Wkvb[wb + i * RW4];
+        let qv = proj[qb + i];
+        a0 += qv * lo8(wv);
+        a1 += qv * hi8(wv);
+      }
     }
-    for (var i = l; i < DR; i += WG) { qabs[(b * HH + hh) * QW + R + i] = proj[qb + DN + i]; }
+    red[2u * l] = a0;
+    red[2u * l + 1u] = a1;
+    workgroupBarrier();
+    for (var k = PRG / 2u; k > 0u; k >>= 1u) {
+      if (g < k) {
+        red[2u * l] += red[2u * (l + k * PCW)];
+        red[2u * l + 1u] += red[2u * (l + k * PCW) + 1u];
+      }
+      workgroupBarrier();
+    }
+    // Row group 0's cells now hold the block's 8·PCW columns, column t at red[t / 4][t % 4].
+    let col = blk * 8u * PCW + l;
+    if (l < 8u * PCW && col < R) { qabs[(b * HH + hh) * QW + col] = red[l / 4u][l % 4u]; }
+    if (blk == 0u) {
+      for (var i = l; i < DR; i += MWG) { qabs[(b * HH + hh) * QW + R + i] = proj[qb + DN + i]; }
+    }
     return;
   }
   let cb = b * PROJ + QROWS;
-  var s = 0.0;
-  for (var j = l; j < R; j += WG) { let v = proj[cb + j]; s += v * v; }
-  red[l] = s;
+  if (l < WG) {
+    var s = 0.0;
+    for (var j = l; j < R; j += WG) { let v = proj[cb + j]; s += v * v; }
+    nred[l] = s;
+  }
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
-    if (l < k) { red[l] += red[l + k]; }
+    if (l < k) { nred[l] += nred[l + k]; }
     workgroupBarrier();
   }
-  let inv = inverseSqrt(red[0] / f32(R) + EPS);
+  let inv = inverseSqrt(nred[0] / f32(R) + EPS);
   if (live) {
     let row = local * grp.cap + pos;
 #if KV16
-    for (var j = l; j < R / 2u; j += WG) {
+    for (var j = l; j < R / 2u; j += MWG) {
       let i = 2u * j;
       K[row * (R / 2u) + j] = pack2x16float(
         vec2<f32>(proj[cb + i] * inv * kvNorm[i], proj[cb + i + 1u] * inv * kvNorm[i + 1u]),
       );
     }
-    for (var j = l; j < DR / 2u; j += WG) {
+    for (var j = l; j < DR / 2u; j += MWG) {
       V[row * (DR / 2u) + j] = pack2x16float(vec2<f32>(proj[cb + R + 2u * j], proj[cb + R + 2u * j + 1u]));
     }
 #else
-    for (var j = l; j < R; j += WG) { K[row * R + j] = proj[cb + j] * inv * kvNorm[j]; }
-    for (var i = l; i < DR; i += WG) { V[row * DR + i] = proj[cb + R + i]; }
+    for (var j = l; j < R; j += MWG) { K[row * R + j] = proj[cb + j] * inv * kvNorm[j]; }
+    for (var i = l; i < DR; i += MWG) { V[row * DR + i] = proj[cb + R + i]; }
 #endif
   }
 }
@@ -281,16 +339,60 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 
 #if COMBINE
-@group(0) @binding(3) var<storage, read> Wkvb: array<u32>;
+// Work split: workgroup (head, output block) of MWG threads.
+//   merge:  each thread on one vec4 column of the latent context; VS = MWG / (R/4) threads share
+//           a column, taking chunks q, q + VS, … in chunk order (eight loads in flight), and
+//           thread q = 0 adds the others' sums and totals in q order. Every output block of a
+//           head repeats the merge (from L2) so that no pass between them is needed.
+//   up-projection: CVO outputs, TPO = MWG / CVO threads each, thread s taking the W_v words
+//           s, s + TPO, … (vec4<u32> = 8 halves, four loads in flight), then a fixed tree over s.
+const CVO: u32 = {{CVO}}u;              // outputs of a workgroup (a power of two)
+const TPO: u32 = MWG / CVO;
+const NVB: u32 = (DV + CVO - 1u) / CVO; // output blocks of a head
+const R4: u32 = R / 4u;
+const R8: u32 = R / 8u;
+const RW4: u32 = ROWU32 / 4u;
+const VS: u32 = max(1u, MWG / R4);
+@group(0) @binding(3) var<storage, read> Wkvb: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read> pctx: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> pml: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;  // [B, HH·DV]
-var<workgroup> ctx: array<vec4<f32>, R / 4u>;
-var<workgroup> red: array<f32, WG>;
+var<workgroup> ctx: array<vec4<f32>, R4>;
+var<workgroup> part: array<vec4<f32>, max(1u, (VS - 1u) * R4)>;
+var<workgroup> tot: array<f32, VS>;
+var<workgroup> red: array<f32, MWG>;
 
-@compute @workgroup_size(64)
+struct Merged { o: vec4<f32>, t: f32 }
+
+// Σ w_c pctx_c[v] and Σ w_c l_c over the chunks c = q, q + st, … < ncs, in chunk order.
+fn merge_cols(base: u32, v: u32, q: u32, st: u32, ncs: u32, m: f32) -> Merged {
+  var o = vec4<f32>(0.0);
+  var t = 0.0;
+  var c = q;
+  for (; c + 7u * st < ncs; c += 8u * st) {
+#unroll k 8
+    let e@k@ = pml[base + c + @k@u * st];
+    let p@k@ = pctx[(base + c + @k@u * st) * R4 + v];
+#endunroll
+#unroll k 8
+    let w@k@ = exp(e@k@.x - m);
+    o += p@k@ * w@k@;
+    t += e@k@.y * w@k@;
+#endunroll
+  }
+  for (; c < ncs; c += st) {
+    let e = pml[base + c];
+    let w = exp(e.x - m);
+    o += pctx[(base + c) * R4 + v] * w;
+    t += e.y * w;
+  }
+  return Merged(o, t);
+}
+
+@compute @workgroup_size(MWG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let h = wid.x;
+  let h = wid.x / NVB;
+  let vb = wid.x % NVB;
   let b = entry_of(wid.y);
   // The session's own chunk count (grp.nc is only the layout stride): its result never depends on
   // the group it sits in.
@@ -298,59 +400,64 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let base = (b * HH + h) * grp.nc;
   // The max is exact in any order: strided over the threads, then a tree.
   var m = NEG;
-  for (var c = l; c < ncs; c += WG) { m = max(m, pml[base + c].x); }
+  for (var c = l; c < ncs; c += MWG) { m = max(m, pml[base + c].x); }
   red[l] = m;
   workgroupBarrier();
-  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+  for (var k = MWG / 2u; k > 0u; k >>= 1u) {
     if (l < k) { red[l] = max(red[l], red[l + k]); }
     workgroupBarrier();
   }
   m = red[0];
-  for (var v = l; v < R / 4u; v += WG) {
-    // One pass in chunk order for the weighted sum and the total, four chunks' loads in flight.
-    var o = vec4<f32>(0.0);
-    var total = 0.0;
-    var c = 0u;
-    for (; c + 3u < ncs; c += 4u) {
-      let e0 = pml[base + c];
-      let e1 = pml[base + c + 1u];
-      let e2 = pml[base + c + 2u];
-      let e3 = pml[base + c + 3u];
-      let p0 = pctx[(base + c) * R / 4u + v];
-      let p1 = pctx[(base + c + 1u) * R / 4u + v];
-      let p2 = pctx[(base + c + 2u) * R / 4u + v];
-      let p3 = pctx[(base + c + 3u) * R / 4u + v];
-      let w0 = exp(e0.x - m);
-      let w1 = exp(e1.x - m);
-      let w2 = exp(e2.x - m);
-      let w3 = exp(e3.x - m);
-      o += p0 * w0;
-      total += e0.y * w0;
-      o += p1 * w1;
-      total += e1.y * w1;
-      o += p2 * w2;
-      total += e2.y * w2;
-      o += p3 * w3;
-      total += e3.y * w3;
+  if (VS == 1u) {
+    for (var v = l; v < R4; v += MWG) {
+      let r = merge_cols(base, v, 0u, 1u, ncs, m);
+      ctx[v] = r.o / r.t;
     }
-    for (; c < ncs; c++) {
-      let e = pml[base + c];
-      let w = exp(e.x - m);
-      o += pctx[(base + c) * R / 4u + v] * w;
-      total += e.y * w;
+  } else {
+    let q = l / R4;
+    let v = l % R4;
+    var r = Merged(vec4<f32>(0.0), 0.0);
+    if (q < VS) {
+      r = merge_cols(base, v, q, VS, ncs, m);
+      if (q > 0u) {
+        part[(q - 1u) * R4 + v] = r.o;
+        if (v == 0u) { tot[q] = r.t; }
+      }
     }
-    ctx[v] = o / total;
+    workgroupBarrier();
+    if (q == 0u) {
+      for (var j = 1u; j < VS; j++) {
+        r.o += part[(j - 1u) * R4 + v];
+        r.t += tot[j];
+      }
+      ctx[v] = r.o / r.t;
+    }
   }
   workgroupBarrier();
-  for (var i = l; i < DV; i += WG) {
-    let wr = (h * (DN + DV) + DN + i) * ROWU32;
-    var acc = 0.0;
-    for (var j2 = 0u; j2 < R / 2u; j2++) {
-      let cv = ctx[j2 / 2u];
-      let w = unpack2x16float(Wkvb[wr + j2]);
-      if (j2 % 2u == 0u) { acc += w.x * cv.x + w.y * cv.y; } else { acc += w.x * cv.z + w.y * cv.w; }
+  let s = l % TPO;
+  let i = vb * CVO + l / TPO;
+  var acc = 0.0;
+  if (i < DV) {
+    let wr = (h * (DN + DV) + DN + i) * RW4;
+    var w = s;
+    for (; w + 3u * TPO < R8; w += 4u * TPO) {
+      let w0 = Wkvb[wr + w];
+      let w1 = Wkvb[wr + w + TPO];
+      let w2 = Wkvb[wr + w + 2u * TPO];
+      let w3 = Wkvb[wr + w + 3u * TPO];
+      acc += dot8h(w0, ctx[2u * w], ctx[2u * w + 1u]);
+      acc += dot8h(w1, ctx[2u * (w + TPO)], ctx[2u * (w + TPO) + 1u]);
+      acc += dot8h(w2, ctx[2u * (w + 2u * TPO)], ctx[2u * (w + 2u * TPO) + 1u]);
+      acc += dot8h(w3, ctx[2u * (w + 3u * TPO)], ctx[2u * (w + 3u * TPO) + 1u]);
     }
-    out[b * OSTRIDE + h * DV + i] = acc;
+    for (; w < R8; w += TPO) { acc += dot8h(Wkvb[wr + w], ctx[2u * w], ctx[2u * w + 1u]); }
   }
+  red[l] = acc;
+  workgroupBarrier();
+  for (var k = TPO / 2u; k > 0u; k >>= 1u) {
+    if (s < k) { red[l] += red[l + k]; }
+    workgroupBarrier();
+  }
+  if (s == 0u && i < DV) { out[b * OSTRIDE + h * DV + i] = red[l]; }
 }
 #endif

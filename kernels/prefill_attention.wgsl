@@ -6,10 +6,11 @@
 //               each head's q rope slice copied next to its absorbed query in qbuf [T, HH, R+DR].
 //   ATTN:       flash-attention as two register-tiled GEMMs per key tile. A workgroup owns BQ
 //               tokens × the G query heads of one KV head (RQ = BQ·G rows) and walks key tiles of
-//               BKV keys: S = Q·Kᵀ (each invocation a 4-row × 4-key block, Q and K staged BK dims
-//               at a time, k-major), an online-softmax row pass (one invocation per row keeps the
+//               BKV keys: S = Q·Kᵀ (each invocation a TMS-row × TNS-key block, Q and K staged BK
+//               dims at a time, k-major), an online-softmax row pass (one invocation per row keeps the
 //               running max m and sum l), then O += P·V (each invocation a TMO-row × TNO-column
-//               block of O in registers, V staged BV keys at a time). Staging is double-buffered
+//               block of O in registers, V staged BV keys at a time; OWX > 0 maps
+//               each 32-invocation group onto an OWX-column × 32/OWX-row patch of O blocks). Staging is double-buffered
 //               (one barrier per step) with the next step's global loads issued before the
 //               current step's products. Keys of one pass are [kStart, kEnd) ∩ [0, position];
 //               passes after the first reload (m, l, unnormalised O) and all but the last store
@@ -247,8 +248,12 @@ const TMO: u32 = {{TMO}}u;        // O rows per invocation (groups of 4, TYO·4 
 const TNO: u32 = {{TNO}}u;        // O columns per invocation (vec4s, TXO apart)
 const TXO: u32 = DV / TNO;
 const TYO: u32 = RQ / TMO;
-const TXS: u32 = BKV / 4u;        // S: invocation l < SWG owns rows 4·(l / TXS) + 0..3, keys 4·(l % TXS) + 0..3
-const SWG: u32 = RQ / 4u * TXS;
+const OWX: u32 = {{OWX}}u;        // O columns (invocations) per 32-invocation group, 0: row-major
+const TMS: u32 = {{TMS}}u;        // S rows per invocation (groups of 4, TYS·4 apart)
+const TNS: u32 = {{TNS}}u;        // S keys per invocation (vec4s, TXS apart)
+const TXS: u32 = BKV / TNS;       // S: invocation l < SWG owns rows 4·(l / TXS + A·TYS) + 0..3,
+const TYS: u32 = RQ / TMS;        //    keys 4·(l % TXS + J·TXS) + 0..3
+const SWG: u32 = TYS * TXS;
 const WG: u32 = {{WG}}u;
 const NS: u32 = DQK / BK;
 const NV: u32 = BKV / BV;
@@ -354,8 +359,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let last = p.kEnd >= blockEnd;
   let txs = l % TXS;
   let tys = l / TXS;
+#if OWX
+  // Warp-shaped O mapping: fewer distinct V vec4 per group read per key (fewer smem wavefronts).
+  let wq = l / 32u;
+  let wl = l % 32u;
+  let txo = (wq % (TXO / OWX)) * OWX + wl % OWX;
+  let tyo = (wq / (TXO / OWX)) * (32u / OWX) + wl / OWX;
+#else
   let txo = l % TXO;
   let tyo = l / TXO;
+#endif
 
   // Row pass state: invocation l < RQ owns row l's running max and sum.
   let rt = t0 + l / G;
@@ -408,11 +421,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
   for (var kt = kLo; kt < kHi; kt += BKV) {
     {{TICK}}
-    // S = Q·Kᵀ for rows 4·tys + 0..3 (s0..s3) × keys kt + 4·txs + 0..3 (the vec4 lanes).
-    var s0 = vec4<f32>(0.0);
-    var s1 = vec4<f32>(0.0);
-    var s2 = vec4<f32>(0.0);
-    var s3 = vec4<f32>(0.0);
+    // S = Q·Kᵀ: s{4A+i}_{J} holds row 4·(tys + A·TYS) + i × keys kt + 4·(txs + J·TXS) + 0..3.
+#for R in 0..TMS
+#for J in 0..TNS/4
+    var s{{R}}_{{J}} = vec4<f32>(0.0);
+#endfor
+#endfor
     for (var s = 0u; s < NS; s++) {
       {{TICK}}
       let sb = (g & 1u) * SLOT;
@@ -440,12 +454,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 #for DD in 0..BK
       {
-        let a = st[sb + {{DD}}u * QP4 + tys];
-        let b = st[sb + KOFF + {{DD}}u * KP4 + txs];
-        s0 = fma(vec4<f32>(a.x), b, s0);
-        s1 = fma(vec4<f32>(a.y), b, s1);
-        s2 = fma(vec4<f32>(a.z), b, s2);
-        s3 = fma(vec4<f32>(a.w), b, s3);
+#for A in 0..TMS/4
+        let a{{A}} = st[sb + {{DD}}u * QP4 + tys + {{A}}u * TYS];
+#endfor
+#for J in 0..TNS/4
+        let b{{J}} = st[sb + KOFF + {{DD}}u * KP4 + txs + {{J}}u * TXS];
+#endfor
+#for R in 0..TMS
+#for J in 0..TNS/4
+        s{{R}}_{{J}} = fma(vec4<f32>(a{{R / 4}}[{{R % 4}}]), b{{J}}, s{{R}}_{{J}});
+#endfor
+#endfor
       }
 #endfor
 #if SIDLE
@@ -457,18 +476,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #if SIDLE
     if (l < SWG) {
 #endif
+#for J in 0..TNS/4
     {
-      let kv = vec4<u32>(kt + txs * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+      let kv = vec4<u32>(kt + (txs + {{J}}u * TXS) * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
       let inr = kv < vec4<u32>(kHi);
-#for I in 0..4
+#for R in 0..TMS
       {
-        let row = tys * 4u + {{I}}u;
+        let row = (tys + {{R / 4}}u * TYS) * 4u + {{R % 4}}u;
         let t = t0 + row / G;
         let ok = inr & (kv <= vec4<u32>(p.p0 + t)) & vec4<bool>(t < p.T);
-        Ss[row * SP4 + txs] = select(vec4<f32>(NEG), s{{I}} * SCALE, ok);
+        Ss[row * SP4 + txs + {{J}}u * TXS] = select(vec4<f32>(NEG), s{{R}}_{{J}} * SCALE, ok);
       }
 #endfor
     }
+#endfor
 #if SIDLE
     }
 #endif

@@ -16,6 +16,7 @@ import {
   attnGroupChunks,
   attnRowsPerChunk,
   geometry,
+  mlaDecodeSplit,
   RPCMAX,
 } from "./runtime.ts";
 
@@ -148,128 +149,180 @@ for (const kv16 of [false, true]) {
   });
 }
 
+/** Shape of an MLA decode case: heads, latent rank R, rope DR, nope DN, value DV. */
+interface MlaShape {
+  hh: number;
+  R: number;
+  dr: number;
+  dn: number;
+  dv: number;
+}
+
+/**
+ * Runs the three MLA decode kernels (prep, partial, combine) for one ragged batch — entry b at
+ * KV-group slot `locals[b]` with its new token at `positions[b]`, stopped where `done[b]` — and
+ * checks the appended rows and every head's output against a float64 CPU MLA in the absorbed form
+ * (q̃ = W_kᵀ q_nope, softmax(q̃·c + q_r·kr), W_v Σ p c).
+ */
+async function checkMlaDecode(
+  shape: MlaShape,
+  positions: number[],
+  done: number[],
+  kv16: boolean,
+  seed: number,
+): Promise<void> {
+  const { hh, R, dr, dn, dv } = shape;
+  const c = mlaConfig(hh, R, dr, dn, dv);
+  const a = c.attention;
+  if (a.kind !== "mla") throw new Error("unreachable");
+  const h = new Harness(gpu!);
+  try {
+    const rr = rng(seed);
+    const g = geometry(c), d = attentionDefines(c, 8, kv16), sp = mlaDecodeSplit(a);
+    const B = positions.length, mb = 8;
+    const cap = Math.ceil((Math.max(...positions) + 1) / RPCMAX) * RPCMAX, nc = attnGroupChunks(cap);
+    const locals = positions.map((_, b) => B - 1 - b); // slots in reverse batch order
+    const proj = randArray(rr, mb * g.PS, -1, 1);
+    const Kc = randArray(rr, B * cap * R, -1, 1), Vr = randArray(rr, B * cap * dr, -1, 1);
+    // An f16 cache holds f16 values: the reference starts from the same (rounded) rows.
+    if (kv16) { for (const x of [Kc, Vr]) x.set(new Float16Array(x)); }
+    const dev = (x: Float32Array) => (kv16 ? new Float16Array(x) : x);
+    const kvNorm = randArray(rr, R, 0.5, 1.5);
+    const kvB = packMatrix({
+      rows: hh * (dn + dv),
+      cols: R,
+      data: randArray(rr, hh * (dn + dv) * R, -0.4, 0.4),
+    }, "f16");
+    const W = unpackMatrix(kvB);
+    const step = h.stepTable(positions.map((_, b) => b), mb, locals);
+    const slotBuf = h.slots(positions.map((p, b) => ({ POS: p, DONE: done[b] })));
+    const grp = h.uniform(new Uint32Array([0, cap, nc, 0]));
+    const projBuf = h.buffer(proj), wBuf = h.buffer(kvB.data), qabs = h.buffer(mb * hh * (R + dr) * 4);
+    const kBuf = h.buffer(dev(Kc)), vBuf = h.buffer(dev(Vr));
+    const pctx = h.buffer(mb * hh * nc * R * 4),
+      pml = h.buffer(mb * hh * nc * 8),
+      out = h.buffer(mb * g.attOut * 4);
+    h.run("mla.wgsl", d.prep, "rrurrrwww", [
+      step,
+      slotBuf,
+      grp,
+      projBuf,
+      wBuf,
+      h.buffer(kvNorm),
+      qabs,
+      kBuf,
+      vBuf,
+    ], [sp.prepX, B]);
+    h.run("mla.wgsl", d.partial, "rrurrrww", [step, slotBuf, grp, qabs, kBuf, vBuf, pctx, pml], [
+      nc,
+      Math.ceil(hh / Math.min(8, hh)),
+      B,
+    ]);
+    h.run("mla.wgsl", d.combine, "rrurrrw", [step, slotBuf, grp, wBuf, pctx, pml, out], [sp.combineX, B]);
+    const got = await h.f32(out, mb * g.attOut);
+    const gotQ = await h.f32(qabs, mb * hh * (R + dr));
+    const gotK = await (kv16 ? h.f16(kBuf, Kc.length) : h.f32(kBuf, Kc.length));
+    const gotV = await (kv16 ? h.f16(vBuf, Vr.length) : h.f32(vBuf, Vr.length));
+    const qRows = hh * (dn + dr);
+    for (let b = 0; b < B; b++) {
+      const pos = positions[b], n = pos + 1, lb = locals[b];
+      const pr = proj.subarray(b * g.PS);
+      const cNew = rmsNormRows(pr.slice(qRows, qRows + R), kvNorm, a.kvNormEps);
+      const cs = Kc.slice(lb * cap * R, (lb * cap + n) * R),
+        krs = Vr.slice(lb * cap * dr, (lb * cap + n) * dr);
+      const krNew = pr.subarray(qRows + R, qRows + R + dr);
+      const gotC = gotK.subarray((lb * cap + pos) * R, (lb * cap + pos + 1) * R);
+      const gotKr = gotV.subarray((lb * cap + pos) * dr, (lb * cap + pos + 1) * dr);
+      if (done[b]) {
+        // A stopped entry appends nothing and attends over the cache as it is.
+        assertEquals(
+          Array.from(gotC),
+          Array.from(cs.subarray(pos * R)),
+          `entry ${b}: a stopped entry appended`,
+        );
+        assertEquals(
+          Array.from(gotKr),
+          Array.from(krs.subarray(pos * dr)),
+          `entry ${b}: a stopped entry appended`,
+        );
+      } else {
+        // Over an f16 cache the reference attends over the rows the kernel rounded: within half an
+        // f16 ulp (2^-11 relative) of the f32 values, give or take.
+        cs.set(kv16 ? gotC : cNew, pos * R);
+        krs.set(kv16 ? gotKr : krNew, pos * dr);
+        assert(maxRelDiff(gotC, cNew) < (kv16 ? 1e-3 : 1e-5), `entry ${b}: latent row differs`);
+        assert(maxRelDiff(gotKr, krNew) <= (kv16 ? 1e-3 : 0), `entry ${b}: rope-key row differs`);
+      }
+      for (let h0 = 0; h0 < hh; h0++) {
+        const qb = h0 * (dn + dr);
+        const qc = new Float64Array(R);
+        for (let i = 0; i < dn; i++) {
+          for (let j = 0; j < R; j++) qc[j] += pr[qb + i] * W.data[(h0 * (dn + dv) + i) * R + j];
+        }
+        // The absorbed query itself: every column block and the rope tail.
+        const qa = gotQ.subarray((b * hh + h0) * (R + dr), (b * hh + h0 + 1) * (R + dr));
+        const eq = maxRelDiff(qa, [...qc, ...pr.subarray(qb + dn, qb + dn + dr)]);
+        assert(eq < 1e-5, `entry ${b} head ${h0}: absorbed query differs by ${eq}`);
+        const p = new Float64Array(n);
+        for (let m = 0; m < n; m++) {
+          let sc = 0;
+          for (let j = 0; j < R; j++) sc += qc[j] * cs[m * R + j];
+          for (let j = 0; j < dr; j++) sc += pr[qb + dn + j] * krs[m * dr + j];
+          p[m] = sc / Math.sqrt(dn + dr);
+        }
+        softmaxInPlace(p, n);
+        const ctx = new Float64Array(R);
+        for (let m = 0; m < n; m++) for (let j = 0; j < R; j++) ctx[j] += p[m] * cs[m * R + j];
+        const want = new Float32Array(dv);
+        for (let i = 0; i < dv; i++) {
+          let o = 0;
+          for (let j = 0; j < R; j++) o += W.data[(h0 * (dn + dv) + dn + i) * R + j] * ctx[j];
+          want[i] = o;
+        }
+        const e = maxRelDiff(got.subarray(b * g.attOut + h0 * dv, b * g.attOut + (h0 + 1) * dv), want);
+        assert(
+          e < 1e-4,
+          `R ${R} DN ${dn} DV ${dv}, entry ${b} head ${h0} (position ${pos}): MLA output differs by ${e}`,
+        );
+      }
+    }
+  } finally {
+    h.dispose();
+  }
+}
+
 for (const kv16 of [false, true]) {
   Deno.test({
     name:
       "MLA decode kernels (absorbed query, latent norm and append, split context, up-projection) equal the CPU MLA" +
       (kv16 ? " over an f16 KV cache" : ""),
     ignore: !gpu,
-    fn: async () => {
-      const c = parseModelConfig({
-        model_type: "kimi_linear",
-        vocab_size: 64,
-        hidden_size: 32,
-        intermediate_size: 32,
-        moe_intermediate_size: 16,
-        num_hidden_layers: 1,
-        num_attention_heads: 3,
-        kv_lora_rank: 24,
-        qk_nope_head_dim: 12,
-        qk_rope_head_dim: 8,
-        v_head_dim: 20,
-        mla_use_nope: true,
-        num_experts: 2,
-        num_experts_per_token: 1,
-        first_k_dense_replace: 1,
-        linear_attn_config: { head_dim: 16, num_heads: 1, kda_layers: [], full_attn_layers: [1] },
-      });
-      const a = c.attention;
-      if (a.kind !== "mla") throw new Error("unreachable");
-      const h = new Harness(gpu!);
-      try {
-        const rr = rng(22);
-        const g = geometry(c), d = attentionDefines(c, 8, kv16);
-        const hh = a.numHeads, dn = a.qkNopeHeadDim, dr = a.qkRopeHeadDim, dv = a.vHeadDim, R = a.kvLoraRank;
-        const cap = 2 * RPCMAX, nc = attnGroupChunks(cap);
-        const slots = [0, 1], positions = [0, 200], B = 2, mb = 8;
-        const proj = randArray(rr, mb * g.PS, -1, 1);
-        const Kc = randArray(rr, 2 * cap * R, -1, 1), Vr = randArray(rr, 2 * cap * dr, -1, 1);
-        // An f16 cache holds f16 values: the reference starts from the same (rounded) rows.
-        if (kv16) { for (const x of [Kc, Vr]) x.set(new Float16Array(x)); }
-        const dev = (x: Float32Array) => (kv16 ? new Float16Array(x) : x);
-        const kvNorm = randArray(rr, R, 0.5, 1.5);
-        const kvB = packMatrix({
-          rows: hh * (dn + dv),
-          cols: R,
-          data: randArray(rr, hh * (dn + dv) * R, -0.4, 0.4),
-        }, "f16");
-        const W = unpackMatrix(kvB);
-        const step = h.stepTable(slots, mb, [0, 1]);
-        const slotBuf = h.slots(positions.map((p) => ({ POS: p })));
-        const grp = h.uniform(new Uint32Array([0, cap, nc, 0]));
-        const projBuf = h.buffer(proj), wBuf = h.buffer(kvB.data), qabs = h.buffer(mb * hh * (R + dr) * 4);
-        const kBuf = h.buffer(dev(Kc)), vBuf = h.buffer(dev(Vr));
-        const pctx = h.buffer(mb * hh * nc * R * 4),
-          pml = h.buffer(mb * hh * nc * 8),
-          out = h.buffer(mb * g.attOut * 4);
-        h.run("mla.wgsl", d.prep, "rrurrrwww", [
-          step,
-          slotBuf,
-          grp,
-          projBuf,
-          wBuf,
-          h.buffer(kvNorm),
-          qabs,
-          kBuf,
-          vBuf,
-        ], [hh + 1, B]);
-        h.run("mla.wgsl", d.partial, "rrurrrww", [step, slotBuf, grp, qabs, kBuf, vBuf, pctx, pml], [
-          nc,
-          Math.ceil(hh / Math.min(8, hh)),
-          B,
-        ]);
-        h.run("mla.wgsl", d.combine, "rrurrrw", [step, slotBuf, grp, wBuf, pctx, pml, out], [hh, B]);
-        const got = await h.f32(out, mb * g.attOut);
-        const gotK = await (kv16 ? h.f16(kBuf, Kc.length) : h.f32(kBuf, Kc.length));
-        const gotV = await (kv16 ? h.f16(vBuf, Vr.length) : h.f32(vBuf, Vr.length));
-        const qRows = hh * (dn + dr);
-        for (let b = 0; b < B; b++) {
-          const pos = positions[b], n = pos + 1;
-          const pr = proj.subarray(b * g.PS);
-          const cNew = rmsNormRows(pr.slice(qRows, qRows + R), kvNorm, a.kvNormEps);
-          const cs = Kc.slice(b * cap * R, (b * cap + n) * R),
-            krs = Vr.slice(b * cap * dr, (b * cap + n) * dr);
-          const krNew = pr.subarray(qRows + R, qRows + R + dr);
-          const gotC = gotK.subarray((b * cap + pos) * R, (b * cap + pos + 1) * R);
-          const gotKr = gotV.subarray((b * cap + pos) * dr, (b * cap + pos + 1) * dr);
-          // Over an f16 cache the reference attends over the rows the kernel rounded: within half an
-          // f16 ulp (2^-11 relative) of the f32 values, give or take.
-          cs.set(kv16 ? gotC : cNew, pos * R);
-          krs.set(kv16 ? gotKr : krNew, pos * dr);
-          assert(maxRelDiff(gotC, cNew) < (kv16 ? 1e-3 : 1e-5), `entry ${b}: latent row differs`);
-          assert(maxRelDiff(gotKr, krNew) <= (kv16 ? 1e-3 : 0), `entry ${b}: rope-key row differs`);
-          for (let h0 = 0; h0 < hh; h0++) {
-            const qb = h0 * (dn + dr);
-            const qc = new Float64Array(R);
-            for (let i = 0; i < dn; i++) {
-              for (let j = 0; j < R; j++) qc[j] += pr[qb + i] * W.data[(h0 * (dn + dv) + i) * R + j];
-            }
-            const p = new Float64Array(n);
-            for (let m = 0; m < n; m++) {
-              let sc = 0;
-              for (let j = 0; j < R; j++) sc += qc[j] * cs[m * R + j];
-              for (let j = 0; j < dr; j++) sc += pr[qb + dn + j] * krs[m * dr + j];
-              p[m] = sc / Math.sqrt(dn + dr);
-            }
-            softmaxInPlace(p, n);
-            const ctx = new Float64Array(R);
-            for (let m = 0; m < n; m++) for (let j = 0; j < R; j++) ctx[j] += p[m] * cs[m * R + j];
-            const want = new Float32Array(dv);
-            for (let i = 0; i < dv; i++) {
-              let o = 0;
-              for (let j = 0; j < R; j++) o += W.data[(h0 * (dn + dv) + dn + i) * R + j] * ctx[j];
-              want[i] = o;
-            }
-            const e = maxRelDiff(got.subarray(b * g.attOut + h0 * dv, b * g.attOut + (h0 + 1) * dv), want);
-            assert(e < 1e-4, `entry ${b} head ${h0} (position ${pos}): MLA output differs by ${e}`);
-          }
-        }
-      } finally {
-        h.dispose();
-      }
-    },
+    fn: () => checkMlaDecode({ hh: 3, R: 24, dr: 8, dn: 12, dv: 20 }, [0, 200], [0, 0], kv16, 22),
   });
 }
+
+Deno.test({
+  name: "MLA decode prep and combine equal the CPU MLA on shapes with partial column and output blocks, " +
+    "ragged row groups and a latent wider than a workgroup",
+  ignore: !gpu,
+  fn: async () => {
+    const shapes: MlaShape[] = [
+      // R/8 = 25 words: 4 column blocks of 8, the last one word; DN = 100 leaves the row groups
+      // 3 or 4 rows (the unrolled step and its remainder); DV = 40: a full output block of 32 and
+      // one of 8; R/4 = 50 columns, so 5 merge slices and 6 idle threads.
+      { hh: 3, R: 200, dr: 12, dn: 100, dv: 40 },
+      // R/4 = 272 > 256 threads: one merge slice, threads looping over two columns; 17 column blocks.
+      { hh: 2, R: 1088, dr: 4, dn: 20, dv: 24 },
+    ];
+    // Contexts on the chunk sizes of 16 and 32 rows and their edges; entry 2 is stopped.
+    const positions = [0, 16, 300, 1100], done = [0, 0, 1, 0];
+    for (const [i, s] of shapes.entries()) {
+      for (const kv16 of [false, true]) {
+        await checkMlaDecode(s, positions, done, kv16, 50 + 2 * i + Number(kv16));
+      }
+    }
+  },
+});
 
 Deno.test({
   name: "partial RoPE kernel equals applyRope at positions up to 262,143",
@@ -372,7 +425,10 @@ async function runSplitContext(
     gated ? a.numKvHeads : Math.ceil(heads / Math.min(8, heads)),
     B,
   ]);
-  h.run(file, d.combine, "rrurrrw", [...head, gated ? h.buffer(proj) : wkvb!, po, pml, out], [heads, B]);
+  h.run(file, d.combine, "rrurrrw", [...head, gated ? h.buffer(proj) : wkvb!, po, pml, out], [
+    a.kind === "gated" ? heads : mlaDecodeSplit(a).combineX,
+    B,
+  ]);
   const got = await h.f32(out, mb * g.attOut);
   const per = gated ? heads * a.headDim : heads * a.vHeadDim;
   return sessions.map((_, b) => got.slice(b * g.attOut, b * g.attOut + per));

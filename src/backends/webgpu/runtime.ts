@@ -114,6 +114,12 @@ export interface RuntimeOptions {
    */
   gemvChunksPerThread: number;
   /**
+   * Most threads sharing one GEMV row (a power of two in 4..64): caps `chunks / chunksPerThread`
+   * for long rows. 32 (one warp's worth) measured best on an H200: 9B +21 % at batch 1 and +38 % at
+   * batch 32 over 64, Kimi +7 %, 0.8B unchanged (docs/benchmarks.md, run F).
+   */
+  gemvMaxThreadsPerRow: number;
+  /**
    * Storage of the attention layers' KV rows on the device: "f32", or "f16" (two per u32, half the
    * bytes; values are rounded to f16 when written, arithmetic stays f32). States move in and out
    * as f32 either way (an f16 cache downloads exactly and re-uploads bit for bit).
@@ -140,6 +146,7 @@ export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = {
   prefillMinTokens: 2,
   prefillPiece: 0,
   gemvChunksPerThread: 4,
+  gemvMaxThreadsPerRow: 32,
   kvCache: "f32",
 };
 
@@ -353,9 +360,9 @@ function pow2floor(n: number): number {
   return 2 ** Math.floor(Math.log2(Math.max(1, n)));
 }
 
-/** Threads sharing one GEMV output row: `chunks / chunksPerThread`, a power of two in [4, 64]. */
-export function gemvThreadsPerRow(chunks: number, chunksPerThread: number): number {
-  return Math.min(64, Math.max(4, pow2floor(chunks / chunksPerThread)));
+/** Threads sharing one GEMV output row: `chunks / chunksPerThread`, a power of two in [4, maxTpr]. */
+export function gemvThreadsPerRow(chunks: number, chunksPerThread: number, maxTpr = 64): number {
+  return Math.min(maxTpr, Math.max(4, pow2floor(chunks / chunksPerThread)));
 }
 
 /** Variant of a GEMV: prologue, SwiGLU pairing, residual add, head geometry for PRO2. */
@@ -389,8 +396,9 @@ export function gemvPlan(
   eps: number,
   o: GemvVariant,
   chunksPerThread = DEFAULT_RUNTIME_OPTIONS.gemvChunksPerThread,
+  maxThreadsPerRow = DEFAULT_RUNTIME_OPTIONS.gemvMaxThreadsPerRow,
 ): GemvPlan {
-  const tpr = gemvThreadsPerRow(w.chunks, chunksPerThread);
+  const tpr = gemvThreadsPerRow(w.chunks, chunksPerThread, maxThreadsPerRow);
   const rpg = 256 / tpr;
   const outs = o.pair ? w.rows / 2 : w.rows;
   const defines: Defines = {
@@ -521,6 +529,7 @@ export function linearDefines(c: ModelConfig): Defines {
     CB: g.CB,
     RG: g.RG,
     RPT: dk / g.RG,
+    NCI: Math.ceil((2 * dk + g.CB) / (g.CB * g.RG)),
     NB: g.NB,
     WG: g.CB * g.RG,
     BOFF: kda ? C + dk : C + hv * dv,
@@ -529,6 +538,48 @@ export function linearDefines(c: ModelConfig): Defines {
     FOFF: C,
     GOFF: C + dk + hv,
     STANDALONE: 0,
+  };
+}
+
+/** Threads of an MLA prep or combine workgroup (`MWG` in kernels/mla.wgsl). */
+export const MLA_WG = 256;
+
+/** Work split of mla.wgsl's prep and combine entries for one MLA shape (see the kernel's comments). */
+export interface MlaDecodeSplit {
+  /** prep: column words (8 f16 columns each) of a workgroup, a power of two ≤ 8 */
+  pcw: number;
+  /** prep: row groups sharing the q_nope reduction (MLA_WG / pcw) */
+  prg: number;
+  /** prep grid x: heads × column blocks, plus the workgroup that normalises and appends c */
+  prepX: number;
+  /** combine: W_v outputs of a workgroup, a power of two ≤ 32 */
+  cvo: number;
+  /** combine: threads per output (MLA_WG / cvo) */
+  tpo: number;
+  /** combine: threads sharing one latent vec4 column of the chunk merge */
+  vs: number;
+  /** combine grid x: heads × output blocks */
+  combineX: number;
+}
+
+/**
+ * The prep and combine work split for MLA config `a`: a head's R columns of the absorbed query
+ * spread over ⌈R/8/pcw⌉ workgroups and its DV outputs over ⌈DV/cvo⌉, so a batch-1 step runs a few
+ * hundred workgroups instead of one per head.
+ */
+export function mlaDecodeSplit(a: Extract<ModelConfig["attention"], { kind: "mla" }>): MlaDecodeSplit {
+  const pow2ceil = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+  const r8 = a.kvLoraRank / 8;
+  const pcw = Math.min(8, pow2ceil(r8));
+  const cvo = Math.min(32, pow2ceil(a.vHeadDim));
+  return {
+    pcw,
+    prg: MLA_WG / pcw,
+    prepX: a.numHeads * Math.ceil(r8 / pcw) + 1,
+    cvo,
+    tpo: MLA_WG / cvo,
+    vs: Math.max(1, Math.floor(MLA_WG / (a.kvLoraRank / 4))),
+    combineX: a.numHeads * Math.ceil(a.vHeadDim / cvo),
   };
 }
 
@@ -547,6 +598,7 @@ export function attentionDefines(
     base = {
       HQ: a.numHeads,
       HKV: a.numKvHeads,
+      G: a.numHeads / a.numKvHeads,
       D: a.headDim,
       PROJ: g.PS,
       MAXB: mb,
@@ -570,6 +622,8 @@ export function attentionDefines(
       HB: Math.min(8, a.numHeads),
       OSTRIDE: g.attOut,
       EPS: a.kvNormEps,
+      PCW: mlaDecodeSplit(a).pcw,
+      CVO: mlaDecodeSplit(a).cvo,
     };
   }
   base.KV16 = kvF16;
@@ -732,12 +786,13 @@ export function kernelLoopBounds(
   c: ModelConfig,
   maxBatchTile = 32,
   gemvChunksPerThread = DEFAULT_RUNTIME_OPTIONS.gemvChunksPerThread,
+  gemvMaxThreadsPerRow = DEFAULT_RUNTIME_OPTIONS.gemvMaxThreadsPerRow,
 ): Record<string, number> {
   const g = geometry(c);
   const l = c.linear, a = c.attention;
   const gemv = (cols: number, fmt: WeightFormat) => {
     const chunks = roundUp(cols, perChunk(fmt)) / perChunk(fmt);
-    const tpr = gemvThreadsPerRow(chunks, gemvChunksPerThread);
+    const tpr = gemvThreadsPerRow(chunks, gemvChunksPerThread, gemvMaxThreadsPerRow);
     // norm prologue + per-row sum, main loop, then per round of 8 entries the lane sums
     const rounds = Math.ceil(maxBatchTile / 8);
     return Math.ceil((8 * maxBatchTile) / 256) * Math.ceil(roundUp(cols, 16) / 4 / 8) + 8 +
@@ -750,7 +805,7 @@ export function kernelLoopBounds(
     Math.max(
       ...(["f16", "int8"] as const).map((fmt) => {
         const chunks = roundUp(cols, perChunk(fmt)) / perChunk(fmt);
-        const tpr = gemvThreadsPerRow(chunks, gemvChunksPerThread);
+        const tpr = gemvThreadsPerRow(chunks, gemvChunksPerThread, gemvMaxThreadsPerRow);
         const s = gemvBlockShape(tpr, fmt, false);
         const E = GEMV_BLOCKED_ENTRIES;
         return Math.ceil((32 * E) / 256) * Math.ceil(roundUp(cols, 16) / 4 / 32) + 32 +
@@ -806,11 +861,25 @@ export function kernelLoopBounds(
       combine(a.headDim / 4),
     );
   } else {
-    const HB = Math.min(8, a.numHeads);
+    const HB = Math.min(8, a.numHeads), sp = mlaDecodeSplit(a), W = MLA_WG;
+    const R = a.kvLoraRank, DR = a.qkRopeHeadDim, R4 = R / 4;
+    // prep, a head block: the row walk (steps of 4 rows, then up to 3 single rows), the tree over
+    // the row groups, the rope copy; the norm workgroup: 64-lane sum and tree, then the appends.
+    const prepHead = Math.ceil(a.qkNopeHeadDim / sp.prg / 4) + 3 + Math.log2(sp.prg) + Math.ceil(DR / W);
+    const prepNorm = Math.ceil(R / 64) + 6 + Math.ceil(R / W) + Math.ceil(DR / W);
+    // combine: the strided max and its tree, the merge (steps of 8 chunks then up to 7 single ones
+    // per column, and the slices' sum), then the up-projection (steps of 4 words, up to 3 single
+    // ones) and its tree.
+    const merge = sp.vs === 1
+      ? Math.ceil(R4 / W) * (Math.ceil(maxChunks / 8) + 7)
+      : Math.ceil(maxChunks / sp.vs / 8) + 7 + sp.vs;
+    const mlaCombine = Math.ceil(maxChunks / W) + Math.log2(W) + merge +
+      Math.ceil(R / 8 / sp.tpo / 4) + 3 + Math.log2(sp.tpo);
     out["mla.wgsl"] = Math.max(
-      Math.ceil(a.kvLoraRank / 2 / 64) * a.qkNopeHeadDim + Math.ceil(a.kvLoraRank / 64) * 2 + 6,
+      prepHead,
+      prepNorm,
       partial(HB, [a.kvLoraRank / 4, a.qkRopeHeadDim / 4], a.kvLoraRank / 4),
-      combine(a.kvLoraRank / 4) + Math.ceil(a.vHeadDim / 64) * (a.kvLoraRank / 2),
+      mlaCombine,
     );
   }
   if (g.moe) {
@@ -934,6 +1003,13 @@ export class DecodeRuntime {
         `gemvChunksPerThread must be a power of two in 1..64, got ${cpt}`,
       );
     }
+    const mtpr = opts.gemvMaxThreadsPerRow;
+    if (!Number.isInteger(mtpr) || mtpr < 4 || mtpr > 64 || (mtpr & (mtpr - 1)) !== 0) {
+      throw new CapsuleError(
+        "invalid_argument",
+        `gemvMaxThreadsPerRow must be a power of two in 4..64, got ${mtpr}`,
+      );
+    }
     opts.kvCache ??= DEFAULT_RUNTIME_OPTIONS.kvCache; // an explicit `undefined` means the default
     if (opts.kvCache !== "f32" && opts.kvCache !== "f16") {
       throw new CapsuleError(
@@ -943,7 +1019,7 @@ export class DecodeRuntime {
     }
     checkSupported(config);
     if (Number.isFinite(ctx.loopCap)) {
-      for (const [kernel, n] of Object.entries(kernelLoopBounds(config, opts.maxBatchTile, cpt))) {
+      for (const [kernel, n] of Object.entries(kernelLoopBounds(config, opts.maxBatchTile, cpt, mtpr))) {
         if (n >= ctx.loopCap) {
           throw new CapsuleError(
             "unsupported_model",
@@ -1220,7 +1296,15 @@ export class DecodeRuntime {
     ys: number,
     o: GemvVariant,
   ): GemvOp {
-    const plan = gemvPlan(w, xs, ys, this.config.rmsNormEps, o, this.opts.gemvChunksPerThread);
+    const plan = gemvPlan(
+      w,
+      xs,
+      ys,
+      this.config.rmsNormEps,
+      o,
+      this.opts.gemvChunksPerThread,
+      this.opts.gemvMaxThreadsPerRow,
+    );
     const layout = this.cache.layout("rrrrwr");
     const bind = this.cache.bind(layout, [this.step, w.buf, w.scales, x, y, o.aux ?? this.dummy]);
     return { name: `gemv ${op}`, ...plan, bind, kernels: new Map() };
@@ -1750,7 +1834,8 @@ export class DecodeRuntime {
             rec.dispatch(k.partial, grp.partial[ai], grp.nc, a.numKvHeads, n);
             rec.dispatch(k.combine, grp.combine[ai], a.numHeads, n);
           } else {
-            rec.dispatch(k.prep, grp.prep[ai], a.numHeads + 1, n);
+            const sp = mlaDecodeSplit(a);
+            rec.dispatch(k.prep, grp.prep[ai], sp.prepX, n);
             rec.dispatch(
               k.partial,
               grp.partial[ai],
@@ -1758,7 +1843,7 @@ export class DecodeRuntime {
               Math.ceil(a.numHeads / Math.min(8, a.numHeads)),
               n,
             );
-            rec.dispatch(k.combine, grp.combine[ai], a.numHeads, n);
+            rec.dispatch(k.combine, grp.combine[ai], sp.combineX, n);
           }
         }
         this.#gemvDispatch(rec, mx.oProj, B);

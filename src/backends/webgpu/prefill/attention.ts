@@ -172,10 +172,72 @@ export interface AttentionArgs {
   outStride: number;
   /** A tile plan from {@link attentionPlan} for this shape instead of the device's default. */
   plan?: AttentionPlan;
+  /** Tiling variant to plan with when no `plan` is given (default {@link DEFAULT_ATTN_VARIANT}). */
+  variant?: AttnVariantName;
+}
+
+/** Names of the attention tilings (see {@link ATTN_VARIANTS}). */
+export type AttnVariantName = "base" | "base_w" | "s4x8" | "w128" | "w128s4x8";
+
+/** One attention tiling: the shape preferences the planner starts from. */
+export interface AttnVariant {
+  /** Score rows × keys per invocation (multiples of 4). */
+  TMS: number;
+  TNS: number;
+  /** Most invocations and query rows of one workgroup. */
+  maxWG: number;
+  maxRQ: number;
+  /**
+   * O invocations along the value dims inside each 32-invocation group (warp-shaped mapping), or 0
+   * for the row-major mapping; ignored for a plan whose O grid it does not divide.
+   */
+  owx: number;
+}
+
+/**
+ * The attention tilings. Every one keeps causal masking, appends, GQA (the G query heads of one KV
+ * head share each K/V tile), both key buffers (MLA) and both cache formats; a variant that has no
+ * plan for a shape within the device's limits (the 128-invocation ones for MLA's 512-wide values)
+ * runs `base`'s plan instead (the plan's `variant` says which ran). The key tile is sized so every
+ * invocation computes scores (BKV = TMS·TNS·WG / RQ) unless workgroup memory forces it shorter.
+ *
+ * - `base`: 4 × 4 scores, 8 × 8 O block, up to 64 rows and 256 invocations (the original kernel).
+ * - `base_w`: `base` with a warp-shaped O mapping (8 columns × 4 rows of O blocks per 32
+ *   invocations): per key a group reads 8 distinct V vec4 instead of 32, a quarter of the P·V
+ *   phase's workgroup-memory wavefronts.
+ * - `s4x8`: 4 rows × 8 keys of scores (12 reads per 32 FMA instead of 16 per 32), 128-key tiles:
+ *   half the row passes and S-step barriers per key, but 48 KiB forces short staging steps.
+ * - `w128`: 32 rows on 128 invocations (8 × 8 O, 64-key tiles, 16-key V steps): half-size
+ *   workgroups with less workgroup memory, twice as many of them, barriers over 4 warps only.
+ * - `w128s4x8`: `w128` with 4 × 8 scores and 128-key tiles: ~480 FMA per invocation per barrier
+ *   (`base`: ~315) and half the softmax passes per key.
+ */
+export const ATTN_VARIANTS: Record<AttnVariantName, AttnVariant> = {
+  base: { TMS: 4, TNS: 4, maxWG: 256, maxRQ: 64, owx: 0 },
+  base_w: { TMS: 4, TNS: 4, maxWG: 256, maxRQ: 64, owx: 8 },
+  s4x8: { TMS: 4, TNS: 8, maxWG: 256, maxRQ: 64, owx: 0 },
+  w128: { TMS: 4, TNS: 4, maxWG: 128, maxRQ: 32, owx: 0 },
+  w128s4x8: { TMS: 4, TNS: 8, maxWG: 128, maxRQ: 32, owx: 0 },
+};
+
+/** Every variant name, in a stable order (tests and the benchmark sweep iterate over it). */
+export const ATTN_VARIANT_NAMES: readonly AttnVariantName[] = Object.keys(ATTN_VARIANTS) as AttnVariantName[];
+
+/**
+ * The variant every prefill attention uses unless told otherwise: the one switch to flip after
+ * measuring (`bench/prefill.ts --attn-sweep`).
+ */
+export const DEFAULT_ATTN_VARIANT: AttnVariantName = "base";
+
+/** Whether `name` is an attention variant. */
+export function isAttnVariantName(name: string): name is AttnVariantName {
+  return Object.hasOwn(ATTN_VARIANTS, name);
 }
 
 /** The tile plan of an attention shape on this device (see `kernels/prefill_attention.wgsl`). */
 export interface AttentionPlan {
+  /** The variant this plan implements (`base` where the requested one had no plan). */
+  variant: AttnVariantName;
   /** Tokens per workgroup; `RQ = BQ · G` query rows. */
   BQ: number;
   RQ: number;
@@ -188,7 +250,12 @@ export interface AttentionPlan {
   /** Rows × columns of O one invocation accumulates. */
   TMO: number;
   TNO: number;
-  /** Invocations per workgroup, and how many of them compute scores (4 rows × 4 keys each). */
+  /** Rows × keys of scores one invocation computes. */
+  TMS: number;
+  TNS: number;
+  /** Warp-shaped O mapping: O invocations along the columns per 32 invocations (0: row-major). */
+  OWX: number;
+  /** Invocations per workgroup, and how many of them compute scores (TMS × TNS each). */
   WG: number;
   SWG: number;
   /** Workgroup memory, in bytes. */
@@ -198,11 +265,6 @@ export interface AttentionPlan {
   /** Keys one pass covers (a multiple of BKV). */
   keysPerPass: number;
 }
-
-/** Workgroup size the plans stay within (WebGPU's guaranteed `maxComputeInvocationsPerWorkgroup`). */
-const MAX_WG = 256;
-/** Largest query-row count of one workgroup. */
-const MAX_RQ = 64;
 
 function gcd(a: number, b: number): number {
   return b === 0 ? a : gcd(b, a % b);
@@ -216,13 +278,33 @@ function slotVec4(p: Pick<AttentionPlan, "RQ" | "BKV" | "BK" | "BV">, valueDim: 
 /**
  * Plan tiles for an attention shape within `ctx`'s workgroup memory and loop budget (`values` is
  * accepted for the callers' convenience: values are staged the same way either way). Preference:
- * 8 × 8 O blocks, then the most query rows per workgroup (≤ 64, ≤ 256 invocations), the longest
- * key tile, the widest S and P·V steps.
+ * 8 × 8 O blocks, then the most query rows per workgroup (≤ the variant's maxRQ and maxWG), the
+ * longest key tile, the widest S and P·V steps. A variant other than `base` without a plan for the
+ * shape gives `base`'s plan (its `variant` field says so).
  */
 export function attentionPlan(
   ctx: PlanLimits,
   a: Pick<AttentionArgs, "heads" | "kvHeads" | "qkDim" | "valueDim" | "values"> & { keyDim1?: number },
+  variant: AttnVariantName = DEFAULT_ATTN_VARIANT,
 ): AttentionPlan {
+  if (!isAttnVariantName(variant)) {
+    throw new CapsuleError("invalid_argument", `prefill attention: unknown variant ${variant}`);
+  }
+  if (variant === "base") return planVariant(ctx, a, "base");
+  try {
+    return planVariant(ctx, a, variant);
+  } catch (e) {
+    if (e instanceof CapsuleError && e.code === "unsupported_model") return planVariant(ctx, a, "base");
+    throw e;
+  }
+}
+
+function planVariant(
+  ctx: PlanLimits,
+  a: Pick<AttentionArgs, "heads" | "kvHeads" | "qkDim" | "valueDim" | "values"> & { keyDim1?: number },
+  variant: AttnVariantName,
+): AttentionPlan {
+  const { TMS, TNS, maxWG: MAX_WG, maxRQ: MAX_RQ, owx } = ATTN_VARIANTS[variant];
   const G = a.heads / a.kvHeads;
   const fail = (m: string): never => {
     throw new CapsuleError("unsupported_model", `prefill attention: ${m}`);
@@ -233,13 +315,16 @@ export function attentionPlan(
   if (DV < 16) fail(`value width ${DV} is under 16`);
   const bks = [16, 8, 4].filter((bk) => DQK % bk === 0 && DK1 % bk === 0);
   for (const [TMO, TNO] of [[8, 8], [8, 4], [4, 8], [4, 4]]) {
-    // Every row needs an invocation for the row pass (WG ≥ RQ) and whole 4 × 4 score blocks.
-    if (DV % TNO !== 0 || DV < TMO * TNO || (4 * DV) % (TMO * TNO) !== 0) continue;
-    const base = (G * TMO) / gcd(G, TMO);
+    // Every row needs an invocation for the row pass (WG ≥ RQ) and whole TMS × TNS score blocks.
+    if (DV % TNO !== 0 || DV < TMO * TNO || (TMS * DV) % (TMO * TNO) !== 0) continue;
+    const lcm = (x: number, y: number) => (x * y) / gcd(x, y);
+    const base = lcm(lcm(G, TMO), TMS);
     for (let RQ = Math.floor(MAX_RQ / base) * base; RQ >= base; RQ -= base) {
       const WG = (RQ / TMO) * (DV / TNO);
-      if (WG > MAX_WG) continue;
-      for (let BKV = (16 * WG) / RQ; BKV >= 4 && BKV % 4 === 0; BKV /= 2) {
+      if (WG > MAX_WG || WG < RQ) continue;
+      const TXO = DV / TNO, TYO = RQ / TMO;
+      const OWX = owx > 0 && WG % 32 === 0 && TXO % owx === 0 && TYO % (32 / owx) === 0 ? owx : 0;
+      for (let BKV = (TMS * TNS * WG) / RQ; BKV >= TNS && BKV % TNS === 0; BKV /= 2) {
         for (const BK of bks) {
           for (const BV of [16, 8, 4].filter((bv) => BKV % bv === 0)) {
             const p = { RQ, BKV, BK, BV };
@@ -249,6 +334,7 @@ export function attentionPlan(
             const tiles = Math.floor((ctx.loopBudget - 8) / perTile);
             if (tiles < 1) fail("one key tile exceeds the loop budget");
             return {
+              variant,
               BQ: RQ / G,
               RQ,
               BKV,
@@ -256,8 +342,11 @@ export function attentionPlan(
               BV,
               TMO,
               TNO,
+              TMS,
+              TNS,
+              OWX,
               WG,
-              SWG: (RQ / 4) * (BKV / 4),
+              SWG: (RQ / TMS) * (BKV / TNS),
               bytes,
               perTile,
               keysPerPass: tiles * BKV,
@@ -269,8 +358,8 @@ export function attentionPlan(
   }
   if (bks.length === 0) fail(`query/key widths ${DQK} and ${DK1} have no common step of 4, 8 or 16`);
   return fail(
-    `no tile plan for ${G} query heads per KV head of width ${DQK}/${DV} within ${ctx.maxWorkgroupStorage} B ` +
-      `of workgroup memory and ${MAX_WG} invocations`,
+    `no ${variant} tile plan for ${G} query heads per KV head of width ${DQK}/${DV} within ` +
+      `${ctx.maxWorkgroupStorage} B of workgroup memory and ${MAX_WG} invocations`,
   );
 }
 
@@ -285,7 +374,7 @@ export function attentionLoopBound(plan: AttentionPlan, keys: number): number {
  */
 export function encodeAttention(ctx: PrefillContext, pass: GPUComputePassEncoder, a: AttentionArgs): void {
   if (a.T === 0) return;
-  const plan = a.plan ?? attentionPlan(ctx, a);
+  const plan = a.plan ?? attentionPlan(ctx, a, a.variant);
   if (a.keys2 && a.kvHeads !== 1) {
     throw new CapsuleError("unsupported_model", "prefill attention: split keys need one KV head");
   }
@@ -296,7 +385,9 @@ export function encodeAttention(ctx: PrefillContext, pass: GPUComputePassEncoder
   if (
     plan.RQ !== plan.BQ * G || plan.bytes > ctx.maxWorkgroupStorage || a.qkDim % plan.BK !== 0 ||
     a.keyDim1 % plan.BK !== 0 || a.valueDim % plan.TNO !== 0 || plan.RQ % plan.TMO !== 0 ||
-    plan.WG !== (plan.RQ / plan.TMO) * (a.valueDim / plan.TNO) || plan.SWG > plan.WG
+    plan.WG !== (plan.RQ / plan.TMO) * (a.valueDim / plan.TNO) || plan.SWG > plan.WG ||
+    plan.RQ % plan.TMS !== 0 || plan.BKV % plan.TNS !== 0 || plan.WG < plan.RQ ||
+    plan.SWG !== (plan.RQ / plan.TMS) * (plan.BKV / plan.TNS)
   ) {
     throw new CapsuleError("invalid_argument", "prefill attention: the tile plan does not fit this shape");
   }
@@ -315,6 +406,9 @@ export function encodeAttention(ctx: PrefillContext, pass: GPUComputePassEncoder
     BV: plan.BV,
     TMO: plan.TMO,
     TNO: plan.TNO,
+    TMS: plan.TMS,
+    TNS: plan.TNS,
+    OWX: plan.OWX,
     WG: plan.WG,
     SLOT: slotVec4(plan, a.valueDim),
     SIDLE: plan.SWG < plan.WG,

@@ -1,7 +1,15 @@
-import { assertGreater, assertLess } from "@std/assert";
+import { assertEquals, assertGreater, assertLess } from "@std/assert";
 import { applyRope, attendGqa, rmsNormRows, ropeInvFreq, sigmoid, softmaxInPlace } from "../../cpu/ops.ts";
 import type { PrefillContext } from "./context.ts";
-import { attentionPlan, encodeAttention, encodeGatedAttentionPrep, encodeMlaPrep } from "./attention.ts";
+import {
+  attentionPlan,
+  ATTN_VARIANT_NAMES,
+  ATTN_VARIANTS,
+  type AttnVariantName,
+  encodeAttention,
+  encodeGatedAttentionPrep,
+  encodeMlaPrep,
+} from "./attention.ts";
 import { readF32, upload, zeros } from "./gpu.ts";
 import { checkLoops, randomArray, randomPieces, relL2, rng, run, testContext } from "./testing.ts";
 
@@ -20,6 +28,7 @@ function writeKv(
   data: Float32Array<ArrayBuffer>,
   kv16: boolean,
 ): void {
+  if (data.length === 0) return; // an empty write panics Deno's WebGPU
   if (kv16) dev.queue.writeBuffer(buf, at * 2, new Float16Array(data));
   else dev.queue.writeBuffer(buf, at * 4, data);
 }
@@ -92,12 +101,18 @@ async function gatedCase(
   seed: number,
   memoryLimit?: number,
   kv16 = false,
+  variant?: AttnVariantName,
 ) {
   const rand = rng(seed);
   const { hq, hkv, d, rot } = s;
-  const plan = memoryLimit === undefined ? undefined : attentionPlan(
-    { loopBudget: ctx.loopBudget, maxWorkgroupStorage: memoryLimit, maxBinding: ctx.maxBinding },
+  const plan = memoryLimit === undefined && variant === undefined ? undefined : attentionPlan(
+    {
+      loopBudget: ctx.loopBudget,
+      maxWorkgroupStorage: memoryLimit ?? ctx.maxWorkgroupStorage,
+      maxBinding: ctx.maxBinding,
+    },
     { heads: hq, kvHeads: hkv, qkDim: d, valueDim: d, values: ctx.scratch("dummy", 16) },
+    variant,
   );
   const PS = hq * 2 * d + 2 * hkv * d + 4;
   const proj = randomArray(rand, T * PS, -2, 2);
@@ -242,7 +257,15 @@ interface MlaShape {
 }
 
 /** Run MLA prep + attention for T tokens after p0 cached rows; relative errors against the CPU. */
-async function mlaCase(ctx: PrefillContext, s: MlaShape, T: number, p0: number, seed: number, kv16 = false) {
+async function mlaCase(
+  ctx: PrefillContext,
+  s: MlaShape,
+  T: number,
+  p0: number,
+  seed: number,
+  kv16 = false,
+  variant?: AttnVariantName,
+) {
   const rand = rng(seed);
   const { hh, r, dr, dn } = s;
   const QW = r + dr;
@@ -324,6 +347,7 @@ async function mlaCase(ctx: PrefillContext, s: MlaShape, T: number, p0: number, 
       kvF16: kv16,
       out,
       outStride: hh * r,
+      variant,
     });
   });
   return {
@@ -404,6 +428,101 @@ Deno.test(
       assertLess(e.out, 1e-4, `MLA T=${T} p0=${p0} out ${e.out}`);
       assertLess(e.C, 1e-4, `C ${e.C}`);
       assertLess(e.KR, 1e-7, `KR ${e.KR}`);
+    }
+    await checkLoops(ctx);
+  },
+);
+
+/** Every variant on every case when set (slow on a software GPU); otherwise a covering subset. */
+const ALL = !!Deno.env.get("CAPSULE_ATTN_TEST_ALL");
+
+Deno.test("every attention variant plans its own tiling on the test shapes (none falls back silently)", () => {
+  const lim = { loopBudget: 60_000, maxWorkgroupStorage: 32768, maxBinding: 1 << 27 };
+  const shape = { heads: 4, kvHeads: 2, qkDim: 64, valueDim: 64, values: {} as GPUBuffer };
+  const seen = new Set<string>();
+  for (const v of ATTN_VARIANT_NAMES) {
+    const p = attentionPlan(lim, shape, v);
+    const want = ATTN_VARIANTS[v];
+    assertEquals(p.variant, v);
+    assertEquals([p.TMS, p.TNS, p.OWX], [want.TMS, want.TNS, want.owx]);
+    assertLess(p.WG, want.maxWG + 1);
+    assertLess(p.RQ, want.maxRQ + 1);
+    seen.add(`${p.RQ}/${p.WG}/${p.BKV}/${p.TMS}x${p.TNS}/${p.OWX}`);
+  }
+  assertEquals(seen.size, ATTN_VARIANT_NAMES.length, "the variants give distinct plans");
+  // MLA's 512-wide values have no 128-invocation plan: those variants run base's plan.
+  const mla = { heads: 32, kvHeads: 1, qkDim: 576, keyDim1: 512, valueDim: 512 };
+  const h200 = { ...lim, maxWorkgroupStorage: 49152 };
+  assertEquals(attentionPlan(h200, mla, "w128").variant, "base");
+  assertEquals(attentionPlan(h200, mla, "base_w").variant, "base_w");
+});
+
+Deno.test(
+  "every attention variant equals the CPU path: lengths 1–200, appends in pieces, GQA, both cache formats",
+  opts,
+  async () => {
+    const ctx = await testContext();
+    // d 64 so the warp-shaped O mapping and 128-key tiles are really taken at this size.
+    const s = { hq: 4, hkv: 2, d: 64, rot: 16 };
+    for (const [vi, v] of ATTN_VARIANT_NAMES.entries()) {
+      const rand = rng(500 + vi);
+      for (const [i, T] of [1, 63, 64, 65, 200].entries()) {
+        const p0 = i === 0 ? 0 : Math.floor(rand() * 150);
+        // One cache format per variant by default (pipelines compile slowly on lavapipe).
+        for (const kv16 of ALL ? [false, true] : [vi % 2 === 1]) {
+          for (const pieces of [[T], randomPieces(rand, T, 3)]) {
+            const e = await gatedCase(ctx, s, T, p0, pieces, 700 + T, undefined, kv16, v);
+            const at = `${v} T=${T} p0=${p0} pieces=${pieces} kv16=${kv16} (BKV ${e.plan!.BKV})`;
+            assertEquals(e.plan!.variant, v);
+            assertLess(e.out, kv16 ? 1e-4 : 1e-5, `${at}: out ${e.out}`);
+            assertLess(e.K, kv16 ? 1e-4 : 1e-5, `${at}: K ${e.K}`);
+          }
+        }
+      }
+    }
+    await checkLoops(ctx);
+  },
+);
+
+Deno.test(
+  "every attention variant equals the CPU path on a ragged Qwen shape (3 heads per KV head, d 48; d 256 under CAPSULE_ATTN_TEST_ALL)",
+  opts,
+  async () => {
+    const ctx = await testContext();
+    const shapes: [GatedShape, number, number, number[]][] = [
+      [{ hq: 6, hkv: 2, d: 48, rot: 16 }, 77, 131, [40, 37]],
+      [{ hq: 8, hkv: 2, d: 256, rot: 64 }, 21, 150, [13, 8]],
+      [{ hq: 16, hkv: 2, d: 256, rot: 64 }, 9, 70, [9]],
+    ];
+    for (const [vi, v] of ATTN_VARIANT_NAMES.entries()) {
+      for (const [j, [s, T, p0, pieces]] of shapes.entries()) {
+        // The d 256 shapes compile slowly on lavapipe: only with CAPSULE_ATTN_TEST_ALL.
+        if (!ALL && j > 0) continue;
+        for (const kv16 of ALL ? [false, true] : [vi % 2 === 0]) {
+          const e = await gatedCase(ctx, s, T, p0, pieces, 900 + j, undefined, kv16, v);
+          const p = e.plan!;
+          const at = `${v} hq=${s.hq} d=${s.d} kv16=${kv16}: ${p.variant} RQ ${p.RQ} WG ${p.WG} BKV ${p.BKV}`;
+          assertLess(e.out, kv16 ? 1e-4 : 1e-5, `${at}: out ${e.out}`);
+        }
+      }
+    }
+    await checkLoops(ctx);
+  },
+);
+
+Deno.test(
+  "every attention variant equals the absorbed CPU form for MLA, both cache formats",
+  opts,
+  async () => {
+    const ctx = await testContext();
+    for (const v of ATTN_VARIANT_NAMES) {
+      const cases = ALL ? [[1, 0], [65, 10], [130, 70]] : [[130, 70]];
+      for (const [T, p0] of cases) {
+        for (const f16 of ALL ? [false, true] : [ATTN_VARIANT_NAMES.indexOf(v) % 2 === 1]) {
+          const e = await mlaCase(ctx, { hh: 4, r: 64, dr: 8, dn: 16 }, T, p0, 41 + T, f16, v);
+          assertLess(e.out, f16 ? 1e-4 : 1e-5, `${v} T=${T} p0=${p0} kv16=${f16}: out ${e.out}`);
+        }
+      }
     }
     await checkLoops(ctx);
   },

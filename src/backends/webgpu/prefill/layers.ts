@@ -13,7 +13,12 @@
  */
 import { CapsuleError } from "../../../errors.ts";
 import { convChannels, type ModelConfig } from "../../../model/config.ts";
-import { encodeAttention, encodeGatedAttentionPrep, encodeMlaPrep } from "./attention.ts";
+import {
+  type AttnVariantName,
+  encodeAttention,
+  encodeGatedAttentionPrep,
+  encodeMlaPrep,
+} from "./attention.ts";
 import type { PrefillContext } from "./context.ts";
 import { type ConvWindowLayout, encodeConv } from "./conv.ts";
 import { type DeltaTuning, encodeDelta } from "./delta.ts";
@@ -108,6 +113,8 @@ export interface LayerCall {
   inputNorm: GPUBuffer;
   /** GEMM tile override (benchmarks). */
   tile?: GemmTileName;
+  /** Attention variant override (benchmarks); default DEFAULT_ATTN_VARIANT. */
+  attn?: AttnVariantName;
 }
 
 function rowStride(n: number): number {
@@ -355,6 +362,7 @@ export function encodeGatedAttentionMixer(
     gate: { buf: proj, offset: 0, stride: PS },
     out: att,
     outStride: hq * d,
+    variant: call.attn,
   });
   encodeGemm(ctx, pass, {
     M: T,
@@ -464,6 +472,7 @@ export function encodeMlaMixer(
     kvF16: call.cache.f16,
     out: ctxv,
     outStride: hh * r,
+    variant: call.attn,
   });
   // Per head: out_h = ctx_h · W_v(h)ᵀ, W_v(h) = rows h·(dn+dv)+dn … +dv of kv_b.
   const att = ctx.scratch("att", T * hh * dv * 4);
