@@ -286,66 +286,90 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 
 #if COMBINE
+// Work split: workgroup (head, column block) of CWG threads; a block is CC vec4 columns of the
+// head's D/4 (the last one may be partial: its spare threads only join the barriers).
+//   max:   strided over the threads, then a fixed tree (exact in any order).
+//   merge: VS = CWG / CC slices, slice q taking chunks q, q + VS, … in chunk order (eight loads
+//          in flight); thread q = 0 of each column adds the slices' sums and totals in q order.
+//          The order depends on the session's chunk count only, never on batch or group.
+const CWG: u32 = 256u;
+const CC: u32 = {{CC}}u;                 // vec4 columns of a workgroup (a power of two, ≤ CWG)
+const D4: u32 = D / 4u;
+const NVB: u32 = (D4 + CC - 1u) / CC;    // column blocks of a head
+const VS: u32 = CWG / CC;
 @group(0) @binding(3) var<storage, read> proj: array<f32>;
 @group(0) @binding(4) var<storage, read> po: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> pml: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>; // [B, HQ·D]
-var<workgroup> red: array<f32, WG>;
+var<workgroup> red: array<f32, CWG>;
+var<workgroup> part: array<vec4<f32>, max(1u, (VS - 1u) * CC)>;
+var<workgroup> tot: array<f32, VS>;
 
-@compute @workgroup_size(64)
+struct Merged { o: vec4<f32>, t: f32 }
+
+// Σ w_c po_c[v] and Σ w_c l_c over the chunks c = q, q + VS, … < ncs, in chunk order.
+fn merge_cols(base: u32, v: u32, q: u32, ncs: u32, m: f32) -> Merged {
+  var o = vec4<f32>(0.0);
+  var t = 0.0;
+  var c = q;
+  for (; c + 7u * VS < ncs; c += 8u * VS) {
+#unroll k 8
+    let e@k@ = pml[base + c + @k@u * VS];
+    let p@k@ = po[(base + c + @k@u * VS) * D4 + v];
+#endunroll
+#unroll k 8
+    let w@k@ = exp(e@k@.x - m);
+    o += p@k@ * w@k@;
+    t += e@k@.y * w@k@;
+#endunroll
+  }
+  for (; c < ncs; c += VS) {
+    let e = pml[base + c];
+    let w = exp(e.x - m);
+    o += po[(base + c) * D4 + v] * w;
+    t += e.y * w;
+  }
+  return Merged(o, t);
+}
+
+@compute @workgroup_size(CWG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let h = wid.x;
+  let h = wid.x / NVB;
+  let vb = wid.x % NVB;
   let b = entry_of(wid.y);
   // The session's own chunk count (grp.nc is only the layout stride): its result never depends on
   // the group it sits in.
   let ncs = attn_chunks(slots[step[ST_ENTRIES + 4u * b] * SLOT_WORDS + SH_POS] + 1u);
   let base = (b * HQ + h) * grp.nc;
-  // The max is exact in any order: strided over the threads, then a tree.
   var m = NEG;
-  for (var c = l; c < ncs; c += WG) { m = max(m, pml[base + c].x); }
+  for (var c = l; c < ncs; c += CWG) { m = max(m, pml[base + c].x); }
   red[l] = m;
   workgroupBarrier();
-  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+  for (var k = CWG / 2u; k > 0u; k >>= 1u) {
     if (l < k) { red[l] = max(red[l], red[l + k]); }
     workgroupBarrier();
   }
   m = red[0];
-  for (var v = l; v < D / 4u; v += WG) {
-    // One pass in chunk order for the weighted sum and the total, four chunks' loads in flight.
-    var o = vec4<f32>(0.0);
-    var total = 0.0;
-    var c = 0u;
-    for (; c + 3u < ncs; c += 4u) {
-      let e0 = pml[base + c];
-      let e1 = pml[base + c + 1u];
-      let e2 = pml[base + c + 2u];
-      let e3 = pml[base + c + 3u];
-      let p0 = po[(base + c) * D / 4u + v];
-      let p1 = po[(base + c + 1u) * D / 4u + v];
-      let p2 = po[(base + c + 2u) * D / 4u + v];
-      let p3 = po[(base + c + 3u) * D / 4u + v];
-      let w0 = exp(e0.x - m);
-      let w1 = exp(e1.x - m);
-      let w2 = exp(e2.x - m);
-      let w3 = exp(e3.x - m);
-      o += p0 * w0;
-      total += e0.y * w0;
-      o += p1 * w1;
-      total += e1.y * w1;
-      o += p2 * w2;
-      total += e2.y * w2;
-      o += p3 * w3;
-      total += e3.y * w3;
+  let q = l / CC;
+  let j = l % CC;
+  let v = vb * CC + j;
+  var r = Merged(vec4<f32>(0.0), 0.0);
+  if (v < D4) {
+    r = merge_cols(base, v, q, ncs, m);
+    if (q > 0u) {
+      part[(q - 1u) * CC + j] = r.o;
+      if (j == 0u) { tot[q] = r.t; }
     }
-    for (; c < ncs; c++) {
-      let e = pml[base + c];
-      let w = exp(e.x - m);
-      o += po[(base + c) * D / 4u + v] * w;
-      total += e.y * w;
+  }
+  workgroupBarrier();
+  if (q == 0u && v < D4) {
+    for (var s = 1u; s < VS; s++) {
+      r.o += part[(s - 1u) * CC + j];
+      r.t += tot[s];
     }
     let gi = b * PROJ + h * 2u * D + D + 4u * v;
     let gate = vec4<f32>(sigmoid(proj[gi]), sigmoid(proj[gi + 1u]), sigmoid(proj[gi + 2u]), sigmoid(proj[gi + 3u]));
-    out[b * OS4 + h * D / 4u + v] = o / total * gate;
+    out[b * OS4 + h * D4 + v] = r.o / r.t * gate;
   }
 }
 #endif

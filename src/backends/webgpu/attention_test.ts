@@ -15,6 +15,7 @@ import {
   attnChunks,
   attnGroupChunks,
   attnRowsPerChunk,
+  gatedDecodeSplit,
   geometry,
   mlaDecodeSplit,
   RPCMAX,
@@ -92,7 +93,10 @@ for (const kv16 of [false, true]) {
           hkv,
           B,
         ]);
-        h.run("attention.wgsl", d.combine, "rrurrrw", [step, slotBuf, grp, projBuf, po, pml, out], [hq, B]);
+        h.run("attention.wgsl", d.combine, "rrurrrw", [step, slotBuf, grp, projBuf, po, pml, out], [
+          gatedDecodeSplit(a).combineX,
+          B,
+        ]);
         const gotOut = await h.f32(out, mb * g.attOut),
           gotK = await (kv16 ? h.f16(kBuf, K.length) : h.f32(kBuf, K.length)),
           gotV = await (kv16 ? h.f16(vBuf, V.length) : h.f32(vBuf, V.length));
@@ -426,7 +430,7 @@ async function runSplitContext(
     B,
   ]);
   h.run(file, d.combine, "rrurrrw", [...head, gated ? h.buffer(proj) : wkvb!, po, pml, out], [
-    a.kind === "gated" ? heads : mlaDecodeSplit(a).combineX,
+    a.kind === "gated" ? gatedDecodeSplit(a).combineX : mlaDecodeSplit(a).combineX,
     B,
   ]);
   const got = await h.f32(out, mb * g.attOut);
@@ -548,13 +552,16 @@ Deno.test({
     try {
       const r = rng(31);
       // D/4 = 64 < the partial workgroup (value rows split over threads), and D/4 = 128 (one
-      // column per thread) with G = 4; odd G = 3 with D/4 = 5.
+      // column per thread) with G = 4; odd G = 3 with D/4 = 5. D/4 = 12 splits the combine into a
+      // full and a partial column block, and 33,000 rows (258 chunks) take every combine slice
+      // through its eight-chunk steps and remainders; 1,100 and 5,000 leave some slices idle.
       for (
-        const [hq, hkv, D, ns] of [[8, 2, 256, CONTEXTS], [4, 1, 512, [1, 17, 1025]], [6, 2, 20, [
-          3,
-          40,
-          2100,
-        ]]] as const
+        const [hq, hkv, D, ns] of [
+          [8, 2, 256, CONTEXTS],
+          [4, 1, 512, [1, 17, 1025]],
+          [6, 2, 20, [3, 40, 2100]],
+          [3, 1, 48, [7, 1100, 5000, 33000]],
+        ] as const
       ) {
         const c = gatedConfig(hq, hkv, D);
         const sessions = ns.map((n) => gatedSession(r, c, n));

@@ -583,6 +583,30 @@ export function mlaDecodeSplit(a: Extract<ModelConfig["attention"], { kind: "mla
   };
 }
 
+/** Threads of a gated-attention combine workgroup (`CWG` in kernels/attention.wgsl). */
+export const GATED_COMBINE_WG = 256;
+
+/** Work split of attention.wgsl's combine entry for one gated shape (see the kernel's comments). */
+export interface GatedDecodeSplit {
+  /** combine: vec4 columns of a workgroup, a power of two ≤ 8 */
+  cc: number;
+  /** combine: slices of the chunk merge, threads sharing one column (GATED_COMBINE_WG / cc) */
+  vs: number;
+  /** combine grid x: heads × column blocks */
+  combineX: number;
+}
+
+/**
+ * The combine work split for gated config `a`: a head's D/4 output columns spread over
+ * ⌈D/4/cc⌉ workgroups and each column's chunks over `vs` slices, so a batch-1 step at a long
+ * context runs dozens of workgroups with a few chunks per thread instead of one per head.
+ */
+export function gatedDecodeSplit(a: Extract<ModelConfig["attention"], { kind: "gated" }>): GatedDecodeSplit {
+  const d4 = a.headDim / 4;
+  const cc = Math.min(8, 2 ** Math.ceil(Math.log2(Math.max(1, d4))));
+  return { cc, vs: GATED_COMBINE_WG / cc, combineX: a.numHeads * Math.ceil(d4 / cc) };
+}
+
 /**
  * Defines of the three attention kernels (attention.wgsl or mla.wgsl) for batch capacity `mb`,
  * over an f32 or (`kvF16`) f16 KV cache.
@@ -606,6 +630,7 @@ export function attentionDefines(
       OS4: g.attOut / 4,
       ROT: a.rotaryDim,
       EPS: c.rmsNormEps,
+      CC: gatedDecodeSplit(a).cc,
       STANDALONE: 0,
     };
   } else {
@@ -849,16 +874,18 @@ export function kernelLoopBounds(
     }
     return Math.ceil(heads * rowVec4.reduce((t, w) => t + w, 0) / pwg) + worst;
   };
-  // Combine: the strided max and its tree, then per output vec4 one pass over the session's chunks
-  // (those of a 1M-token context).
+  // Combines run over the chunks of a 1M-token context.
   const maxChunks = attnChunks(1_048_576);
-  const combine = (cols4: number) => Math.ceil(maxChunks / 64) + 6 + Math.ceil(cols4 / 64) * maxChunks;
   if (a.kind === "gated") {
-    const G = a.numHeads / a.numKvHeads;
+    const G = a.numHeads / a.numKvHeads, sp = gatedDecodeSplit(a), W = GATED_COMBINE_WG;
+    // combine: the strided max and its tree, the merge (steps of 8 chunks then up to 7 single
+    // ones per slice), then the slices' sum.
+    const gatedCombine = Math.ceil(maxChunks / W) + Math.log2(W) + Math.ceil(maxChunks / sp.vs / 8) + 7 +
+      sp.vs;
     out["attention.wgsl"] = Math.max(
       3 * Math.ceil(a.headDim / 64) + 6,
       partial(G, [a.headDim / 4], a.headDim / 4),
-      combine(a.headDim / 4),
+      gatedCombine,
     );
   } else {
     const HB = Math.min(8, a.numHeads), sp = mlaDecodeSplit(a), W = MLA_WG;
@@ -1832,7 +1859,7 @@ export class DecodeRuntime {
           if (a.kind === "gated") {
             rec.dispatch(k.prep, grp.prep[ai], a.numHeads + a.numKvHeads, n);
             rec.dispatch(k.partial, grp.partial[ai], grp.nc, a.numKvHeads, n);
-            rec.dispatch(k.combine, grp.combine[ai], a.numHeads, n);
+            rec.dispatch(k.combine, grp.combine[ai], gatedDecodeSplit(a).combineX, n);
           } else {
             const sp = mlaDecodeSplit(a);
             rec.dispatch(k.prep, grp.prep[ai], sp.prepX, n);
