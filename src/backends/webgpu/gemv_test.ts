@@ -11,11 +11,13 @@ import { Harness, maxRelDiff, randArray, rng, testGpu } from "./harness.ts";
 import { type PackedMatrix, packMatrix, roundUp, unpackMatrix, type WeightFormat } from "./pack.ts";
 import {
   GEMV_BLOCKED_MIN_TILE,
+  GEMV_MIN_WORKGROUPS,
   gemvDefines,
   gemvGrid,
   gemvKernelSpec,
   gemvLaunchGrid,
   gemvPlan,
+  gemvRowThreads,
   type GemvVariant,
 } from "./runtime.ts";
 
@@ -308,4 +310,20 @@ Deno.test({
       h.dispose();
     }
   },
+});
+
+Deno.test("GEMV rows get at most the capped threads, unless that leaves too few workgroups", () => {
+  // 4,096-wide rows (512 chunks): 32 threads under the cap when 4,096 outputs fill 512 workgroups.
+  assertEquals(gemvRowThreads(512, 4096, 4, 32), 32);
+  // The same rows with 1,024 outputs would get 128 workgroups of 8 rows: the cap is lifted to 64.
+  assertEquals(gemvRowThreads(448, 1024, 4, 32), 64);
+  assertEquals(Math.ceil(1024 / (256 / 64)), GEMV_MIN_WORKGROUPS);
+  // Short rows never reach the cap; a cap of 64 changes nothing.
+  assertEquals(gemvRowThreads(128, 1024, 4, 32), 32);
+  assertEquals(gemvRowThreads(512, 4096, 4, 64), 64);
+  // gemvPlan follows it, so both GEMV kernels share the choice (they must stay bit-identical).
+  const plan = (rows: number, cols: number) =>
+    gemvPlan({ rows, cols, chunks: cols / 8, format: "f16" }, cols, rows, 1e-6, {}, 4, 32);
+  assertEquals(plan(4096, 4096).defines.TPR, 32);
+  assertEquals(plan(1024, 3584).defines.TPR, 64);
 });

@@ -115,8 +115,9 @@ export interface RuntimeOptions {
   gemvChunksPerThread: number;
   /**
    * Most threads sharing one GEMV row (a power of two in 4..64): caps `chunks / chunksPerThread`
-   * for long rows. 32 (one warp's worth) measured best on an H200: 9B +21 % at batch 1 and +38 % at
-   * batch 32 over 64, Kimi +7 %, 0.8B unchanged (docs/benchmarks.md, run F).
+   * for long rows, unless that leaves too few workgroups (see {@link gemvRowThreads}). 32 (one
+   * warp's worth) measured best on an H200: 9B +21 % at batch 1 and +38 % at batch 32 over 64, Kimi
+   * +7 % (docs/benchmarks.md, run F).
    */
   gemvMaxThreadsPerRow: number;
   /**
@@ -365,6 +366,27 @@ export function gemvThreadsPerRow(chunks: number, chunksPerThread: number, maxTp
   return Math.min(maxTpr, Math.max(4, pow2floor(chunks / chunksPerThread)));
 }
 
+/** Fewest workgroups a GEMV of one batch entry should launch (about two per SM of a large GPU). */
+export const GEMV_MIN_WORKGROUPS = 256;
+
+/**
+ * Threads per row of a GEMV with `outs` outputs: {@link gemvThreadsPerRow} under the `maxTpr` cap,
+ * unless the cap would leave fewer than {@link GEMV_MIN_WORKGROUPS} workgroups (256 / tpr rows
+ * each); then up to 64. On an H200 the cap of 32 sped up the 9B's 4,096-row GEMVs by 21 % but
+ * slowed the 0.8B's 1,024-row down and out projections, which then ran on 128 workgroups.
+ */
+export function gemvRowThreads(
+  chunks: number,
+  outs: number,
+  chunksPerThread: number,
+  maxTpr: number,
+): number {
+  const capped = gemvThreadsPerRow(chunks, chunksPerThread, maxTpr);
+  return Math.ceil(outs / (256 / capped)) < GEMV_MIN_WORKGROUPS
+    ? gemvThreadsPerRow(chunks, chunksPerThread, 64)
+    : capped;
+}
+
 /** Variant of a GEMV: prologue, SwiGLU pairing, residual add, head geometry for PRO2. */
 export interface GemvVariant {
   pro?: 0 | 1 | 2;
@@ -398,9 +420,9 @@ export function gemvPlan(
   chunksPerThread = DEFAULT_RUNTIME_OPTIONS.gemvChunksPerThread,
   maxThreadsPerRow = DEFAULT_RUNTIME_OPTIONS.gemvMaxThreadsPerRow,
 ): GemvPlan {
-  const tpr = gemvThreadsPerRow(w.chunks, chunksPerThread, maxThreadsPerRow);
-  const rpg = 256 / tpr;
   const outs = o.pair ? w.rows / 2 : w.rows;
+  const tpr = gemvRowThreads(w.chunks, outs, chunksPerThread, maxThreadsPerRow);
+  const rpg = 256 / tpr;
   const defines: Defines = {
     WG: 256,
     TPR: tpr,
@@ -815,14 +837,22 @@ export function kernelLoopBounds(
 ): Record<string, number> {
   const g = geometry(c);
   const l = c.linear, a = c.attention;
+  // Threads per row a GEMV of `chunks` may get: capped, or lifted for short outputs (gemvRowThreads).
+  const rowThreads = (chunks: number) => [
+    gemvThreadsPerRow(chunks, gemvChunksPerThread, gemvMaxThreadsPerRow),
+    gemvThreadsPerRow(chunks, gemvChunksPerThread, 64),
+  ];
   const gemv = (cols: number, fmt: WeightFormat) => {
     const chunks = roundUp(cols, perChunk(fmt)) / perChunk(fmt);
-    const tpr = gemvThreadsPerRow(chunks, gemvChunksPerThread, gemvMaxThreadsPerRow);
     // norm prologue + per-row sum, main loop, then per round of 8 entries the lane sums
     const rounds = Math.ceil(maxBatchTile / 8);
-    return Math.ceil((8 * maxBatchTile) / 256) * Math.ceil(roundUp(cols, 16) / 4 / 8) + 8 +
-      Math.ceil(chunks / tpr) +
-      rounds * (1 + Math.ceil((256 / tpr) * Math.min(8, maxBatchTile) / 256) * tpr * 2);
+    return Math.max(
+      ...rowThreads(chunks).map((tpr) =>
+        Math.ceil((8 * maxBatchTile) / 256) * Math.ceil(roundUp(cols, 16) / 4 / 8) + 8 +
+        Math.ceil(chunks / tpr) +
+        rounds * (1 + Math.ceil((256 / tpr) * Math.min(8, maxBatchTile) / 256) * tpr * 2)
+      ),
+    );
   };
   // gemv_batched.wgsl: norm prologue (32 parts per entry, then their sum), head prologue, main
   // loop, then per round of EB entries the lane sums (two for SwiGLU); int8 or f16, whichever is more.
@@ -830,13 +860,16 @@ export function kernelLoopBounds(
     Math.max(
       ...(["f16", "int8"] as const).map((fmt) => {
         const chunks = roundUp(cols, perChunk(fmt)) / perChunk(fmt);
-        const tpr = gemvThreadsPerRow(chunks, gemvChunksPerThread, gemvMaxThreadsPerRow);
-        const s = gemvBlockShape(tpr, fmt, false);
-        const E = GEMV_BLOCKED_ENTRIES;
-        return Math.ceil((32 * E) / 256) * Math.ceil(roundUp(cols, 16) / 4 / 32) + 32 +
-          Math.ceil((E * l.numValueHeads) / 256) * g.NB +
-          Math.ceil(chunks / tpr) +
-          (E / s.eb) * (1 + Math.ceil(s.nout / 256) * tpr * 2);
+        return Math.max(
+          ...rowThreads(chunks).map((tpr) => {
+            const s = gemvBlockShape(tpr, fmt, false);
+            const E = GEMV_BLOCKED_ENTRIES;
+            return Math.ceil((32 * E) / 256) * Math.ceil(roundUp(cols, 16) / 4 / 32) + 32 +
+              Math.ceil((E * l.numValueHeads) / 256) * g.NB +
+              Math.ceil(chunks / tpr) +
+              (E / s.eb) * (1 + Math.ceil(s.nout / 256) * tpr * 2);
+          }),
+        );
       }),
     );
   const widths = [g.H, l.numValueHeads * l.valueHeadDim, g.hDense, g.attOut];
