@@ -298,39 +298,15 @@ const D4: u32 = D / 4u;
 const NVB: u32 = (D4 + CC - 1u) / CC;    // column blocks of a head
 const VS: u32 = CWG / CC;
 @group(0) @binding(3) var<storage, read> proj: array<f32>;
-@group(0) @binding(4) var<storage, read> po: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> pacc: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> pml: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>; // [B, HQ·D]
 var<workgroup> red: array<f32, CWG>;
 var<workgroup> part: array<vec4<f32>, max(1u, (VS - 1u) * CC)>;
 var<workgroup> tot: array<f32, VS>;
 
-struct Merged { o: vec4<f32>, t: f32 }
-
-// Σ w_c po_c[v] and Σ w_c l_c over the chunks c = q, q + VS, … < ncs, in chunk order.
-fn merge_cols(base: u32, v: u32, q: u32, ncs: u32, m: f32) -> Merged {
-  var o = vec4<f32>(0.0);
-  var t = 0.0;
-  var c = q;
-  for (; c + 7u * VS < ncs; c += 8u * VS) {
-#unroll k 8
-    let e@k@ = pml[base + c + @k@u * VS];
-    let p@k@ = po[(base + c + @k@u * VS) * D4 + v];
-#endunroll
-#unroll k 8
-    let w@k@ = exp(e@k@.x - m);
-    o += p@k@ * w@k@;
-    t += e@k@.y * w@k@;
-#endunroll
-  }
-  for (; c < ncs; c += VS) {
-    let e = pml[base + c];
-    let w = exp(e.x - m);
-    o += po[(base + c) * D4 + v] * w;
-    t += e.y * w;
-  }
-  return Merged(o, t);
-}
+const ROW4: u32 = D4;
+#include "decode_merge.wgsl"
 
 @compute @workgroup_size(CWG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
@@ -355,7 +331,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let v = vb * CC + j;
   var r = Merged(vec4<f32>(0.0), 0.0);
   if (v < D4) {
-    r = merge_cols(base, v, q, ncs, m);
+    r = merge_cols(base, v, q, VS, ncs, m);
     if (q > 0u) {
       part[(q - 1u) * CC + j] = r.o;
       if (j == 0u) { tot[q] = r.t; }

@@ -354,7 +354,7 @@ const R8: u32 = R / 8u;
 const RW4: u32 = ROWU32 / 4u;
 const VS: u32 = max(1u, MWG / R4);
 @group(0) @binding(3) var<storage, read> Wkvb: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> pctx: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> pacc: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> pml: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;  // [B, HH·DV]
 var<workgroup> ctx: array<vec4<f32>, R4>;
@@ -362,32 +362,8 @@ var<workgroup> part: array<vec4<f32>, max(1u, (VS - 1u) * R4)>;
 var<workgroup> tot: array<f32, VS>;
 var<workgroup> red: array<f32, MWG>;
 
-struct Merged { o: vec4<f32>, t: f32 }
-
-// Σ w_c pctx_c[v] and Σ w_c l_c over the chunks c = q, q + st, … < ncs, in chunk order.
-fn merge_cols(base: u32, v: u32, q: u32, st: u32, ncs: u32, m: f32) -> Merged {
-  var o = vec4<f32>(0.0);
-  var t = 0.0;
-  var c = q;
-  for (; c + 7u * st < ncs; c += 8u * st) {
-#unroll k 8
-    let e@k@ = pml[base + c + @k@u * st];
-    let p@k@ = pctx[(base + c + @k@u * st) * R4 + v];
-#endunroll
-#unroll k 8
-    let w@k@ = exp(e@k@.x - m);
-    o += p@k@ * w@k@;
-    t += e@k@.y * w@k@;
-#endunroll
-  }
-  for (; c < ncs; c += st) {
-    let e = pml[base + c];
-    let w = exp(e.x - m);
-    o += pctx[(base + c) * R4 + v] * w;
-    t += e.y * w;
-  }
-  return Merged(o, t);
-}
+const ROW4: u32 = R4;
+#include "decode_merge.wgsl"
 
 @compute @workgroup_size(MWG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
