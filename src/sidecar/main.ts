@@ -23,6 +23,11 @@ async function main(): Promise<void> {
   if (config.dataDir !== null) await Deno.mkdir(config.dataDir, { recursive: true });
   const auth = await Auth.create(config.tokens);
   const engine = await Engine.load(config.modelDir, { backend: config.backend, gpu: config.gpu });
+  if (engine.backend.name !== "webgpu" && (config.gpu.weights || config.gpu.kvCache)) {
+    console.error(
+      "capsule: --gpu-weights/--kv-cache apply to the WebGPU backend; this node decodes on the CPU",
+    );
+  }
   let store: SessionStore;
   try {
     store = await openStore(config.storeUrl);
