@@ -199,13 +199,23 @@ Deno.test({
 });
 
 Deno.test({
-  name: "an unknown kvCache format is rejected at load time",
+  name: "an unknown kvCache format or GEMV layout is rejected at load time, naming the option",
   ignore: !hasGpu,
   fn: async () => {
     await assertRejects(
       () => openFixture("qwen3_5-tiny", { kvCache: "bf16" as "f16" }),
       CapsuleError,
       "kvCache",
+    );
+    await assertRejects(
+      () => openFixture("qwen3_5-tiny", { gemvMaxThreadsPerRow: 48 }),
+      CapsuleError,
+      "gemvMaxThreadsPerRow must be a power of two in 4..64",
+    );
+    await assertRejects(
+      () => openFixture("qwen3_5-tiny", { gemvChunksPerThread: 3 }),
+      CapsuleError,
+      "gemvChunksPerThread",
     );
   },
 });
