@@ -31,8 +31,34 @@ export interface OpenGpuOptions {
   powerPreference?: GPUPowerPreference;
 }
 
-/** Request an adapter and a device; throws `no_gpu_adapter` when there is none. */
-export async function openGpu(opts: OpenGpuOptions = {}): Promise<GpuContext> {
+/**
+ * The limits the kernels need, from an adapter's: its largest storage bindings, buffers and
+ * workgroup memory, and up to 1,024 invocations per workgroup.
+ */
+export function kernelLimits(l: GPUSupportedLimits): Record<string, number> {
+  return {
+    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+    maxBufferSize: l.maxBufferSize,
+    maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: Math.min(1024, l.maxComputeInvocationsPerWorkgroup),
+    maxComputeWorkgroupSizeX: Math.min(1024, l.maxComputeWorkgroupSizeX),
+  };
+}
+
+/** An adapter's device with {@link kernelLimits}, and what the adapter is. */
+export interface OpenedDevice {
+  device: GPUDevice;
+  adapterName: string;
+  isFallback: boolean;
+  limits: GPUSupportedLimits;
+}
+
+/**
+ * Request an adapter and a device with {@link kernelLimits} (and timestamp queries where offered);
+ * throws `no_gpu_adapter` when there is none. {@link openGpu} adds the loop-cap probe.
+ */
+export async function openDevice(opts: OpenGpuOptions = {}): Promise<OpenedDevice> {
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   let adapter: GPUAdapter | null = null;
   if (gpu && !opts.forceNoAdapter) {
@@ -49,30 +75,31 @@ export async function openGpu(opts: OpenGpuOptions = {}): Promise<GpuContext> {
         "mesa-vulkan-drivers for a software adapter, or set DENO_WEBGPU_BACKEND); use the cpu backend",
     );
   }
-  const l = adapter.limits;
   const device = await adapter.requestDevice({
     // Timestamp queries only serve the kernel profiler (profile.ts); ask for them where offered.
     requiredFeatures: adapter.features.has("timestamp-query") ? ["timestamp-query"] : [],
-    requiredLimits: {
-      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
-      maxBufferSize: l.maxBufferSize,
-      maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
-      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
-      maxComputeInvocationsPerWorkgroup: Math.min(1024, l.maxComputeInvocationsPerWorkgroup),
-      maxComputeWorkgroupSizeX: Math.min(1024, l.maxComputeWorkgroupSizeX),
-    },
+    requiredLimits: kernelLimits(adapter.limits),
   });
   const info = adapter.info;
-  const ctx: GpuContext = {
+  return {
     device,
     adapterName: info.description || `${info.vendor} ${info.device}`.trim(),
     isFallback: info.isFallbackAdapter,
-    maxBinding: l.maxStorageBufferBindingSize,
-    maxBuffer: l.maxBufferSize,
-    loopCap: Infinity,
+    limits: adapter.limits,
   };
-  ctx.loopCap = await probeLoopCap(device, LOOP_PROBE_ITERATIONS);
-  return ctx;
+}
+
+/** Request an adapter and a device, and probe its loop cap; throws `no_gpu_adapter` when there is none. */
+export async function openGpu(opts: OpenGpuOptions = {}): Promise<GpuContext> {
+  const { device, adapterName, isFallback, limits } = await openDevice(opts);
+  return {
+    device,
+    adapterName,
+    isFallback,
+    maxBinding: limits.maxStorageBufferBindingSize,
+    maxBuffer: limits.maxBufferSize,
+    loopCap: await probeLoopCap(device, LOOP_PROBE_ITERATIONS),
+  };
 }
 
 /**

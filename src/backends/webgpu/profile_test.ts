@@ -16,7 +16,7 @@ import {
 } from "@std/assert";
 import { type ModelConfig, parseModelConfig } from "../../model/config.ts";
 import { CapsuleError } from "../../errors.ts";
-import type { GpuContext } from "./device.ts";
+import { type GpuContext, kernelLimits } from "./device.ts";
 import { GpuEngine } from "./gpu_engine.ts";
 import { testGpu } from "./harness.ts";
 import {
@@ -247,18 +247,8 @@ Deno.test({
   ignore: !gpu,
   fn: async () => {
     const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
-    const l = adapter!.limits;
     // Same limits as openGpu, but no features: what a device on an adapter lacking them gets.
-    const device = await adapter!.requestDevice({
-      requiredLimits: {
-        maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
-        maxBufferSize: l.maxBufferSize,
-        maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
-        maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
-        maxComputeInvocationsPerWorkgroup: Math.min(1024, l.maxComputeInvocationsPerWorkgroup),
-        maxComputeWorkgroupSizeX: Math.min(1024, l.maxComputeWorkgroupSizeX),
-      },
-    });
+    const device = await adapter!.requestDevice({ requiredLimits: kernelLimits(adapter!.limits) });
     try {
       assert(!canProfile(device));
       const e = assertThrows(() => KernelProfiler.create(device, 10, "test adapter"), CapsuleError);

@@ -4,7 +4,7 @@
  * {@link PrefillContext}; nothing here is needed on that path.
  * @module
  */
-import { CapsuleError } from "../../../errors.ts";
+import { openDevice } from "../device.ts";
 
 /** A device and what it is. */
 export interface PrefillGpu {
@@ -13,36 +13,10 @@ export interface PrefillGpu {
   isFallback: boolean;
 }
 
-/** Request an adapter and a device with the adapter's largest storage limits. */
+/** Request an adapter and a device with the kernels' limits (no loop-cap probe). */
 export async function openPrefillGpu(): Promise<PrefillGpu> {
-  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
-  const adapter = gpu
-    ? await gpu.requestAdapter({ powerPreference: "high-performance" }).catch(() => null)
-    : null;
-  if (!adapter) {
-    throw new CapsuleError(
-      "no_gpu_adapter",
-      "no WebGPU adapter (on Linux install mesa-vulkan-drivers and set DENO_WEBGPU_BACKEND=vulkan)",
-    );
-  }
-  const l = adapter.limits;
-  const device = await adapter.requestDevice({
-    requiredFeatures: adapter.features.has("timestamp-query") ? ["timestamp-query"] : [],
-    requiredLimits: {
-      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
-      maxBufferSize: l.maxBufferSize,
-      maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
-      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
-      maxComputeInvocationsPerWorkgroup: Math.min(1024, l.maxComputeInvocationsPerWorkgroup),
-      maxComputeWorkgroupSizeX: Math.min(1024, l.maxComputeWorkgroupSizeX),
-    },
-  });
-  const info = adapter.info;
-  return {
-    device,
-    adapterName: info.description || `${info.vendor} ${info.device}`.trim(),
-    isFallback: info.isFallbackAdapter,
-  };
+  const { device, adapterName, isFallback } = await openDevice();
+  return { device, adapterName, isFallback };
 }
 
 const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
