@@ -18,11 +18,11 @@
 // flight. Grid: x = batch tile (fastest, so tiles sharing weights run together), y·z = blocks.
 //
 // The runtime runs this kernel for batch tiles below 8 and gemv_batched.wgsl (register-blocked)
-// from 8 on. The two must stay bit-identical (gemv_test.ts checks it): change the lane split,
-// the per-chunk expression or the lane sums in both or in neither (the norm prologues are shared:
-// gemv_prologue.wgsl).
+// from 8 on. The two must stay bit-identical (gemv_test.ts checks it): change the lane split
+// or the lane sums in both or in neither (the per-chunk expression and the norm prologues are one
+// copy: gemv_common.wgsl).
 #include "common.wgsl"
-#include "gemv_prologue.wgsl"
+#include "gemv_common.wgsl"
 
 const WG: u32 = {{WG}}u;
 const TPR: u32 = {{TPR}}u;
@@ -69,34 +69,6 @@ var<private> bcc@b@: f32;
 #endif
 #endunroll
 
-#if WQ
-struct Wc { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
-fn unpackw(w: vec4<u32>, c: u32) -> Wc {
-  var r = Wc(unpack4x8snorm(w.x), unpack4x8snorm(w.y), unpack4x8snorm(w.z), unpack4x8snorm(w.w));
-#if PRO1
-  r.a *= aux[c * 4u]; r.b *= aux[c * 4u + 1u]; r.c *= aux[c * 4u + 2u]; r.d *= aux[c * 4u + 3u];
-#endif
-  return r;
-}
-fn dotx(w: Wc, b: u32, c: u32) -> f32 {
-  let i = b * XS4 + c * 4u;
-  return dot(w.a, X[i]) + dot(w.b, X[i + 1u]) + dot(w.c, X[i + 2u]) + dot(w.d, X[i + 3u]);
-}
-#else
-struct Wc { a: vec4<f32>, b: vec4<f32> }
-fn unpackw(w: vec4<u32>, c: u32) -> Wc {
-  var r = Wc(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
-#if PRO1
-  r.a *= aux[c * 2u]; r.b *= aux[c * 2u + 1u];
-#endif
-  return r;
-}
-fn dotx(w: Wc, b: u32, c: u32) -> f32 {
-  let i = b * XS4 + c * 2u;
-  return dot(w.a, X[i]) + dot(w.b, X[i + 1u]);
-}
-#endif
-
 // Accumulate chunk c of this thread's row(s) for every entry of the tile.
 fn accum(wr: vec4<u32>, wr2: vec4<u32>, c: u32, b0: u32) {
   let w = unpackw(wr, c);
@@ -109,12 +81,12 @@ fn accum(wr: vec4<u32>, wr2: vec4<u32>, c: u32, b0: u32) {
 #unroll b BT
   {
 #if PRO2
-    acc@b@ += dotx(w, b0 + @b@u, c) * hinv[@b@u * NH + hc];
+    acc@b@ += dotw(w, loadx(b0 + @b@u, c)) * hinv[@b@u * NH + hc];
 #else
-    acc@b@ += dotx(w, b0 + @b@u, c);
+    acc@b@ += dotw(w, loadx(b0 + @b@u, c));
 #endif
 #if PAIR
-    bcc@b@ += dotx(w2, b0 + @b@u, c);
+    bcc@b@ += dotw(w2, loadx(b0 + @b@u, c));
 #endif
   }
 #endunroll

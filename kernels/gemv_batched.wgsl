@@ -10,11 +10,11 @@
 //
 // Bit-identity with gemv.wgsl (so an entry's result depends on nothing else in its batch, on
 // which kernel ran it, or on its tile): CL equals gemv.wgsl's TPR, lane `lane` accumulates the
-// chunks lane, lane + CL, … in that order with the same per-chunk expression, the norm prologue
-// is the same code (gemv_prologue.wgsl), and each output sums its CL lane partials 0, 1, …, CL-1 from
+// chunks lane, lane + CL, … in that order, the per-chunk expression and the norm prologue are
+// the same code (gemv_common.wgsl), and each output sums its CL lane partials 0, 1, …, CL-1 from
 // workgroup memory. The batch tile does not appear here at all.
 #include "common.wgsl"
-#include "gemv_prologue.wgsl"
+#include "gemv_common.wgsl"
 
 const WG: u32 = 256u;
 const CL: u32 = {{CL}}u;          // column lanes per row (= gemv.wgsl's TPR)
@@ -62,41 +62,6 @@ var<workgroup> invs: array<f32, E>;
 #endif
 #if PRO2
 var<workgroup> hinv: array<f32, {{HINV}}>; // E · NH
-#endif
-
-// Unpacking and the per-chunk dot product are gemv.wgsl's, expression for expression.
-#if WQ
-struct Wc { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
-fn unpackw(w: vec4<u32>, c: u32) -> Wc {
-  var r = Wc(unpack4x8snorm(w.x), unpack4x8snorm(w.y), unpack4x8snorm(w.z), unpack4x8snorm(w.w));
-#if PRO1
-  r.a *= aux[c * 4u]; r.b *= aux[c * 4u + 1u]; r.c *= aux[c * 4u + 2u]; r.d *= aux[c * 4u + 3u];
-#endif
-  return r;
-}
-fn loadx(b: u32, c: u32) -> Wc {
-  let i = b * XS4 + c * 4u;
-  return Wc(X[i], X[i + 1u], X[i + 2u], X[i + 3u]);
-}
-fn dotw(w: Wc, x: Wc) -> f32 {
-  return dot(w.a, x.a) + dot(w.b, x.b) + dot(w.c, x.c) + dot(w.d, x.d);
-}
-#else
-struct Wc { a: vec4<f32>, b: vec4<f32> }
-fn unpackw(w: vec4<u32>, c: u32) -> Wc {
-  var r = Wc(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
-#if PRO1
-  r.a *= aux[c * 2u]; r.b *= aux[c * 2u + 1u];
-#endif
-  return r;
-}
-fn loadx(b: u32, c: u32) -> Wc {
-  let i = b * XS4 + c * 2u;
-  return Wc(X[i], X[i + 1u]);
-}
-fn dotw(w: Wc, x: Wc) -> f32 {
-  return dot(w.a, x.a) + dot(w.b, x.b);
-}
 #endif
 
 @compute @workgroup_size(256)
