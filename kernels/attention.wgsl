@@ -10,6 +10,7 @@
 // layout stride). KV16: the rows hold f16 values, two per u32 (low half first, the f32 layout's
 // element order); values are rounded when written and all arithmetic stays f32.
 #include "common.wgsl"
+#include "decode_split.wgsl"
 
 const HQ: u32 = {{HQ}}u;
 const HKV: u32 = {{HKV}}u;
@@ -173,42 +174,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endunroll
   }
   workgroupBarrier();
-  // Row score = slices summed in slice order, kept in the row's slice-0 cell.
-  for (var i = l; i < G * rows; i += PWG) {
-    let at = (i / rows) * SCW + (i % rows) * tpr;
-    var x = sc[at];
-    for (var j = 1u; j < tpr; j++) { x += sc[at + j]; }
-    sc[at] = x * scale;
-  }
-  workgroupBarrier();
-  let hg = l / SPH;
-  let hj = l % SPH;
-  var m = NEG;
-  if (hg < G) {
-    for (var r = hj; r < rows; r += SPH) { m = max(m, sc[hg * SCW + r * tpr]); }
-    red[l] = m;
-  }
-  workgroupBarrier();
-  if (hg < G) {
-    for (var j = 0u; j < SPH; j++) { m = max(m, red[hg * SPH + j]); }
-  }
-  workgroupBarrier();
-  if (hg < G) {
-    var sum = 0.0;
-    for (var r = hj; r < rows; r += SPH) {
-      let at = hg * SCW + r * tpr;
-      let p = exp(sc[at] - m);
-      sc[at] = p;
-      sum += p;
-    }
-    red[l] = sum;
-  }
-  workgroupBarrier();
-  if (hg < G && hj == 0u) {
-    var sum = 0.0;
-    for (var j = 0u; j < SPH; j++) { sum += red[hg * SPH + j]; }
-    pml[(b * HQ + kvh * G + hg) * nc + c] = vec2<f32>(m, sum);
-  }
+  chunk_softmax(l, G, rows, tpr, scale, (b * HQ + kvh * G) * nc + c, nc);
   let vbase = (local * grp.cap + start) * HKV + kvh;
   if (VS == 1u) {
     for (var v = l; v < D4; v += PWG) {
@@ -306,7 +272,7 @@ var<workgroup> part: array<vec4<f32>, max(1u, (VS - 1u) * CC)>;
 var<workgroup> tot: array<f32, VS>;
 
 const ROW4: u32 = D4;
-#include "decode_merge.wgsl"
+const SPLIT_WG: u32 = CWG;
 
 @compute @workgroup_size(CWG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
@@ -317,15 +283,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // the group it sits in.
   let ncs = attn_chunks(slots[step[ST_ENTRIES + 4u * b] * SLOT_WORDS + SH_POS] + 1u);
   let base = (b * HQ + h) * grp.nc;
-  var m = NEG;
-  for (var c = l; c < ncs; c += CWG) { m = max(m, pml[base + c].x); }
-  red[l] = m;
-  workgroupBarrier();
-  for (var k = CWG / 2u; k > 0u; k >>= 1u) {
-    if (l < k) { red[l] = max(red[l], red[l + k]); }
-    workgroupBarrier();
-  }
-  m = red[0];
+  let m = chunks_max(base, ncs, l);
   let q = l / CC;
   let j = l % CC;
   let v = vb * CC + j;

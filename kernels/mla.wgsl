@@ -11,6 +11,7 @@
 // KV16: the cache rows hold f16 values, two per u32 (low half first, the f32 layout's element
 // order); values are rounded when written and all arithmetic stays f32.
 #include "common.wgsl"
+#include "decode_split.wgsl"
 
 const HH: u32 = {{HH}}u;
 const R: u32 = {{R}}u;
@@ -240,42 +241,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var h = 0u; h < HB; h++) { sc[h * SCW + r * tpr + s] = acc[h]; }
   }
   workgroupBarrier();
-  // Row score = slices summed in slice order, kept in the row's slice-0 cell.
-  for (var i = l; i < HB * rows; i += PWG) {
-    let at = (i / rows) * SCW + (i % rows) * tpr;
-    var x = sc[at];
-    for (var j = 1u; j < tpr; j++) { x += sc[at + j]; }
-    sc[at] = x * scale;
-  }
-  workgroupBarrier();
-  let hg = l / SPH;
-  let hj = l % SPH;
-  var m = NEG;
-  if (hg < HB) {
-    for (var r = hj; r < rows; r += SPH) { m = max(m, sc[hg * SCW + r * tpr]); }
-    red[l] = m;
-  }
-  workgroupBarrier();
-  if (hg < HB) {
-    for (var j = 0u; j < SPH; j++) { m = max(m, red[hg * SPH + j]); }
-  }
-  workgroupBarrier();
-  if (hg < HB) {
-    var sum = 0.0;
-    for (var r = hj; r < rows; r += SPH) {
-      let at = hg * SCW + r * tpr;
-      let p = exp(sc[at] - m);
-      sc[at] = p;
-      sum += p;
-    }
-    red[l] = sum;
-  }
-  workgroupBarrier();
-  if (hg < HB && hj == 0u) {
-    var sum = 0.0;
-    for (var j = 0u; j < SPH; j++) { sum += red[hg * SPH + j]; }
-    pml[(b * HH + h0 + hg) * nc + c] = vec2<f32>(m, sum);
-  }
+  chunk_softmax(l, HB, rows, tpr, scale, (b * HH + h0) * nc + c, nc);
   let cbase = local * grp.cap + start;
   if (VS == 1u) {
     for (var v = l; v < R4; v += PWG) {
@@ -363,7 +329,7 @@ var<workgroup> tot: array<f32, VS>;
 var<workgroup> red: array<f32, MWG>;
 
 const ROW4: u32 = R4;
-#include "decode_merge.wgsl"
+const SPLIT_WG: u32 = MWG;
 
 @compute @workgroup_size(MWG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
@@ -374,16 +340,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // the group it sits in.
   let ncs = attn_chunks(slots[step[ST_ENTRIES + 4u * b] * SLOT_WORDS + SH_POS] + 1u);
   let base = (b * HH + h) * grp.nc;
-  // The max is exact in any order: strided over the threads, then a tree.
-  var m = NEG;
-  for (var c = l; c < ncs; c += MWG) { m = max(m, pml[base + c].x); }
-  red[l] = m;
-  workgroupBarrier();
-  for (var k = MWG / 2u; k > 0u; k >>= 1u) {
-    if (l < k) { red[l] = max(red[l], red[l + k]); }
-    workgroupBarrier();
-  }
-  m = red[0];
+  let m = chunks_max(base, ncs, l);
   if (VS == 1u) {
     for (var v = l; v < R4; v += MWG) {
       let r = merge_cols(base, v, 0u, 1u, ncs, m);
