@@ -361,6 +361,11 @@ function pow2floor(n: number): number {
   return 2 ** Math.floor(Math.log2(Math.max(1, n)));
 }
 
+/** The smallest power of two ≥ n (n ≥ 1). */
+function pow2ceil(n: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+}
+
 /** Threads sharing one GEMV output row: `chunks / chunksPerThread`, a power of two in [4, maxTpr]. */
 export function gemvThreadsPerRow(chunks: number, chunksPerThread: number, maxTpr = 64): number {
   return Math.min(maxTpr, Math.max(4, pow2floor(chunks / chunksPerThread)));
@@ -590,7 +595,6 @@ export interface MlaDecodeSplit {
  * hundred workgroups instead of one per head.
  */
 export function mlaDecodeSplit(a: Extract<ModelConfig["attention"], { kind: "mla" }>): MlaDecodeSplit {
-  const pow2ceil = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
   const r8 = a.kvLoraRank / 8;
   const pcw = Math.min(8, pow2ceil(r8));
   const cvo = Math.min(32, pow2ceil(a.vHeadDim));
@@ -625,8 +629,19 @@ export interface GatedDecodeSplit {
  */
 export function gatedDecodeSplit(a: Extract<ModelConfig["attention"], { kind: "gated" }>): GatedDecodeSplit {
   const d4 = a.headDim / 4;
-  const cc = Math.min(8, 2 ** Math.ceil(Math.log2(Math.max(1, d4))));
+  const cc = Math.min(8, pow2ceil(d4));
   return { cc, vs: GATED_COMBINE_WG / cc, combineX: a.numHeads * Math.ceil(d4 / cc) };
+}
+
+/** The three attention kernels of a runtime and their dispatch grids, fixed by the model. */
+interface AttnKernels {
+  prep: Kernel;
+  partial: Kernel;
+  combine: Kernel;
+  /** prep grid x; partial grid y (x is the group's chunk count); combine grid x */
+  prepX: number;
+  partialY: number;
+  combineX: number;
 }
 
 /**
@@ -1661,20 +1676,28 @@ export class DecodeRuntime {
     return grp;
   }
 
-  #attn: { prep: Kernel; partial: Kernel; combine: Kernel } | null = null;
+  #attn: AttnKernels | null = null;
 
-  #attnKernels(): { prep: Kernel; partial: Kernel; combine: Kernel } {
+  #attnKernels(): AttnKernels {
     this.#attn ??= this.#makeAttnKernels();
     return this.#attn;
   }
 
-  #makeAttnKernels(): { prep: Kernel; partial: Kernel; combine: Kernel } {
+  #makeAttnKernels(): AttnKernels {
+    const a = this.config.attention;
     const d = attentionDefines(this.config, this.mb, this.opts.kvCache === "f16");
-    const file = this.config.attention.kind === "gated" ? "attention.wgsl" : "mla.wgsl";
+    const file = a.kind === "gated" ? "attention.wgsl" : "mla.wgsl";
     return {
       prep: this.cache.kernel(file, d.prep, "rrurrrwww"),
       partial: this.cache.kernel(file, d.partial, "rrurrrww"),
       combine: this.cache.kernel(file, d.combine, "rrurrrw"),
+      ...(a.kind === "gated"
+        ? { prepX: a.numHeads + a.numKvHeads, partialY: a.numKvHeads, combineX: gatedDecodeSplit(a).combineX }
+        : {
+          prepX: mlaDecodeSplit(a).prepX,
+          partialY: Math.ceil(a.numHeads / Math.min(8, a.numHeads)),
+          combineX: mlaDecodeSplit(a).combineX,
+        }),
     };
   }
 
@@ -1886,25 +1909,11 @@ export class DecodeRuntime {
       } else {
         this.#gemvDispatch(rec, mx.qkv, B);
         const k = this.#attnKernels();
-        const a = c.attention;
         for (const [grp, n] of groups) {
           const ai = mx.attnIndex;
-          if (a.kind === "gated") {
-            rec.dispatch(k.prep, grp.prep[ai], a.numHeads + a.numKvHeads, n);
-            rec.dispatch(k.partial, grp.partial[ai], grp.nc, a.numKvHeads, n);
-            rec.dispatch(k.combine, grp.combine[ai], gatedDecodeSplit(a).combineX, n);
-          } else {
-            const sp = mlaDecodeSplit(a);
-            rec.dispatch(k.prep, grp.prep[ai], sp.prepX, n);
-            rec.dispatch(
-              k.partial,
-              grp.partial[ai],
-              grp.nc,
-              Math.ceil(a.numHeads / Math.min(8, a.numHeads)),
-              n,
-            );
-            rec.dispatch(k.combine, grp.combine[ai], sp.combineX, n);
-          }
+          rec.dispatch(k.prep, grp.prep[ai], k.prepX, n);
+          rec.dispatch(k.partial, grp.partial[ai], grp.nc, k.partialY, n);
+          rec.dispatch(k.combine, grp.combine[ai], k.combineX, n);
         }
         this.#gemvDispatch(rec, mx.oProj, B);
       }
