@@ -325,7 +325,7 @@ export class GpuEngine {
       const take = () => {
         const o = offsets[k], x = copies[k];
         k++;
-        if (x.f16) return Float32Array.from(new Float16Array(all, o, x.bytes / 2));
+        if (x.f16) return new Float32Array(new Float16Array(all, o, x.bytes / 2));
         return new Float32Array(all, o, x.bytes / 4).slice();
       };
       const extras = extra.map(() => take());
@@ -772,35 +772,13 @@ export class GpuEngine {
         rt.fillRandom(rt.recurrent[li], s.id * recN, recN, -0.05, 0.05, seed + 2 * i + 1);
       } else if (position > 0) {
         const ai = rt.attentionIndex(i), grp = s.group!;
-        if (rt.kvBytes === 2) {
-          // f16 pairs in [-1, 1]: offsets and counts in u32 words (two values each).
-          rt.fillRandomF16(
-            grp.keys[ai],
-            s.local * grp.cap * g.keyRow / 2,
-            position * g.keyRow / 2,
-            -1,
-            1,
-            seed + 2 * i,
-          );
-          rt.fillRandomF16(
-            grp.values[ai],
-            s.local * grp.cap * g.valueRow / 2,
-            position * g.valueRow / 2,
-            -1,
-            1,
-            seed + 2 * i + 1,
-          );
-        } else {
-          rt.fillRandom(grp.keys[ai], s.local * grp.cap * g.keyRow, position * g.keyRow, -1, 1, seed + 2 * i);
-          rt.fillRandom(
-            grp.values[ai],
-            s.local * grp.cap * g.valueRow,
-            position * g.valueRow,
-            -1,
-            1,
-            seed + 2 * i + 1,
-          );
-        }
+        // Values in [-1, 1] from value `start`; an f16 cache is filled in u32 words of two values.
+        const fill = (buf: GPUBuffer, start: number, count: number, sd: number) =>
+          rt.kvBytes === 2
+            ? rt.fillRandomF16(buf, start / 2, count / 2, -1, 1, sd)
+            : rt.fillRandom(buf, start, count, -1, 1, sd);
+        fill(grp.keys[ai], s.local * grp.cap * g.keyRow, position * g.keyRow, seed + 2 * i);
+        fill(grp.values[ai], s.local * grp.cap * g.valueRow, position * g.valueRow, seed + 2 * i + 1);
       }
     });
     s.pos = position;
