@@ -153,6 +153,9 @@ export interface DecodeResult {
   bandwidthRatio: number | null;
   dispatchesPerStep: number;
   measuredSteps: number;
+  /** Host time per step of the long run: recording and submitting steps, and waiting on readbacks. */
+  hostEncodeMsPerStep?: number;
+  hostWaitMsPerStep?: number;
   /** "greedy", or the temperature / top-k / top-p used. */
   sampling?: string;
   error?: string;
@@ -168,8 +171,8 @@ export interface DecodeBenchOptions {
   /** Seconds each measurement should last (steady state, after warm-up). */
   seconds: number;
   warmupSteps: number;
+  /** Steps per readback; 0: the engine adapts them (about 30 ms of steps per chunk). */
   stepsPerChunk: number;
-  maxInflight: number;
   log: (line: string) => void;
   onResult?: (r: DecodeResult) => void | Promise<void>;
   /** Also time encoding vs GPU execution of this many steps (first context, each batch). */
@@ -183,6 +186,10 @@ export interface DecodeBenchOptions {
   gemvChunksPerThread?: number;
   /** Most threads per GEMV row (RuntimeOptions.gemvMaxThreadsPerRow); the runtime's default when unset. */
   gemvMaxThreadsPerRow?: number;
+  /** GEMV chunks loaded before the first multiply (RuntimeOptions.gemvPrefetch); the default when unset. */
+  gemvPrefetch?: number;
+  /** Outputs per thread of batch-1 GEMVs (RuntimeOptions.gemvOutputsPerThread); the default when unset. */
+  gemvOutputsPerThread?: number;
   /** Device KV cache format (RuntimeOptions.kvCache); the runtime's default (f32) when unset. */
   kvCache?: KvCacheFormat;
   /** Sampling of every session (default greedy); session i gets seed `seed + i`. */
@@ -218,7 +225,7 @@ async function measure(
   batch: number,
   context: number,
   o: DecodeBenchOptions,
-): Promise<{ tps: number; steps: number; dispatches: number }> {
+): Promise<{ tps: number; steps: number; dispatches: number; host: Record<string, number> }> {
   let states: SessionState[] = [];
   const fresh = async (room: number) => {
     for (const s of states) await backend.release(s, false);
@@ -238,11 +245,17 @@ async function measure(
   const t1 = await timed(n1);
   // Size the long run from an upper bound of the step time so it stays within budget.
   const n2 = n1 + Math.max(2 * o.stepsPerChunk, Math.min(1024, Math.round(o.seconds / (t1 / n1))));
+  const before = await backend.stats();
   const t2 = await timed(n2);
   const tps = (batch * (n2 - n1)) / Math.max(1e-6, t2 - t1);
   const stats = await backend.stats();
   for (const s of states) await backend.release(s, false);
-  return { tps, steps: n2 - n1, dispatches: stats.dispatchesPerStep };
+  // Where the long run's host time went, per step: recording + submitting, and waiting on readbacks.
+  const host = {
+    encodeMsPerStep: (stats.encodeMs - before.encodeMs) / n2,
+    waitMsPerStep: (stats.waitMs - before.waitMs) / n2,
+  };
+  return { tps, steps: n2 - n1, dispatches: stats.dispatchesPerStep, host };
 }
 
 /**
@@ -291,6 +304,8 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
         groupSlots: maxBatch,
         ...(o.gemvChunksPerThread ? { gemvChunksPerThread: o.gemvChunksPerThread } : {}),
         ...(o.gemvMaxThreadsPerRow ? { gemvMaxThreadsPerRow: o.gemvMaxThreadsPerRow } : {}),
+        ...(o.gemvPrefetch ? { gemvPrefetch: o.gemvPrefetch } : {}),
+        ...(o.gemvOutputsPerThread ? { gemvOutputsPerThread: o.gemvOutputsPerThread } : {}),
         ...(o.kvCache ? { kvCache: o.kvCache } : {}),
       });
     } catch (e) {
@@ -304,7 +319,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
       }
       continue;
     }
-    await backend.tune({ stepsPerChunk: o.stepsPerChunk, maxInflight: o.maxInflight });
+    await backend.tune({ stepsPerChunk: o.stepsPerChunk });
     o.log(
       `${m.name} ${label}: ready in ${
         ((performance.now() - t0) / 1000).toFixed(1)
@@ -339,7 +354,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
         }
         let r: DecodeResult;
         try {
-          const { tps, steps, dispatches } = await measure(backend, b, ctx, o);
+          const { tps, steps, dispatches, host } = await measure(backend, b, ctx, o);
           const by = stepBytes(config, weights, b, ctx, kvValueBytes(kvCache));
           const perStep = by.weights + b * (by.state + by.kv);
           const stepS = b / tps;
@@ -359,11 +374,18 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
             bandwidthRatio: o.bandwidthGBs ? gbs / o.bandwidthGBs : null,
             dispatchesPerStep: dispatches,
             measuredSteps: steps,
+            hostEncodeMsPerStep: host.encodeMsPerStep,
+            hostWaitMsPerStep: host.waitMsPerStep,
             sampling: samplingLabel(o.sampling),
           };
           o.log(
             `  b=${b} ctx=${ctx}: ${tps.toFixed(1)} tok/s (${(stepS * 1000).toFixed(2)} ms/step, ` +
-              `${(perStep / 1e9).toFixed(3)} GB/step, ${gbs.toFixed(0)} GB/s, ${dispatches} dispatches/step)`,
+              `${(perStep / 1e9).toFixed(3)} GB/step, ${
+                gbs.toFixed(0)
+              } GB/s, ${dispatches} dispatches/step; ` +
+              `host per step: ${host.encodeMsPerStep.toFixed(2)} ms recording, ${
+                host.waitMsPerStep.toFixed(2)
+              } ms mapping readbacks)`,
           );
         } catch (e) {
           r = failed(m.name, weights, b, ctx, (e as Error).message, kvCache);

@@ -8,7 +8,9 @@
  * steps on the GPU (needs the adapter's timestamp-query feature) and adds the tables to decode.md.
  * `--temperature T [--top-k K] [--top-p P]` samples every session that way (seeded) instead of greedily.
  * `--gemv-cpt N` sets the GEMV's 16-byte weight chunks per thread (RuntimeOptions.gemvChunksPerThread),
- * `--gemv-max-tpr N` the most threads sharing a GEMV row (RuntimeOptions.gemvMaxThreadsPerRow).
+ * `--gemv-max-tpr N` the most threads sharing a GEMV row (RuntimeOptions.gemvMaxThreadsPerRow),
+ * `--gemv-pf N` the chunks a GEMV thread loads before its first multiply (RuntimeOptions.gemvPrefetch),
+ * `--gemv-opt N` the outputs per thread of a batch-1 GEMV (RuntimeOptions.gemvOutputsPerThread).
  * `--kv-cache f16` keeps the attention KV cache in f16 on the device (RuntimeOptions.kvCache; default
  * f32): its rows read "f16 · KV f16" in the weights column and count 2 bytes per KV value.
  *
@@ -49,12 +51,13 @@ async function main(): Promise<number> {
       out: { type: "string", default: "bench/out" },
       seconds: { type: "string", default: "1.5" },
       warmup: { type: "string", default: "24" },
-      chunk: { type: "string", default: "16" },
-      inflight: { type: "string", default: "4" },
+      chunk: { type: "string", default: "0" },
       diagnose: { type: "string", default: "0" },
       profile: { type: "string", default: "0" },
       "gemv-cpt": { type: "string", default: "0" },
       "gemv-max-tpr": { type: "string", default: "0" },
+      "gemv-pf": { type: "string", default: "0" },
+      "gemv-opt": { type: "string", default: "0" },
       "kv-cache": { type: "string", default: "f32" },
       temperature: { type: "string", default: "0" },
       "top-k": { type: "string", default: "0" },
@@ -112,12 +115,13 @@ async function main(): Promise<number> {
     seconds: Number(values.seconds),
     warmupSteps: Number(values.warmup),
     stepsPerChunk: Number(values.chunk),
-    maxInflight: Number(values.inflight),
     log: (l) => console.log(l),
     diagnoseSteps: Number(values.diagnose) || undefined,
     profileSteps: Number(values.profile) || undefined,
     gemvChunksPerThread: Number(values["gemv-cpt"]) || undefined,
     gemvMaxThreadsPerRow: Number(values["gemv-max-tpr"]) || undefined,
+    gemvPrefetch: Number(values["gemv-pf"]) || undefined,
+    gemvOutputsPerThread: Number(values["gemv-opt"]) || undefined,
     kvCache,
     sampling: samplingFromArgs(values.temperature!, values["top-k"]!, values["top-p"]!),
     onDiagnosis: async (d) => {

@@ -14,8 +14,8 @@
 // and stride over its 16-byte chunks; partial sums meet in workgroup memory. Each chunk is
 // unpacked once and used for every entry of the tile; the per-entry accumulators are unrolled
 // private scalars (no dynamically indexed arrays, so nothing spills). The first PF chunks of a
-// thread are loaded before the prologue's reductions, so those run while the loads are in
-// flight. Grid: x = batch tile (fastest, so tiles sharing weights run together), y·z = blocks.
+// thread are loaded before any arithmetic, all in flight at once; the prologue's reductions run
+// after the dot products. Grid: x = batch tile (fastest, so tiles sharing weights run together), y·z = blocks.
 //
 // The runtime runs this kernel for batch tiles below 8 and gemv_batched.wgsl (register-blocked)
 // from 8 on. The two must stay bit-identical (gemv_test.ts checks it): change the lane split
@@ -26,7 +26,8 @@
 
 const WG: u32 = {{WG}}u;
 const TPR: u32 = {{TPR}}u;
-const RPG: u32 = {{RPG}}u;
+const R: u32 = {{R}}u;            // outputs per thread (consecutive; they share X loads)
+const RPG: u32 = {{RPG}}u;        // outputs per workgroup: (WG / TPR) · R
 const BT: u32 = {{BT}}u;
 const BR: u32 = {{BR}}u;          // entries reduced per round: min(BT, 8)
 const CHUNKS: u32 = {{CHUNKS}}u;  // vec4<u32> per weight row
@@ -54,7 +55,7 @@ const NB: u32 = {{NB}}u;          // partial sums per head
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(5) var<storage, read> aux: array<vec4<f32>>;
 
-var<workgroup> red: array<f32, {{RED}}>;   // (2 if PAIR) · BR · WG
+var<workgroup> red: array<f32, {{RED}}>;   // (2 if PAIR) · R · BR · WG
 #if PRO1
 var<workgroup> invs: array<f32, BT>;
 #endif
@@ -62,32 +63,47 @@ var<workgroup> invs: array<f32, BT>;
 var<workgroup> hinv: array<f32, {{HINV}}>; // BT · NH
 #endif
 
+#unroll j R
 #unroll b BT
-var<private> acc@b@: f32;
+var<private> acc@j@_@b@: f32;
 #if PAIR
-var<private> bcc@b@: f32;
+var<private> bcc@j@_@b@: f32;
 #endif
 #endunroll
+#endunroll
 
-// Accumulate chunk c of this thread's row(s) for every entry of the tile.
-fn accum(wr: vec4<u32>, wr2: vec4<u32>, c: u32, b0: u32) {
-  let w = unpackw(wr, c);
-#if PAIR
-  let w2 = unpackw(wr2, c);
-#endif
+// Accumulate chunk c of this thread's R outputs (rows, or row pairs) for every entry of the tile:
+// each entry's X chunk is loaded once for all R outputs. Per output the arithmetic is that of one
+// output per thread, so R does not change any result.
+fn accum(c: u32, b0: u32,
+#unroll j R
+         w@j@: vec4<u32>, v@j@: vec4<u32>, live@j@: bool,
+#endunroll
+) {
 #if PRO2
   let hc = (c * XPC * 4u) / DVH;
 #endif
+#unroll j R
+  let u@j@ = unpackw(w@j@, c);
+#if PAIR
+  let g@j@ = unpackw(v@j@, c);
+#endif
+#endunroll
 #unroll b BT
   {
+    let x = loadx(b0 + @b@u, c);
+#unroll j R
+    if (live@j@) {
 #if PRO2
-    acc@b@ += dotw(w, loadx(b0 + @b@u, c)) * hinv[@b@u * NH + hc];
+      acc@j@_@b@ += dotw(u@j@, x) * hinv[@b@u * NH + hc];
 #else
-    acc@b@ += dotw(w, loadx(b0 + @b@u, c));
+      acc@j@_@b@ += dotw(u@j@, x);
 #endif
 #if PAIR
-    bcc@b@ += dotw(w2, loadx(b0 + @b@u, c));
+      bcc@j@_@b@ += dotw(g@j@, x);
 #endif
+    }
+#endunroll
   }
 #endunroll
 }
@@ -100,65 +116,89 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let block = wid.y + wid.z * nwg.y;
   let rg = l / TPR;
   let lane = l % TPR;
-  let o = block * RPG + rg;
-#if PAIR
-  let r0 = 2u * o;
-#else
-  let r0 = o;
-#endif
-  let live = o < OUTS;
 
-  // Prefetch the first PF chunks of this thread's row(s).
-#unroll k PF
-  var wp@k@ = vec4<u32>();
-  var wq@k@ = vec4<u32>();
-  if (live && lane + @k@u * TPR < CHUNKS) {
-    wp@k@ = W[r0 * CHUNKS + lane + @k@u * TPR];
+  // This thread's R outputs (consecutive), and the first PF chunks of their rows, all loaded
+  // before any arithmetic.
+#unroll j R
+  let o@j@ = block * RPG + rg * R + @j@u;
 #if PAIR
-    wq@k@ = W[(r0 + 1u) * CHUNKS + lane + @k@u * TPR];
+  let r@j@ = 2u * o@j@;
+#else
+  let r@j@ = o@j@;
+#endif
+  let live@j@ = o@j@ < OUTS;
+#unroll k PF
+  var wp@j@_@k@ = vec4<u32>();
+  var wq@j@_@k@ = vec4<u32>();
+  if (live@j@ && lane + @k@u * TPR < CHUNKS) {
+    wp@j@_@k@ = W[r@j@ * CHUNKS + lane + @k@u * TPR];
+#if PAIR
+    wq@j@_@k@ = W[(r@j@ + 1u) * CHUNKS + lane + @k@u * TPR];
 #endif
   }
 #endunroll
+#endunroll
 
-#if PRO1
-  prologue_rms(b0, BT, l);
-#endif
 #if PRO2
   prologue_heads(b0, BT, l);
 #endif
 
-  if (live) {
 #unroll k PF
-    if (lane + @k@u * TPR < CHUNKS) { accum(wp@k@, wq@k@, lane + @k@u * TPR, b0); }
+  if (lane + @k@u * TPR < CHUNKS) {
+    accum(lane + @k@u * TPR, b0,
+#unroll j R
+          wp@j@_@k@, wq@j@_@k@, live@j@,
 #endunroll
-    for (var k = {{PF}}u; k < NCH; k++) {
-      let c = lane + k * TPR;
-      if (c >= CHUNKS) { break; }
+    );
+  }
+#endunroll
+  for (var k = {{PF}}u; k < NCH; k++) {
+    let c = lane + k * TPR;
+    if (c >= CHUNKS) { break; }
+#unroll j R
+    var w@j@ = vec4<u32>();
+    var v@j@ = vec4<u32>();
+    if (live@j@) {
+      w@j@ = W[r@j@ * CHUNKS + c];
 #if PAIR
-      accum(W[r0 * CHUNKS + c], W[(r0 + 1u) * CHUNKS + c], c, b0);
-#else
-      accum(W[r0 * CHUNKS + c], vec4<u32>(), c, b0);
+      v@j@ = W[(r@j@ + 1u) * CHUNKS + c];
 #endif
     }
+#endunroll
+    accum(c, b0,
+#unroll j R
+          w@j@, v@j@, live@j@,
+#endunroll
+    );
   }
 
-  // Sum the TPR lanes of each row, BR entries per round.
+  // The input norm's reductions come after the dot products, which do not need them (1/rms
+  // multiplies each finished sum), so its loads and barriers stay off the weight stream's path.
+  // (PRO2's per-head scales enter every chunk's product: they are computed before.)
+#if PRO1
+  prologue_rms(b0, BT, l);
+#endif
+
+  // Sum the TPR lanes of each row, BR entries per round. red holds, per round, output j's
+  // partials of entry b at ((j · BR + b % BR) · WG + l) (SwiGLU up rows after all R · BR gate rows).
   for (var r = 0u; r < (BT + BR - 1u) / BR; r++) {
+#unroll j R
 #unroll b BT
     if (@b@u / BR == r) {
 #if PRO1
-      red[(@b@u % BR) * WG + l] = acc@b@ * invs[@b@u];
+      red[(@j@u * BR + @b@u % BR) * WG + l] = acc@j@_@b@ * invs[@b@u];
 #else
-      red[(@b@u % BR) * WG + l] = acc@b@;
+      red[(@j@u * BR + @b@u % BR) * WG + l] = acc@j@_@b@;
 #endif
 #if PAIR
 #if PRO1
-      red[(BR + @b@u % BR) * WG + l] = bcc@b@ * invs[@b@u];
+      red[((R + @j@u) * BR + @b@u % BR) * WG + l] = bcc@j@_@b@ * invs[@b@u];
 #else
-      red[(BR + @b@u % BR) * WG + l] = bcc@b@;
+      red[((R + @j@u) * BR + @b@u % BR) * WG + l] = bcc@j@_@b@;
 #endif
 #endif
     }
+#endunroll
 #endunroll
     workgroupBarrier();
     for (var i = l; i < RPG * BR; i += WG) {
@@ -166,12 +206,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let bb = i % BR;
       let b = r * BR + bb;
       let out = block * RPG + rr;
+      let base = ((rr % R) * BR + bb) * WG + (rr / R) * TPR;
       if (out < OUTS && b < BT && b0 + b < B) {
+        // Unrolled, so every load is in flight at once; the sums keep their lane order.
         var y = 0.0;
-        for (var k = 0u; k < TPR; k++) { y += red[bb * WG + rr * TPR + k]; }
 #if PAIR
         var u = 0.0;
-        for (var k = 0u; k < TPR; k++) { u += red[(BR + bb) * WG + rr * TPR + k]; }
+#endif
+#unroll k TPR
+        y += red[base + @k@u];
+#if PAIR
+        u += red[base + R * BR * WG + @k@u];
+#endif
+#endunroll
+#if PAIR
 #if WQ
         y *= rowScale[2u * out];
         u *= rowScale[2u * out + 1u];

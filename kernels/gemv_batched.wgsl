@@ -80,7 +80,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let row@r@ = min(((block * OPW + (@r@u / PW) * RGW + rg) * PW + @r@u % PW), ROWS - 1u) * CHUNKS;
 #endunroll
 
-  // The first chunk of every row is loaded before the prologue's reductions.
+  // The first chunk of every row is loaded before anything else.
 #unroll r R
   var p@r@ = vec4<u32>();
 #endunroll
@@ -90,9 +90,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endunroll
   }
 
-#if PRO1
-  prologue_rms(b0, E, l);
-#endif
 #if PRO2
   prologue_heads(b0, E, l);
 #endif
@@ -135,6 +132,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endunroll
   }
 
+  // The input norm's reductions after the dot products, which do not need them (1/rms multiplies
+  // each finished sum; PRO2's per-head scales enter every product, so they come first).
+#if PRO1
+  prologue_rms(b0, E, l);
+#endif
+
   // Sum the CL lanes of each (row, entry), EB entries per round, lanes in order.
   for (var rnd = 0u; rnd < E / EB; rnd++) {
 #unroll e E
@@ -157,12 +160,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let b = b0 + rnd * EB + e;
       if (out < OUTS && b < B) {
         let o0 = (j * PW * EB + e) * RGW + g;
+        // Unrolled, so every load is in flight at once; the sums keep their lane order.
         var y = 0.0;
-        for (var k = 0u; k < CL; k++) { y += red[k * NOUT + (o0 ^ ((k % LL) * SWZ))]; }
+#unroll k CL
+        y += red[@k@u * NOUT + (o0 ^ ((@k@u % LL) * SWZ))];
+#endunroll
 #if PAIR
         let o1 = o0 + EB * RGW;
         var u = 0.0;
-        for (var k = 0u; k < CL; k++) { u += red[k * NOUT + (o1 ^ ((k % LL) * SWZ))]; }
+#unroll k CL
+        u += red[@k@u * NOUT + (o1 ^ ((@k@u % LL) * SWZ))];
+#endunroll
 #if WQ
         y *= rowScale[2u * out];
         u *= rowScale[2u * out + 1u];

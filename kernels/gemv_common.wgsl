@@ -1,21 +1,26 @@
 // What gemv.wgsl and gemv_batched.wgsl share, one copy so the two kernels stay bit-identical:
 // weight unpacking (with the PRO1 norm scale folded in), the per-chunk dot product, and the input
 // prologues. The including kernel declares X, aux, red, invs (PRO1), hinv (PRO2) and the constants
-// XS4, COLS, EPS, WG, NH, NB, DVH.
+// XS4, COLS, EPS, WG, NH, NB, DVH; the define XQ = ⌈XS4 / 32⌉.
 #if PRO1
 // invs[b] = 1/rms of input row b0 + b, b < n: 32 partial sums per row, then one thread per row. The
 // split is the same for every tile size, so an entry's result does not depend on its batch.
 fn prologue_rms(b0: u32, n: u32, l: u32) {
   for (var t = l; t < 32u * n; t += WG) {
     let pb = t / 32u;
+    // Unrolled (XQ = ⌈XS4 / 32⌉ loads per partial, all in flight at once), in the loop's order.
     var s = 0.0;
-    for (var i = t % 32u; i < XS4; i += 32u) { let v = X[(b0 + pb) * XS4 + i]; s += dot(v, v); }
+#unroll j XQ
+    if (t % 32u + @j@u * 32u < XS4) { let v = X[(b0 + pb) * XS4 + t % 32u + @j@u * 32u]; s += dot(v, v); }
+#endunroll
     red[t] = s;
   }
   workgroupBarrier();
   if (l < n) {
     var t = 0.0;
-    for (var k = 0u; k < 32u; k++) { t += red[l * 32u + k]; }
+#unroll k 32
+    t += red[l * 32u + @k@u];
+#endunroll
     invs[l] = inverseSqrt(t / COLS + EPS);
   }
   workgroupBarrier();

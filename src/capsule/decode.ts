@@ -10,7 +10,7 @@
  */
 import { CapsuleError } from "../errors.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { KvRows, type LayerState, type SessionState, stateGeometry } from "../engine/state.ts";
+import { kvCapacity, KvRows, type LayerState, type SessionState, stateGeometry } from "../engine/state.ts";
 import type { SessionSnapshot } from "./snapshot.ts";
 import { crc32cUpdate } from "./crc32c.ts";
 import { fromHex, Sha256, toHex } from "./sha256.ts";
@@ -309,7 +309,11 @@ class StateSink implements SectionSink {
             conv: new Float32Array(g.convChannels * g.convKernel),
             recurrent: new Float32Array(g.recurrentShape[0] * g.recurrentShape[1] * g.recurrentShape[2]),
           }
-          : { kind, keys: new KvRows(g.keyRow, h.position), values: new KvRows(g.valueRow, h.position) }
+          : {
+            kind,
+            keys: new KvRows(g.keyRow, kvCapacity(h.position)),
+            values: new KvRows(g.valueRow, kvCapacity(h.position)),
+          }
       ),
     };
     const widest = Math.max(g.keyRow, g.valueRow);

@@ -73,3 +73,46 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "states streamed through small shared upload pieces, two at once, arrive bit for bit",
+  ignore: !hasGpu,
+  fn: async () => {
+    // 4 KiB pieces: every KV tensor crosses several pieces and the pool of four wraps around.
+    const { backend, config, dir } = await openFixture("qwen3_next-tiny", { uploadPieceBytes: 4096 });
+    const ckpt = await Checkpoint.open(dir);
+    try {
+      const cpu = new CpuBackend(config, await loadWeights(ckpt, config, dir));
+      const made = [createState(config), createState(config)];
+      await cpu.forward(made[0], Array.from({ length: 150 }, (_, i) => (i * 37 + 11) % 300), {
+        logits: "none",
+      });
+      await cpu.forward(made[1], Array.from({ length: 90 }, (_, i) => (i * 13 + 5) % 300), {
+        logits: "none",
+      });
+      const copies = made.map(cloneState);
+      const uploads = backend.uploads;
+      await Promise.all(copies.map((s) => backend.makeResident(s))); // CPU → GPU, concurrently
+      assertEquals(backend.uploads, uploads + 2);
+      for (const [i, s] of copies.entries()) {
+        await backend.syncState(s, { force: true }); // GPU → CPU: the download's rows are adopted
+        assertSameState(s, made[i], `state ${i}`);
+      }
+      // The adopted rows keep working as storage: a step on them and on a fresh upload of the same
+      // state agree bit for bit, and the new rows append after the adopted ones.
+      const fresh = cloneState(made[0]);
+      const a = await backend.forward(copies[0], [42, 7], { logits: "all" });
+      const b = await backend.forward(fresh, [42, 7], { logits: "all" });
+      assertEquals(
+        Array.from(new Uint32Array(a.logits.buffer)),
+        Array.from(new Uint32Array(b.logits.buffer)),
+      );
+      await backend.syncState(copies[0]);
+      await backend.syncState(fresh);
+      assertSameState(copies[0], fresh, "after a step on adopted rows");
+    } finally {
+      ckpt.close();
+      backend.dispose();
+    }
+  },
+});

@@ -35,6 +35,8 @@ import type { RuntimeOptions } from "./runtime.ts";
 
 /** Options of {@link createWebGpuBackend}. */
 export interface WebGpuBackendOptions extends Partial<Omit<RuntimeOptions, "weights">> {
+  /** Bytes of each piece a state's KV rows are uploaded through (default {@link UPLOAD_PIECE_BYTES}). */
+  uploadPieceBytes?: number;
   /** Storage of the large weight matrices (default f16). */
   weights?: "f16" | "int8";
   /** Test hook: behave as if no GPU adapter existed. */
@@ -49,6 +51,11 @@ export interface GpuGenerateOptions {
   firstPosition: number;
   signal?: AbortSignal;
 }
+
+/** Default size of an upload piece (see {@link WebGpuBackend}'s upload). */
+export const UPLOAD_PIECE_BYTES = 32 << 20;
+/** Upload pieces in flight at once. */
+const UPLOAD_PIECES = 4;
 
 interface Resident {
   slot: number;
@@ -104,12 +111,17 @@ export class WebGpuBackend implements InferenceBackend {
   #clock = 0;
   /** Whole-state uploads so far (a state made resident from its CPU copy). */
   uploads = 0;
+  /** Buffers the KV rows of an upload stream through, while idle (see {@link #upload}). */
+  readonly #pieces: (ArrayBuffer | undefined)[] = [];
+  readonly #pieceBytes: number;
+  #uploading: Promise<void> = Promise.resolve();
   /** Residency handoffs so far ({@link moveResidency}). */
   handoffs = 0;
   #disposed = false;
 
-  constructor(config: ModelConfig, worker: Worker) {
+  constructor(config: ModelConfig, worker: Worker, pieceBytes = UPLOAD_PIECE_BYTES) {
     this.config = config;
+    this.#pieceBytes = Math.max(4096, pieceBytes);
     this.#worker = worker;
     this.#registry = new FinalizationRegistry((r) => {
       if (this.#live.delete(r) && !this.#disposed) this.#call("free", { slot: r.slot }).catch(() => {});
@@ -156,7 +168,7 @@ export class WebGpuBackend implements InferenceBackend {
 
   /** Start the worker's device and load the model. */
   async init(source: WorkerSource, opts: WebGpuBackendOptions): Promise<void> {
-    const { forceNoAdapter, weights, ...rest } = opts;
+    const { forceNoAdapter, weights, uploadPieceBytes: _, ...rest } = opts;
     this.info = await this.#call("init", {
       config: this.config,
       source,
@@ -201,18 +213,14 @@ export class WebGpuBackend implements InferenceBackend {
             "a GPU-resident state was modified on the CPU without syncState()",
           );
         }
-        const wire = toWire(state, 0);
-        await this.#call("upload", { slot: r.slot, state: wire }, transferables(wire));
-        this.uploads++;
+        await this.#upload(r.slot, state);
         r.position = state.position;
       }
       r.lastUse = ++this.#clock;
       return r;
     }
     const slot = await this.#allocSlot();
-    const wire = toWire(state, 0);
-    await this.#call("upload", { slot, state: wire }, transferables(wire));
-    this.uploads++;
+    await this.#upload(slot, state);
     r = {
       slot,
       stale: false,
@@ -225,6 +233,67 @@ export class WebGpuBackend implements InferenceBackend {
     this.#live.add(r);
     this.#registry.register(state, r, r);
     return r;
+  }
+
+  /**
+   * Upload a whole CPU state into `slot`. The small parts go in one message; the KV rows stream
+   * through {@link UPLOAD_PIECES} reused buffers that travel to the worker and back, so a
+   * 32k-token state (805 MB of rows) is never copied whole into fresh memory: each piece is copied
+   * into a warm buffer while the worker writes the previous one to the GPU. Uploads run one at a
+   * time because they share the pieces.
+   */
+  #upload(slot: number, state: SessionState): Promise<void> {
+    const run = this.#uploading.then(() => this.#streamUpload(slot, state));
+    this.#uploading = run.catch(() => {});
+    return run;
+  }
+
+  async #streamUpload(slot: number, state: SessionState): Promise<void> {
+    const calls: Promise<unknown>[] = [];
+    const send = <K extends keyof Results>(op: K, args: Record<string, unknown>, transfer: ArrayBuffer[]) => {
+      const p = this.#call(op, args, transfer);
+      p.catch(() => {}); // awaited below; never an unhandled rejection when an earlier piece fails
+      calls.push(p);
+      return p;
+    };
+    // Piece `at` once it is back from the worker (or was never sent): a buffer of at least `bytes`.
+    const busy: (Promise<Float32Array> | undefined)[] = [];
+    const piece = async (at: number, bytes: number): Promise<ArrayBuffer> => {
+      const back = busy[at] ? (await busy[at]!).buffer as ArrayBuffer : this.#pieces[at];
+      this.#pieces[at] = undefined;
+      return back && back.byteLength >= bytes
+        ? back
+        : new ArrayBuffer(Math.max(bytes, back?.byteLength ?? 0));
+    };
+    try {
+      const head = wireHead(state);
+      send("upload", { slot, state: head }, transferables(head));
+      let k = 0;
+      for (let i = 0; i < state.layers.length; i++) {
+        const l = state.layers[i];
+        if (l.kind !== "attention") continue;
+        for (const which of ["keys", "values"] as const) {
+          const rows = l[which], data = rows.view(), w = rows.rowSize;
+          const per = Math.max(1, Math.floor(this.#pieceBytes / 4 / w));
+          for (let r = 0; r < rows.length; r += per) {
+            const n = Math.min(per, rows.length - r), at = k++ % UPLOAD_PIECES;
+            const buf = await piece(at, per * w * 4);
+            const view = new Float32Array(buf, 0, n * w);
+            view.set(data.subarray(r * w, (r + n) * w));
+            busy[at] = send("uploadRows", { slot, layer: i, which, row: r, data: view }, [buf]);
+          }
+        }
+      }
+      await Promise.all(calls);
+      // Keep the pieces for the next upload.
+      for (let at = 0; at < UPLOAD_PIECES; at++) {
+        if (busy[at]) this.#pieces[at] = (await busy[at]!).buffer as ArrayBuffer;
+      }
+    } finally {
+      // A failed upload still lets its queued pieces finish before the next upload starts.
+      await Promise.allSettled(calls);
+    }
+    this.uploads++;
   }
 
   /**
@@ -411,8 +480,16 @@ export class WebGpuBackend implements InferenceBackend {
     return await this.#call("stats", {});
   }
 
-  /** Tune the generation loop: steps per readback and chunks queued at once. */
-  async tune(o: { stepsPerChunk?: number; maxInflight?: number }): Promise<void> {
+  /**
+   * Tune the generation loop: steps per readback (0: adapted so a chunk takes about `chunkMs`),
+   * and that target in ms.
+   */
+  async tune(o: { stepsPerChunk?: number; chunkMs?: number }): Promise<void> {
+    for (const [k, v] of Object.entries(o)) {
+      if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 4096)) {
+        throw new CapsuleError("invalid_argument", `${k} must be an integer in 0..4096, got ${v}`);
+      }
+    }
     await this.#call("tune", o);
   }
 
@@ -484,17 +561,15 @@ function cpuRows(s: SessionState): number {
   return 0;
 }
 
-/** A CPU state as wire data, KV rows from `fromRow`. */
-function toWire(s: SessionState, fromRow: number): WireState {
+/** The small parts of a CPU state as wire data (copies): position, conv windows, delta-rule memories. */
+function wireHead(s: SessionState): WireState {
+  const empty = new Float32Array(0);
   return {
     position: s.position,
     layers: s.layers.map((l) =>
-      l.kind === "linear" ? { kind: "linear", conv: l.conv.slice(), recurrent: l.recurrent.slice() } : {
-        kind: "attention",
-        fromRow,
-        keys: l.keys.view().slice(fromRow * l.keys.rowSize),
-        values: l.values.view().slice(fromRow * l.values.rowSize),
-      }
+      l.kind === "linear"
+        ? { kind: "linear", conv: l.conv.slice(), recurrent: l.recurrent.slice() }
+        : { kind: "attention", fromRow: 0, keys: empty, values: empty }
     ),
   };
 }
@@ -513,7 +588,8 @@ function applyWire(s: SessionState, w: WireState): void {
         if (rows.length !== l.fromRow) {
           throw new CapsuleError("state_mismatch", "KV rows missing before the downloaded range");
         }
-        if (data.length) rows.append(data);
+        // The first download of a state hands its arrays over; later ones append their new rows.
+        if (data.length && !(l.fromRow === 0 && rows.adopt(data))) rows.append(data);
       }
     }
   });
@@ -537,7 +613,7 @@ export async function createWebGpuBackend(
   if (ckpt.names().length === 0) {
     throw new CapsuleError("invalid_checkpoint", `${dir}: the checkpoint has no tensors`);
   }
-  const b = new WebGpuBackend(config, spawnWorker());
+  const b = new WebGpuBackend(config, spawnWorker(), opts.uploadPieceBytes);
   try {
     await b.init({ kind: "dir", dir }, opts);
   } catch (e) {
@@ -553,7 +629,7 @@ export async function createSyntheticWebGpuBackend(
   seed: number,
   opts: WebGpuBackendOptions = {},
 ): Promise<WebGpuBackend> {
-  const b = new WebGpuBackend(config, spawnWorker());
+  const b = new WebGpuBackend(config, spawnWorker(), opts.uploadPieceBytes);
   try {
     await b.init({ kind: "random", seed }, opts);
   } catch (e) {

@@ -12,6 +12,7 @@ import { type PackedMatrix, packMatrix, roundUp, unpackMatrix, type WeightFormat
 import {
   GEMV_BLOCKED_MIN_TILE,
   GEMV_MIN_WORKGROUPS,
+  GEMV_TALL_OUTPUTS,
   gemvDefines,
   gemvGrid,
   gemvKernelSpec,
@@ -31,6 +32,8 @@ interface Case {
   format: WeightFormat;
   variant: VariantName;
   chunksPerThread?: number;
+  /** RuntimeOptions.gemvOutputsPerThread (batch 1). */
+  outputsPerThread?: number;
 }
 
 const EPS = 1e-6;
@@ -97,7 +100,7 @@ async function runGpu(
   h: Harness,
   s: Setup,
   entries: Entry[],
-  o: { forceTile?: number; forceOld?: boolean } = {},
+  o: { forceTile?: number; forceOld?: boolean; outputsPerThread?: number } = {},
 ): Promise<{ got: Float32Array; file: string }> {
   const B = entries.length;
   const mb = roundUp(B, 32);
@@ -109,7 +112,17 @@ async function runGpu(
     ss.set(e.ss, b * s.nh * NB);
     y0.set(e.y0, b * s.ys);
   });
-  const plan = gemvPlan({ ...s.packed }, s.xs, s.ys, EPS, s.variant, s.c.chunksPerThread);
+  const plan = gemvPlan(
+    { ...s.packed },
+    s.xs,
+    s.ys,
+    EPS,
+    s.variant,
+    s.c.chunksPerThread,
+    undefined,
+    undefined,
+    o.outputsPerThread ?? s.c.outputsPerThread,
+  );
   const auxData = s.c.variant === "heads"
     ? ss
     : new Float32Array(s.xs).map((_, i) => i < s.c.cols ? s.scale[i] : 0);
@@ -212,6 +225,27 @@ Deno.test({
       // Fewer, longer-lived threads per row (RuntimeOptions.gemvChunksPerThread) on the wide shape.
       await expectCpu(h, shaped(50, 1030, "f16", "rms", 16), 1, 120, "gemv.wgsl");
       await expectCpu(h, shaped(37, 1030, "int8", "pair", 32), 3, 121, "gemv.wgsl");
+      // An LM-head-tall matrix: 16 threads per row, two outputs per thread at batch 1.
+      await expectCpu(h, shaped(GEMV_TALL_OUTPUTS + 5, 40, "f16", "rms"), 1, 125, "gemv.wgsl");
+      await expectCpu(h, shaped(GEMV_TALL_OUTPUTS + 5, 40, "int8", "plain"), 3, 126, "gemv.wgsl");
+      // Several outputs per thread at batch 1 (RuntimeOptions.gemvOutputsPerThread), rows that
+      // leave the last thread's outputs partly past the end.
+      k = 0;
+      for (const r of [2, 4]) {
+        for (const format of ["f16", "int8"] as const) {
+          for (const variant of VARIANTS) {
+            const [rows, cols] = shapes[k % shapes.length];
+            await expectCpu(
+              h,
+              { ...shaped(rows + 3, cols, format, variant), outputsPerThread: r },
+              1,
+              130 + k,
+              "gemv.wgsl",
+            );
+            k++;
+          }
+        }
+      }
     } finally {
       h.dispose();
     }
@@ -295,6 +329,11 @@ Deno.test({
             if (want === null) {
               want = bits;
               assert(checkCpu(s, [probe], got.slice(0, s.ys)) < 2e-5, "batch 1 differs from the CPU");
+              // Batch 1 with several outputs per thread: the same bits.
+              for (const r of [2, 4]) {
+                const other = await runGpu(h, s, [probe], { outputsPerThread: r });
+                assertEquals(rowBits(s, other.got, 0), want, `${format} ${variant}: ${r} outputs per thread`);
+              }
             } else {
               assertEquals(
                 bits,

@@ -10,6 +10,7 @@
  * @module
  */
 import { CapsuleError } from "../../errors.ts";
+import { kvCapacity } from "../../engine/state.ts";
 import { ChunkedPrefill } from "./chunked.ts";
 import {
   aggregateTimings,
@@ -90,9 +91,13 @@ interface Gen {
 
 interface Readback {
   staging: GPUBuffer;
-  mapped: Promise<void>;
   members: Gen[];
   steps: number;
+}
+
+/** A chunk (or a lone readback) recorded and not yet submitted. */
+interface Recorded extends Readback {
+  cb: GPUCommandBuffer;
 }
 
 /** Counters for benchmarks and diagnostics. */
@@ -105,6 +110,10 @@ export interface EngineStats {
   chunks: number;
   pipelines: number;
   bytesAllocated: number;
+  /** Host time the generation loop spent recording and submitting its steps, in ms. */
+  encodeMs: number;
+  /** Host time the generation loop spent mapping readbacks (the GPU draining included), in ms. */
+  waitMs: number;
 }
 
 /** Options of {@link GpuEngine.diagnose}. */
@@ -124,6 +133,11 @@ export interface Diagnosis {
   totalMsPerStep: number;
   pipelinedEncodeSubmitMsPerStep: number;
   pipelinedTotalMsPerStep: number;
+  /**
+   * GPU time per step of the same steps recorded in one compute pass, from the pass's timestamps
+   * (absent without `timestamp-query`): what the device spends, without host gaps.
+   */
+  gpuMsPerStep?: number;
   /** Steps profiled per dispatch (present only when profiling ran). */
   profileSteps?: number;
   /** Dispatches timed in all (profiled steps × dispatches per step). */
@@ -149,10 +163,16 @@ type ProfileKeys =
 /** Session operations over a {@link DecodeRuntime}. */
 export class GpuEngine {
   readonly rt: DecodeRuntime;
-  /** Steps recorded per submitted chunk (tokens per readback). */
-  stepsPerChunk = 8;
-  /** Chunks queued on the GPU at once. */
-  maxInflight = 4;
+  /**
+   * Steps recorded per chunk (tokens per readback); 0 (the default) adapts them so that a chunk
+   * takes about {@link chunkMs}: long enough for the host to record the next chunk and for
+   * Deno's 10 ms mapping poll while the GPU works, short enough to stream tokens steadily.
+   */
+  stepsPerChunk = 0;
+  /** Time a chunk aims at when adapting, in ms. */
+  chunkMs = 30;
+  /** Recent time per step (GPU, or the host when it is slower), in ms; 0 until measured. */
+  #stepMs = 0;
   readonly #active: Gen[] = [];
   readonly #inflight: Readback[] = [];
   readonly #stagingPool: GPUBuffer[] = [];
@@ -164,6 +184,8 @@ export class GpuEngine {
     chunks: 0,
     pipelines: 0,
     bytesAllocated: 0,
+    encodeMs: 0,
+    waitMs: 0,
   };
 
   /** The chunked prefill (multi-token inputs). */
@@ -222,12 +244,17 @@ export class GpuEngine {
     this.rt.freeSlot(s);
   }
 
-  /** Upload a whole state into a slot. */
+  /**
+   * Upload a whole state into a slot: position, conv windows and delta-rule memories, and the KV
+   * rows the wire carries (the backend sends none here and streams them through
+   * {@link uploadRows}, so a long session never needs a second full-size copy on the host).
+   */
   upload(id: number, st: WireState): void {
     const rt = this.rt, s = this.#slot(id), c = rt.config, g = rt.geo, q = rt.device.queue;
     if (this.#generating(s)) throw new CapsuleError("state_mismatch", "cannot upload into a generating slot");
     const K = c.linear.convKernel, C = g.C, P = st.position;
     rt.ensureCapacity(s, P + 1);
+    s.pos = P;
     st.layers.forEach((l, i) => {
       if (l.kind === "linear") {
         const li = rt.linearIndex(i);
@@ -238,19 +265,40 @@ export class GpuEngine {
         writeArray(q, rt.convRing[li], s.id * C * K * 4, ring);
         writeArray(q, rt.recurrent[li], s.id * l.recurrent.length * 4, l.recurrent);
       } else {
-        const ai = rt.attentionIndex(i), grp = s.group!, vb = rt.kvBytes;
-        // An f16 cache takes the rows rounded to nearest even (Float16Array), as pack2x16float would.
-        const dev = (x: Float32Array) => (vb === 2 ? new Float16Array(x) : x);
-        if (l.keys.length) {
-          writeArray(q, grp.keys[ai], (s.local * grp.cap + l.fromRow) * g.keyRow * vb, dev(l.keys));
-        }
-        if (l.values.length) {
-          writeArray(q, grp.values[ai], (s.local * grp.cap + l.fromRow) * g.valueRow * vb, dev(l.values));
-        }
+        if (l.keys.length) this.uploadRows(id, i, "keys", l.fromRow, l.keys);
+        if (l.values.length) this.uploadRows(id, i, "values", l.fromRow, l.values);
       }
     });
-    s.pos = P;
     rt.writeHeader(s, { POS: P, DONE: 0, FEED: 0, GEN: 0 });
+  }
+
+  /**
+   * Write KV rows `[row, row + n)` of attention layer `layer` (its index among all layers) into a
+   * slot whose position {@link upload} has set (the backend streams long states through a few
+   * reused pieces this way).
+   */
+  uploadRows(id: number, layer: number, which: "keys" | "values", row: number, data: Float32Array): void {
+    const rt = this.rt, s = this.#slot(id), g = rt.geo, vb = rt.kvBytes;
+    if (this.#generating(s)) throw new CapsuleError("state_mismatch", "cannot upload into a generating slot");
+    const width = which === "keys" ? g.keyRow : g.valueRow;
+    const n = data.length / width, grp = s.group;
+    if (
+      rt.config.layerKinds[layer] !== "attention" || !grp || !Number.isInteger(n) || row < 0 ||
+      row + n > s.pos
+    ) {
+      throw new CapsuleError(
+        "internal",
+        `KV upload of ${data.length} values at row ${row} does not fit layer ${layer} of a slot at position ${s.pos}`,
+      );
+    }
+    const ai = rt.attentionIndex(layer);
+    // An f16 cache takes the rows rounded to nearest even (Float16Array), as pack2x16float would.
+    writeArray(
+      rt.device.queue,
+      (which === "keys" ? grp.keys : grp.values)[ai],
+      (s.local * grp.cap + row) * width * vb,
+      vb === 2 ? new Float16Array(data) : data,
+    );
   }
 
   /** Download a slot's state (KV rows from `fromRow`). */
@@ -273,7 +321,10 @@ export class GpuEngine {
     const rt = this.rt, c = rt.config, g = rt.geo, P = s.pos, K = c.linear.convKernel, C = g.C;
     const vb = rt.kvBytes;
     // `f16`: the copy holds f16 values (an f16 KV cache), widened exactly to f32 when parsed.
-    const copies: { src: GPUBuffer; off: number; bytes: number; f16?: boolean }[] = extra.map((e) => ({
+    // `kv`: KV rows (the bulk of a long state).
+    const copies: { src: GPUBuffer; off: number; bytes: number; f16?: boolean; kv?: boolean }[] = extra.map((
+      e,
+    ) => ({
       src: e.src,
       off: 0,
       bytes: e.bytes,
@@ -295,12 +346,14 @@ export class GpuEngine {
           off: (s.local * grp.cap + from) * g.keyRow * vb,
           bytes: rows * g.keyRow * vb,
           f16: vb === 2,
+          kv: true,
         });
         copies.push({
           src: grp.values[ai],
           off: (s.local * grp.cap + from) * g.valueRow * vb,
           bytes: rows * g.valueRow * vb,
           f16: vb === 2,
+          kv: true,
         });
       }
     });
@@ -318,16 +371,20 @@ export class GpuEngine {
     });
     return async () => {
       await staging.mapAsync(GPUMapMode.READ);
-      const all = staging.getMappedRange().slice(0);
+      const mapped = staging.getMappedRange();
+      // One copy per tensor straight out of the mapped range (f16 rows widened on the way). The KV
+      // rows of a download from row 0 get room to grow, which the receiver adopts with them.
+      const out = copies.map((x, i) => {
+        const n = x.bytes / (x.f16 ? 2 : 4);
+        const src = x.f16 ? new Float16Array(mapped, offsets[i], n) : new Float32Array(mapped, offsets[i], n);
+        const dst = new Float32Array(x.kv && from === 0 ? kvCapacity(rows) * (n / rows) : n);
+        dst.set(src);
+        return dst.subarray(0, n);
+      });
       staging.unmap();
       staging.destroy();
       let k = 0;
-      const take = () => {
-        const o = offsets[k], x = copies[k];
-        k++;
-        if (x.f16) return new Float32Array(new Float16Array(all, o, x.bytes / 2));
-        return new Float32Array(all, o, x.bytes / 4).slice();
-      };
+      const take = () => out[k++];
       const extras = extra.map(() => take());
       if (!withState) return { position: P, layers: [], extra: extras };
       const layers = c.layerKinds.map((kind): WireLinear | WireAttention => {
@@ -543,7 +600,7 @@ export class GpuEngine {
     g.aborted = true;
     this.rt.writeHeader(g.slot, { DONE: 1 });
     // A readback recorded after the flag makes the final count and position known.
-    this.#submitReadback([g], 0, null);
+    this.#submit(this.#recordReadback([g], 0, null));
     this.#kick();
   }
 
@@ -555,13 +612,36 @@ export class GpuEngine {
     setTimeout(() => void this.#pump(), 0);
   }
 
+  /**
+   * The generation loop. Deno's `mapAsync` call returns only once the GPU has finished everything
+   * submitted (measured on an H200: mapping the first of three queued jobs took as long as all
+   * three), and its promise then settles at Deno's next 10 ms poll. So the loop keeps one chunk
+   * recorded ahead: it records chunk k+1 while the GPU runs chunk k, maps chunk k's readback
+   * (returning when the GPU is idle), submits chunk k+1 at once, and reads chunk k's tokens while
+   * the GPU runs k+1.
+   */
   async #pump(): Promise<void> {
+    let drained = 0;
     try {
       for (;;) {
-        while (this.#inflight.length < this.maxInflight && this.#submitChunk()) { /* keep the queue full */ }
+        const t0 = performance.now();
+        const next = this.#recordChunk();
+        this.#stats.encodeMs += performance.now() - t0;
         const r = this.#inflight.shift();
-        if (!r) break;
-        await r.mapped;
+        if (!r) {
+          if (!next) break;
+          this.#submit(next);
+          continue;
+        }
+        const t1 = performance.now();
+        const mapped = r.staging.mapAsync(GPUMapMode.READ);
+        const t2 = performance.now();
+        if (next) this.#submit(next);
+        // The GPU ran r's steps between the previous drain and this one.
+        if (r.steps > 0 && drained > 0) this.#observeStep((t2 - drained) / r.steps);
+        drained = t2;
+        await mapped;
+        this.#stats.waitMs += performance.now() - t1;
         this.#process(r);
       }
     } catch (e) {
@@ -571,14 +651,26 @@ export class GpuEngine {
     }
   }
 
-  #submitChunk(): boolean {
+  /** Steps the next chunk records: fixed by {@link stepsPerChunk}, or about {@link chunkMs} of steps. */
+  #chunkSteps(): number {
+    if (this.stepsPerChunk > 0) return this.stepsPerChunk;
+    if (!(this.#stepMs > 0)) return 8;
+    return Math.max(4, Math.min(64, Math.round(this.chunkMs / this.#stepMs)));
+  }
+
+  #observeStep(ms: number): void {
+    this.#stepMs = this.#stepMs > 0 ? 0.5 * this.#stepMs + 0.5 * ms : ms;
+  }
+
+  /** Record (not submit) the next chunk of steps for the active generations, or null if none. */
+  #recordChunk(): Recorded | null {
     const rt = this.rt;
     const comp = this.#active
       .filter((g) => !g.aborted && !g.finished && g.delivered + g.inflight < g.req.maxTokens)
       .slice(0, rt.opts.maxBatch);
-    if (comp.length === 0) return false;
+    if (comp.length === 0) return null;
     const remaining = Math.max(...comp.map((g) => g.req.maxTokens - g.delivered - g.inflight));
-    const R = Math.min(this.stepsPerChunk, remaining, rt.opts.ring);
+    const R = Math.min(this.#chunkSteps(), remaining, rt.opts.ring);
     rt.setBatch(comp.map((g) => g.slot));
     const rec = new PassRecorder(rt.device);
     for (let k = 0; k < R; k++) rt.encodeStep(rec, { head: true, sample: true });
@@ -586,11 +678,17 @@ export class GpuEngine {
     this.#stats.stepsSubmitted += R;
     this.#stats.chunks++;
     for (const g of comp) g.inflight += R;
-    this.#submitReadback(comp, R, rec);
-    return true;
+    return this.#recordReadback(comp, R, rec);
   }
 
-  #submitReadback(members: Gen[], steps: number, rec: PassRecorder | null): void {
+  /** Submit a recorded chunk or readback; the pump maps its readback in submission order. */
+  #submit(r: Recorded): void {
+    this.rt.device.queue.submit([r.cb]);
+    this.#inflight.push({ staging: r.staging, members: r.members, steps: r.steps });
+  }
+
+  /** Record the copies of every slot's header and token ring after `rec`'s steps (or alone). */
+  #recordReadback(members: Gen[], steps: number, rec: PassRecorder | null): Recorded {
     const rt = this.rt, dev = rt.device;
     const slotBytes = rt.opts.maxSlots * SLOT_WORDS * 4, ringBytes = rt.opts.maxSlots * rt.opts.ring * 4;
     const staging = this.#stagingPool.pop() ??
@@ -602,8 +700,7 @@ export class GpuEngine {
     rec?.endPass();
     enc.copyBufferToBuffer(rt.slotBuf, 0, staging, 0, slotBytes);
     enc.copyBufferToBuffer(rt.ringBuf, 0, staging, slotBytes, ringBytes);
-    dev.queue.submit([enc.finish()]);
-    this.#inflight.push({ staging, mapped: staging.mapAsync(GPUMapMode.READ), members, steps });
+    return { cb: enc.finish(), staging, members, steps };
   }
 
   #process(r: Readback): void {
@@ -695,7 +792,9 @@ export class GpuEngine {
     const t6 = performance.now();
     await dev.queue.onSubmittedWorkDone();
     const t7 = performance.now();
+    const gpuMsPerStep = canProfile(dev) ? await this.#timedSteps(steps) : undefined;
     const out: Diagnosis = {
+      gpuMsPerStep,
       steps,
       dispatchesPerStep: rec.dispatches / steps,
       encodeMsPerStep: (t1 - t0) / steps,
@@ -712,6 +811,35 @@ export class GpuEngine {
       for (const s of slots) rt.writeHeader(s, { DONE: 0, GEN: 0 });
     }
     return out;
+  }
+
+  /** GPU time per step of `n` steps recorded in one compute pass, from its two timestamps. */
+  async #timedSteps(n: number): Promise<number> {
+    const dev = this.rt.device;
+    const querySet = dev.createQuerySet({ type: "timestamp", count: 2 });
+    const resolved = dev.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const read = dev.createBuffer({ size: 16, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
+    try {
+      const rec = new PassRecorder(dev, null, {
+        timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+      });
+      for (let k = 0; k < n; k++) this.rt.encodeStep(rec, { head: true, sample: true });
+      rec.endPass();
+      rec.encoder.resolveQuerySet(querySet, 0, 2, resolved, 0);
+      rec.encoder.copyBufferToBuffer(resolved, 0, read, 0, 16);
+      dev.queue.submit([rec.finish()]);
+      await read.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(read.getMappedRange().slice(0));
+      read.unmap();
+      return Number(t[1] - t[0]) / 1e6 / n;
+    } finally {
+      querySet.destroy();
+      resolved.destroy();
+      read.destroy();
+    }
   }
 
   /** Run `n` steps of the current batch with every dispatch timed; the per-kernel breakdown. */

@@ -42,6 +42,15 @@ export type Request =
   | { id: number; op: "alloc" }
   | { id: number; op: "free"; slot: number }
   | { id: number; op: "upload"; slot: number; state: WireState }
+  | {
+    id: number;
+    op: "uploadRows";
+    slot: number;
+    layer: number;
+    which: "keys" | "values";
+    row: number;
+    data: Float32Array;
+  }
   | { id: number; op: "download"; slot: number; fromRow: number }
   | { id: number; op: "forward"; req: ForwardRequest }
   | { id: number; op: "generate"; gen: number; req: GenerateRequest }
@@ -50,7 +59,7 @@ export type Request =
   | { id: number; op: "reserve"; capacity: number; count: number }
   | { id: number; op: "diagnose"; slots: number[]; steps: number; profileSteps?: number }
   | { id: number; op: "stats" }
-  | { id: number; op: "tune"; stepsPerChunk?: number; maxInflight?: number };
+  | { id: number; op: "tune"; stepsPerChunk?: number; chunkMs?: number };
 
 /** Results by operation. */
 export interface Results {
@@ -58,6 +67,7 @@ export interface Results {
   alloc: number;
   free: null;
   upload: null;
+  uploadRows: Float32Array;
   download: WireState;
   forward: ForwardReply;
   generate: null;

@@ -121,6 +121,17 @@ export interface RuntimeOptions {
    */
   gemvMaxThreadsPerRow: number;
   /**
+   * Most 16-byte weight chunks a GEMV thread loads before its first multiply (1..16). A thread's
+   * chunks past this many are loaded one loop iteration at a time, each waiting for memory.
+   */
+  gemvPrefetch: number;
+  /**
+   * Outputs each thread of a batch-1 GEMV computes (1, 2 or 4; 0: 2 for GEMVs of at least
+   * {@link GEMV_MULTI_OUTPUTS} outputs, else 1): its rows' chunks share one load of the input (per
+   * output the arithmetic is unchanged, so results do not depend on it).
+   */
+  gemvOutputsPerThread: number;
+  /**
    * Storage of the attention layers' KV rows on the device: "f32", or "f16" (two per u32, half the
    * bytes; values are rounded to f16 when written, arithmetic stays f32). States move in and out
    * as f32 either way (an f16 cache downloads exactly and re-uploads bit for bit).
@@ -148,6 +159,8 @@ export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = {
   prefillPiece: 0,
   gemvChunksPerThread: 4,
   gemvMaxThreadsPerRow: 32,
+  gemvPrefetch: 4,
+  gemvOutputsPerThread: 0,
   kvCache: "f32",
 };
 
@@ -291,14 +304,25 @@ export class PassRecorder {
   #pass: GPUComputePassEncoder | null = null;
   dispatches = 0;
 
-  constructor(device: GPUDevice, profiler: KernelProfiler | null = null) {
+  #first: GPUComputePassDescriptor | undefined;
+
+  /** `firstPass`: the descriptor of the first pass opened (e.g. timestamps around a whole run). */
+  constructor(
+    device: GPUDevice,
+    profiler: KernelProfiler | null = null,
+    firstPass?: GPUComputePassDescriptor,
+  ) {
     this.encoder = device.createCommandEncoder();
     this.profiler = profiler;
+    this.#first = firstPass;
   }
 
   /** The open compute pass (opened on demand). */
   get pass(): GPUComputePassEncoder {
-    if (!this.#pass) this.#pass = this.encoder.beginComputePass();
+    if (!this.#pass) {
+      this.#pass = this.encoder.beginComputePass(this.#first);
+      this.#first = undefined;
+    }
     return this.#pass;
   }
 
@@ -348,9 +372,11 @@ export const WRITE_PIECE_BYTES = 64 * 1024 * 1024;
  * than one large write (`bench/upload.ts` on lavapipe: 2.16 against 1.62 GB/s for 200 MB).
  */
 export function writeArray(q: GPUQueue, buf: GPUBuffer, offset: number, data: ArrayBufferView): void {
+  // A byte view, not `data.buffer`: Deno's writeBuffer takes views of any buffer but rejects a bare
+  // SharedArrayBuffer. (Its types admit ArrayBuffer-backed views only.)
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength) as Uint8Array<ArrayBuffer>;
   for (let o = 0; o < data.byteLength; o += WRITE_PIECE_BYTES) {
-    const n = Math.min(WRITE_PIECE_BYTES, data.byteLength - o);
-    q.writeBuffer(buf, offset + o, data.buffer as ArrayBuffer, data.byteOffset + o, n);
+    q.writeBuffer(buf, offset + o, bytes, o, Math.min(WRITE_PIECE_BYTES, data.byteLength - o));
   }
 }
 
@@ -370,6 +396,20 @@ function pow2ceil(n: number): number {
 export function gemvThreadsPerRow(chunks: number, chunksPerThread: number, maxTpr = 64): number {
   return Math.min(maxTpr, Math.max(4, pow2floor(chunks / chunksPerThread)));
 }
+
+/**
+ * GEMVs with at least this many outputs compute two per thread at batch 1 when
+ * {@link RuntimeOptions.gemvOutputsPerThread} is 0 (auto). On an H200 (`bench/gemv_chain.ts`,
+ * docs/benchmarks.md run I) that took Qwen3.5-0.8B's 8,224-row in_proj from 12.6 to 9.4 µs and
+ * its LM head from 214 to 163 µs, and slowed its 1,024-row projections.
+ */
+export const GEMV_MULTI_OUTPUTS = 4096;
+
+/**
+ * GEMVs with at least this many outputs (LM heads) give a row at most 16 threads, each loading
+ * all its chunks (up to 8) at once: the 0.8B LM head took 136 µs instead of 163 µs on an H200.
+ */
+export const GEMV_TALL_OUTPUTS = 65536;
 
 /** Fewest workgroups a GEMV of one batch entry should launch (about two per SM of a large GPU). */
 export const GEMV_MIN_WORKGROUPS = 256;
@@ -424,9 +464,14 @@ export function gemvPlan(
   o: GemvVariant,
   chunksPerThread = DEFAULT_RUNTIME_OPTIONS.gemvChunksPerThread,
   maxThreadsPerRow = DEFAULT_RUNTIME_OPTIONS.gemvMaxThreadsPerRow,
+  prefetch = DEFAULT_RUNTIME_OPTIONS.gemvPrefetch,
+  outputsPerThread = DEFAULT_RUNTIME_OPTIONS.gemvOutputsPerThread,
 ): GemvPlan {
   const outs = o.pair ? w.rows / 2 : w.rows;
-  const tpr = gemvRowThreads(w.chunks, outs, chunksPerThread, maxThreadsPerRow);
+  const tall = outs >= GEMV_TALL_OUTPUTS;
+  const tpr = tall
+    ? Math.min(16, gemvRowThreads(w.chunks, outs, chunksPerThread, maxThreadsPerRow))
+    : gemvRowThreads(w.chunks, outs, chunksPerThread, maxThreadsPerRow);
   const rpg = 256 / tpr;
   const defines: Defines = {
     WG: 256,
@@ -435,6 +480,7 @@ export function gemvPlan(
     CHUNKS: w.chunks,
     OUTS: outs,
     XSTRIDE4: xs / 4,
+    XQ: Math.ceil(xs / 4 / 32),
     YSTRIDE: ys,
     COLS: w.cols,
     EPS: eps,
@@ -443,6 +489,8 @@ export function gemvPlan(
     PRO2: o.pro === 2,
     PAIR: !!o.pair,
     EPI1: !!o.add,
+    PF: Math.min(Math.ceil(w.chunks / tpr), tall ? Math.max(prefetch, 8) : prefetch),
+    R1: outputsPerThread || (outs >= GEMV_MULTI_OUTPUTS ? 2 : 1),
     NH: o.nh ?? 1,
     DVH: o.dvh ?? 1,
     NB: o.nb ?? 1,
@@ -450,18 +498,24 @@ export function gemvPlan(
   return { defines, outs, rpg, opw: gemvBlockShape(tpr, w.format, !!o.pair).opw };
 }
 
+/** Outputs per thread of gemv.wgsl at batch tile `bt` (more than one only at batch 1). */
+function gemvOutputsAt(base: Defines, bt: number): number {
+  return bt === 1 ? Number(base.R1 ?? 1) : 1;
+}
+
 /** The full defines of a GEMV for batch tile `bt`. */
 export function gemvDefines(base: Defines, bt: number): Defines {
-  const nch = Math.ceil(Number(base.CHUNKS) / Number(base.TPR));
   const br = Math.min(bt, 8);
+  const r = gemvOutputsAt(base, bt);
   return {
     ...base,
     BT: bt,
     BR: br,
-    // Lane sums need (2 if PAIR) · BR · WG floats; the norm prologue 32 · BT.
-    RED: Math.max((base.PAIR ? 2 : 1) * br * 256, 32 * bt),
+    R: r,
+    RPG: Number(base.RPG) * r,
+    // Lane sums need (2 if PAIR) · R · BR · WG floats; the norm prologue 32 · BT.
+    RED: Math.max((base.PAIR ? 2 : 1) * r * br * 256, 32 * bt),
     HINV: bt * Number(base.NH),
-    PF: Math.min(nch, 4),
   };
 }
 
@@ -536,7 +590,7 @@ export function gemvKernelSpec(base: Defines, bt: number): { file: string; defin
 export function gemvLaunchGrid(p: GemvPlan, batch: number, bt: number): [number, number, number] {
   return bt >= GEMV_BLOCKED_MIN_TILE
     ? gemvGrid(p.outs, p.opw, batch, GEMV_BLOCKED_ENTRIES)
-    : gemvGrid(p.outs, p.rpg, batch, bt);
+    : gemvGrid(p.outs, p.rpg * gemvOutputsAt(p.defines, bt), batch, bt);
 }
 
 /** Defines of linear_attn.wgsl for a config (binding kinds "rrrrwwrrww"). */
@@ -856,6 +910,7 @@ export function kernelLoopBounds(
   const rowThreads = (chunks: number) => [
     gemvThreadsPerRow(chunks, gemvChunksPerThread, gemvMaxThreadsPerRow),
     gemvThreadsPerRow(chunks, gemvChunksPerThread, 64),
+    Math.min(16, gemvThreadsPerRow(chunks, gemvChunksPerThread, gemvMaxThreadsPerRow)), // tall GEMVs
   ];
   const gemv = (cols: number, fmt: WeightFormat) => {
     const chunks = roundUp(cols, perChunk(fmt)) / perChunk(fmt);
@@ -1084,6 +1139,17 @@ export class DecodeRuntime {
         "invalid_argument",
         `gemvMaxThreadsPerRow must be a power of two in 4..64, got ${mtpr}`,
       );
+    }
+    const opt = opts.gemvOutputsPerThread;
+    if (opt !== 0 && opt !== 1 && opt !== 2 && opt !== 4) {
+      throw new CapsuleError(
+        "invalid_argument",
+        `gemvOutputsPerThread must be 0 (auto), 1, 2 or 4, got ${opt}`,
+      );
+    }
+    const pf = opts.gemvPrefetch;
+    if (!Number.isInteger(pf) || pf < 1 || pf > 16) {
+      throw new CapsuleError("invalid_argument", `gemvPrefetch must be an integer in 1..16, got ${pf}`);
     }
     opts.kvCache ??= DEFAULT_RUNTIME_OPTIONS.kvCache; // an explicit `undefined` means the default
     if (opts.kvCache !== "f32" && opts.kvCache !== "f16") {
@@ -1379,6 +1445,8 @@ export class DecodeRuntime {
       o,
       this.opts.gemvChunksPerThread,
       this.opts.gemvMaxThreadsPerRow,
+      this.opts.gemvPrefetch,
+      this.opts.gemvOutputsPerThread,
     );
     const layout = this.cache.layout("rrrrwr");
     const bind = this.cache.bind(layout, [this.step, w.buf, w.scales, x, y, o.aux ?? this.dummy]);

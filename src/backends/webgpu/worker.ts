@@ -79,6 +79,9 @@ async function handle(msg: Request): Promise<void> {
     case "upload":
       need().upload(msg.slot, msg.state);
       return reply(msg.id, null);
+    case "uploadRows":
+      need().uploadRows(msg.slot, msg.layer, msg.which, msg.row, msg.data);
+      return reply(msg.id, msg.data); // the piece goes back to the backend for the next rows
     case "download":
       return reply(msg.id, await need().download(msg.slot, msg.fromRow));
     case "forward":
@@ -110,8 +113,8 @@ async function handle(msg: Request): Promise<void> {
       return reply(msg.id, need().stats());
     case "tune": {
       const e = need();
-      if (msg.stepsPerChunk) e.stepsPerChunk = msg.stepsPerChunk;
-      if (msg.maxInflight) e.maxInflight = msg.maxInflight;
+      if (msg.stepsPerChunk !== undefined) e.stepsPerChunk = msg.stepsPerChunk;
+      if (msg.chunkMs !== undefined) e.chunkMs = msg.chunkMs;
       return reply(msg.id, null);
     }
   }
