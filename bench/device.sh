@@ -19,19 +19,21 @@ step() {  # step <seconds> <name> <command...>
 }
 step 200 decode deno task bench \
   --models "qwen3.5-0.8b/1+8+32/1k+32k,qwen3.5-0.8b@int8/1+32/1k,qwen3.5-9b/1+32/1k,kimi-48b/1+32/1k+32k" \
-  --seconds 0.25 --warmup 16 --chunk 8 --profile 3 --out "$OUT/decode"
+  --seconds 0.25 --warmup 16 --profile 3 --out "$OUT/decode"
 # The same 0.8B rows with the f16 KV cache (RuntimeOptions.kvCache), profiled at 32k too, and Kimi's
 # MLA latent cache in f16 at 32k.
 step 90 decode-kv16 deno task bench --models "qwen3.5-0.8b/1+32/1k+32k,kimi-48b/1/32k" --kv-cache f16 \
-  --seconds 0.25 --warmup 16 --chunk 8 --profile 3
+  --seconds 0.25 --warmup 16 --profile 3
 step 120 decode-cpt16 deno task bench --models "qwen3.5-0.8b/1+32/1k,qwen3.5-9b/1+32/1k,kimi-48b/1+32/1k" \
-  --seconds 0.25 --warmup 16 --chunk 8 --gemv-cpt 16 --out "$OUT/decode-cpt16"
+  --seconds 0.25 --warmup 16 --gemv-cpt 16 --out "$OUT/decode-cpt16"
+# One batch-1 GEMV's cost inside a step, by layout, against the dispatch floor and a streaming read.
+step 60 gemv-chain deno run -A bench/gemv_chain.ts
 # Temperature sampling: top-k 50 takes the sampler's fast path; top-p 0.9 over the synthetic model's
 # nearly flat logits takes its fallback.
 step 60 decode-sampling deno task bench --models "qwen3.5-0.8b/1/1k" \
-  --seconds 0.25 --warmup 16 --chunk 8 --temperature 0.7 --top-k 50
+  --seconds 0.25 --warmup 16 --temperature 0.7 --top-k 50
 step 60 decode-topp deno task bench --models "qwen3.5-0.8b/1/1k" \
-  --seconds 0.25 --warmup 16 --chunk 8 --temperature 0.7 --top-p 0.9
+  --seconds 0.25 --warmup 16 --temperature 0.7 --top-p 0.9
 # Prefill GEMM tile variants on every projection shape, then the prefill with the best of them.
 step 90 gemm-sweep deno run -A bench/prefill.ts --gemm-sweep --models 0.8b,9b --out "$OUT/gemm-sweep.jsonl"
 # The 0.8B model's best variant over one pass of all its projections (the first such line).

@@ -3,7 +3,8 @@
  * reference session's, a snapshot after any call is current (resumable anywhere), and a consumer
  * that stops reading early leaves tokens and state in step.
  */
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertRejects } from "@std/assert";
+import { CapsuleError } from "../../src/errors.ts";
 import { loadModelConfig } from "../../src/model/config.ts";
 import { Checkpoint, SafetensorsFile } from "../../src/model/safetensors.ts";
 import { loadWeights } from "../../src/model/weights.ts";
@@ -92,6 +93,32 @@ Deno.test({
       ], 12);
       assert(exact.bitIdentical, "raw/f32 must reproduce every logit bit and token on the GPU");
       assertEquals(int8.top1Agree, int8.steps);
+    } finally {
+      gpu.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "tokens and state do not depend on how the generation loop chunks its steps",
+  ignore: !hasGpu,
+  async fn() {
+    const { backend: gpu } = await openFixture("qwen3_5-tiny");
+    try {
+      const ids = await prompt();
+      const runs: { tokens: number[]; position: number }[] = [];
+      // Adaptive chunks (the default), then fixed chunks of 3 and of 1 step.
+      for (const stepsPerChunk of [0, 3, 1]) {
+        await gpu.tune({ stepsPerChunk });
+        const s = new Session(gpu);
+        await s.append(ids);
+        const tokens = await collect(s.generate({ ...params, maxTokens: 11 }));
+        runs.push({ tokens, position: s.state.position });
+      }
+      assertEquals(runs[1], runs[0]);
+      assertEquals(runs[2], runs[0]);
+      await assertRejects(() => gpu.tune({ stepsPerChunk: -1 }), CapsuleError, "stepsPerChunk");
+      await assertRejects(() => gpu.tune({ chunkMs: 1.5 }), CapsuleError, "chunkMs");
     } finally {
       gpu.dispose();
     }
