@@ -217,6 +217,16 @@ Deno.test({
       CapsuleError,
       "gemvChunksPerThread",
     );
+    await assertRejects(
+      () => openFixture("qwen3_5-tiny", { gemvPrefetch: 0 }),
+      CapsuleError,
+      "gemvPrefetch must be an integer in 1..16",
+    );
+    await assertRejects(
+      () => openFixture("qwen3_5-tiny", { gemvOutputsPerThread: 3 }),
+      CapsuleError,
+      "gemvOutputsPerThread must be 0 (auto), 1, 2 or 4",
+    );
   },
 });
 
