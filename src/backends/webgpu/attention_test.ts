@@ -23,11 +23,12 @@ import {
 
 const gpu = await testGpu();
 
-for (const kv16 of [false, true]) {
+// Head sizes 20 (D/4 odd) and 40 (even) for the f16 cache.
+for (const [kv16, headDim] of [[false, 20], [true, 20], [true, 40]] as const) {
   Deno.test({
     name:
       "gated GQA decode kernels (q/k norm, partial RoPE, append, split context, sigmoid gate) equal attendGqa" +
-      (kv16 ? " over an f16 KV cache" : ""),
+      (kv16 ? ` over an f16 KV cache, head size ${headDim}` : ""),
     ignore: !gpu,
     fn: async () => {
       const c = parseModelConfig({
@@ -37,7 +38,7 @@ for (const kv16 of [false, true]) {
         num_hidden_layers: 1,
         num_attention_heads: 6,
         num_key_value_heads: 2,
-        head_dim: 20,
+        head_dim: headDim,
         partial_rotary_factor: 0.4,
         intermediate_size: 32,
         linear_key_head_dim: 8,
@@ -400,8 +401,9 @@ async function runSplitContext(
   sessions: CtxSession[],
   locals: number[],
   wkvb?: GPUBuffer,
+  kv16 = false,
 ): Promise<Float32Array[]> {
-  const a = c.attention, g = geometry(c), d = attentionDefines(c, 8), mb = 8;
+  const a = c.attention, g = geometry(c), d = attentionDefines(c, 8, kv16), mb = 8;
   const B = sessions.length, nslots = Math.max(...locals) + 1, nc = attnGroupChunks(cap);
   const gated = a.kind === "gated";
   const heads = a.numHeads;
@@ -424,7 +426,9 @@ async function runSplitContext(
   const po = h.buffer(mb * heads * nc * width * 4), pml = h.buffer(mb * heads * nc * 8);
   const out = h.buffer(mb * g.attOut * 4);
   const head = [step, slotBuf, grp];
-  h.run(file, d.partial, "rrurrrww", [...head, h.buffer(q), h.buffer(K), h.buffer(V), po, pml], [
+  // An f16 cache: the callers' rows are f16-representable, so the reference sees the same values.
+  const kv = (x: Float32Array) => h.buffer(kv16 ? new Float16Array(x) : x);
+  h.run(file, d.partial, "rrurrrww", [...head, h.buffer(q), kv(K), kv(V), po, pml], [
     nc,
     gated ? a.numKvHeads : Math.ceil(heads / Math.min(8, heads)),
     B,
@@ -566,18 +570,29 @@ Deno.test({
         const c = gatedConfig(hq, hkv, D);
         const sessions = ns.map((n) => gatedSession(r, c, n));
         const cap = Math.ceil(Math.max(...ns) / RPCMAX) * RPCMAX;
-        const got = await runSplitContext(
-          h,
-          "attention.wgsl",
-          c,
-          cap,
-          sessions,
-          ns.map((_, i) => ns.length - 1 - i),
-        );
-        sessions.forEach((s, b) => {
-          const e = maxRelDiff(got[b], gatedReference(c, s));
-          assert(e < 1e-4, `HQ ${hq} D ${D}, context ${s.n}: attention output differs by ${e}`);
-        });
+        // The f32 cache, then an f16 one over the same rows rounded to f16.
+        for (const kv16 of [false, true]) {
+          if (kv16) {
+            for (const s of sessions) for (const x of [s.keys, s.values]) x.set(new Float16Array(x));
+          }
+          const got = await runSplitContext(
+            h,
+            "attention.wgsl",
+            c,
+            cap,
+            sessions,
+            ns.map((_, i) => ns.length - 1 - i),
+            undefined,
+            kv16,
+          );
+          sessions.forEach((s, b) => {
+            const e = maxRelDiff(got[b], gatedReference(c, s));
+            assert(
+              e < 1e-4,
+              `HQ ${hq} D ${D}, context ${s.n}, f16 ${kv16}: attention output differs by ${e}`,
+            );
+          });
+        }
       }
     } finally {
       h.dispose();
