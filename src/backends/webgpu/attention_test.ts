@@ -56,8 +56,9 @@ for (const [kv16, headDim] of [[false, 20], [true, 20], [true, 40]] as const) {
         const r = rng(21);
         const g = geometry(c), d = attentionDefines(c, 8, kv16);
         const hq = a.numHeads, hkv = a.numKvHeads, D = a.headDim, row = hkv * D;
-        const cap = 3 * RPCMAX, nc = attnGroupChunks(cap);
         const slots = [1, 0, 2], positions = [0, 129, 300], done = [0, 0, 1];
+        // Room for every position plus the appended row, in whole RPCMAX blocks as the runtime makes.
+        const cap = Math.ceil((Math.max(...positions) + 1) / RPCMAX) * RPCMAX, nc = attnGroupChunks(cap);
         const B = slots.length, mb = 8;
         const proj = randArray(r, mb * g.PS, -1, 1);
         const K = randArray(r, 3 * cap * row, -1, 1), V = randArray(r, 3 * cap * row, -1, 1);
