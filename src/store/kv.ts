@@ -52,6 +52,29 @@ const CHUNKS_PER_BATCH = 10;
 /** Deletes per atomic operation (limit 1000 mutations). */
 const DELETES_PER_BATCH = 500;
 /** Times a read or a compare-and-set restarts after losing a race before giving up. */
+/**
+ * A write that SQLite refused because another handle on the same file held its write lock
+ * ("database is locked"; seen with two handles racing commits). Such an attempt applied nothing.
+ */
+function isBusy(e: unknown): boolean {
+  return e instanceof Error && /database is locked|SQLITE_BUSY/i.test(e.message);
+}
+
+/** Attempts of one write while the file is locked by another handle (about 2 s in all). */
+const BUSY_ATTEMPTS = 50;
+
+/** Runs one atomic write, again while another handle holds the file's write lock. */
+async function whileBusy<T>(write: () => Promise<T>): Promise<T> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await write();
+    } catch (e) {
+      if (!isBusy(e) || attempt >= BUSY_ATTEMPTS) throw e;
+      await new Promise((r) => setTimeout(r, Math.min(50, 2 ** attempt) * (0.5 + Math.random())));
+    }
+  }
+}
+
 const MAX_ATTEMPTS = 32;
 
 /** Where a capsule's chunks live. */
@@ -169,15 +192,17 @@ export class KvStore implements SessionStore {
     let marker = "";
     // The marker goes in the first batch so that even a crash mid-write leaves a sweepable blob.
     for (let first = 0; first === 0 || first < chunks; first += CHUNKS_PER_BATCH) {
-      const op = this.#kv.atomic();
-      if (first === 0) {
-        op.set(this.#pendingKey(t, id, blob), { since: Date.now(), dead: false } satisfies PendingValue);
-      }
-      for (let i = first; i < Math.min(chunks, first + CHUNKS_PER_BATCH); i++) {
-        // slice copies, so later changes to the caller's array cannot reach the store.
-        op.set([...prefix, i], bytes.slice(i * this.#chunk, (i + 1) * this.#chunk));
-      }
-      const res = await op.commit();
+      const res = await whileBusy(() => {
+        const op = this.#kv.atomic();
+        if (first === 0) {
+          op.set(this.#pendingKey(t, id, blob), { since: Date.now(), dead: false } satisfies PendingValue);
+        }
+        for (let i = first; i < Math.min(chunks, first + CHUNKS_PER_BATCH); i++) {
+          // slice copies, so later changes to the caller's array cannot reach the store.
+          op.set([...prefix, i], bytes.slice(i * this.#chunk, (i + 1) * this.#chunk));
+        }
+        return op.commit();
+      });
       if (!res.ok) throw new CapsuleError("store_unavailable", "kv store: blob write was rejected");
       if (first === 0) marker = res.versionstamp;
     }
@@ -213,11 +238,13 @@ export class KvStore implements SessionStore {
       for await (const e of this.#kv.list({ prefix })) keys.push(e.key);
     }
     for (let i = 0; i < keys.length; i += DELETES_PER_BATCH) {
-      const op = this.#kv.atomic();
-      for (const k of keys.slice(i, i + DELETES_PER_BATCH)) op.delete(k);
-      await op.commit();
+      await whileBusy(() => {
+        const op = this.#kv.atomic();
+        for (const k of keys.slice(i, i + DELETES_PER_BATCH)) op.delete(k);
+        return op.commit();
+      });
     }
-    await this.#kv.delete(this.#pendingKey(t, id, blob));
+    await whileBusy(() => this.#kv.delete(this.#pendingKey(t, id, blob)));
   }
 
   /** Deletes a blob whose marker says dead; failures leave it to {@linkcode sweepOrphans}. */
@@ -272,15 +299,18 @@ export class KvStore implements SessionStore {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         const cur = await this.#kv.get<V>(key);
         const next = accept(cur.value);
-        const op = this.#kv.atomic()
-          .check(cur)
-          .check({ key: this.#pendingKey(t, id, staged.blob), versionstamp: staged.marker })
-          .set(key, next)
-          .delete(this.#pendingKey(t, id, staged.blob));
-        if (cur.value) {
-          op.set(this.#pendingKey(t, id, cur.value.blob), { since: 0, dead: true } satisfies PendingValue);
-        }
-        if ((await op.commit()).ok) {
+        const res = await whileBusy(() => {
+          const op = this.#kv.atomic()
+            .check(cur)
+            .check({ key: this.#pendingKey(t, id, staged.blob), versionstamp: staged.marker })
+            .set(key, next)
+            .delete(this.#pendingKey(t, id, staged.blob));
+          if (cur.value) {
+            op.set(this.#pendingKey(t, id, cur.value.blob), { since: 0, dead: true } satisfies PendingValue);
+          }
+          return op.commit();
+        });
+        if (res.ok) {
           done = true;
           if (cur.value) await this.#dropBlob(t, id, cur.value);
           return next;
@@ -373,11 +403,16 @@ export class KvStore implements SessionStore {
       for (let attempt = 0; attempt < MAX_ATTEMPTS && !removed; attempt++) {
         const cur = await this.#kv.get<HeadValue>(key);
         if (!cur.value || (expected !== null && cur.value.version !== expected)) return false;
-        const res = await this.#kv.atomic()
-          .check(cur)
-          .delete(key)
-          .set(this.#pendingKey(tenant, id, cur.value.blob), { since: 0, dead: true } satisfies PendingValue)
-          .commit();
+        const res = await whileBusy(() =>
+          this.#kv.atomic()
+            .check(cur)
+            .delete(key)
+            .set(
+              this.#pendingKey(tenant, id, cur.value!.blob),
+              { since: 0, dead: true } satisfies PendingValue,
+            )
+            .commit()
+        );
         if (res.ok) removed = cur.value;
       }
       if (!removed) {
@@ -480,11 +515,13 @@ export class KvStore implements SessionStore {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const cur = await this.#kv.get<CheckpointValue>(key);
       if (!cur.value) return false;
-      const res = await this.#kv.atomic()
-        .check(cur)
-        .delete(key)
-        .set(this.#pendingKey(t, id, cur.value.blob), { since: 0, dead: true } satisfies PendingValue)
-        .commit();
+      const res = await whileBusy(() =>
+        this.#kv.atomic()
+          .check(cur)
+          .delete(key)
+          .set(this.#pendingKey(t, id, cur.value!.blob), { since: 0, dead: true } satisfies PendingValue)
+          .commit()
+      );
       if (res.ok) {
         await this.#dropBlob(t, id, cur.value);
         return true;
@@ -508,10 +545,12 @@ export class KvStore implements SessionStore {
         const [, , t, id, blob] = e.key as [string, string, string, string, string];
         if (!e.value.dead) {
           // Mark it dead first: the owning writer's commit checks the marker and will now fail.
-          const res = await this.#kv.atomic()
-            .check(e)
-            .set(e.key, { since: e.value.since, dead: true } satisfies PendingValue)
-            .commit();
+          const res = await whileBusy(() =>
+            this.#kv.atomic()
+              .check(e)
+              .set(e.key, { since: e.value.since, dead: true } satisfies PendingValue)
+              .commit()
+          );
           if (!res.ok) continue;
         }
         await this.#deleteBlob(t, id, blob);
