@@ -30,30 +30,7 @@ const R: u32 = {{R}}u;            // outputs per thread (consecutive; they share
 const RPG: u32 = {{RPG}}u;        // outputs per workgroup: (WG / TPR) · R
 const BT: u32 = {{BT}}u;
 const BR: u32 = {{BR}}u;          // entries reduced per round: min(BT, 8)
-const CHUNKS: u32 = {{CHUNKS}}u;  // vec4<u32> per weight row
-const OUTS: u32 = {{OUTS}}u;      // outputs per batch entry
-const XS4: u32 = {{XSTRIDE4}}u;   // X row stride in vec4<f32>
-const YSTRIDE: u32 = {{YSTRIDE}}u;
-const COLS: f32 = {{COLS}};       // true input width (RMSNorm mean)
-const EPS: f32 = {{EPS}};
 const NCH: u32 = (CHUNKS + TPR - 1u) / TPR;  // chunks per thread (at most)
-#if WQ
-const XPC: u32 = 4u;              // vec4<f32> of X per chunk (16 int8 weights)
-#else
-const XPC: u32 = 2u;              // 8 f16 weights
-#endif
-#if PRO2
-const NH: u32 = {{NH}}u;          // heads of the input
-const DVH: u32 = {{DVH}}u;        // head width
-const NB: u32 = {{NB}}u;          // partial sums per head
-#endif
-
-@group(0) @binding(0) var<storage, read> step: array<u32>;
-@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> rowScale: array<f32>;
-@group(0) @binding(3) var<storage, read> X: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(5) var<storage, read> aux: array<vec4<f32>>;
 
 var<workgroup> red: array<f32, {{RED}}>;   // (2 if PAIR) · R · BR · WG
 #if PRO1

@@ -26,32 +26,9 @@ const OPW: u32 = {{OPW}}u;        // outputs per workgroup: R / PW · RGW
 const E: u32 = {{E}}u;            // entries per workgroup
 const EB: u32 = {{EB}}u;          // entries reduced per round
 const NOUT: u32 = {{NOUT}}u;      // partial sums per lane per round: R · EB · RGW
-const CHUNKS: u32 = {{CHUNKS}}u;  // vec4<u32> per weight row
 const ROWS: u32 = {{ROWS}}u;      // weight rows
-const OUTS: u32 = {{OUTS}}u;      // outputs per batch entry
-const XS4: u32 = {{XSTRIDE4}}u;   // X row stride in vec4<f32>
-const YSTRIDE: u32 = {{YSTRIDE}}u;
-const COLS: f32 = {{COLS}};       // true input width (RMSNorm mean)
-const EPS: f32 = {{EPS}};
 const NCH: u32 = (CHUNKS + CL - 1u) / CL;  // chunks per thread and row (at most)
 const SWZ: u32 = 32u / LL;        // lane stride of the bank swizzle
-#if WQ
-const XPC: u32 = 4u;              // vec4<f32> of X per chunk (16 int8 weights)
-#else
-const XPC: u32 = 2u;              // 8 f16 weights
-#endif
-#if PRO2
-const NH: u32 = {{NH}}u;          // heads of the input
-const DVH: u32 = {{DVH}}u;        // head width
-const NB: u32 = {{NB}}u;          // partial sums per head
-#endif
-
-@group(0) @binding(0) var<storage, read> step: array<u32>;
-@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> rowScale: array<f32>;
-@group(0) @binding(3) var<storage, read> X: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(5) var<storage, read> aux: array<vec4<f32>>;
 
 // Lane partials of one round, lane-major: red[lane · NOUT + (o ^ swizzle(lane))]. The XOR keeps
 // both the writes (a warp's LL lanes × SWZ row groups) and the reads (consecutive outputs) on

@@ -1,7 +1,31 @@
 // What gemv.wgsl and gemv_batched.wgsl share, one copy so the two kernels stay bit-identical:
-// weight unpacking (with the PRO1 norm scale folded in), the per-chunk dot product, and the input
-// prologues. The including kernel declares X, aux, red, invs (PRO1), hinv (PRO2) and the constants
-// XS4, COLS, EPS, WG, NH, NB, DVH; the define XQ = ⌈XS4 / 32⌉.
+// their bindings (binding kinds "rrrrwr") and shape constants, weight unpacking (with the PRO1
+// norm scale folded in), the per-chunk dot product, and the input prologues. The including kernel
+// declares red, invs (PRO1), hinv (PRO2) and WG; the define XQ = ⌈XS4 / 32⌉.
+const CHUNKS: u32 = {{CHUNKS}}u;  // vec4<u32> per weight row
+const OUTS: u32 = {{OUTS}}u;      // outputs per batch entry
+const XS4: u32 = {{XSTRIDE4}}u;   // X row stride in vec4<f32>
+const YSTRIDE: u32 = {{YSTRIDE}}u;
+const COLS: f32 = {{COLS}};       // true input width (RMSNorm mean)
+const EPS: f32 = {{EPS}};
+#if WQ
+const XPC: u32 = 4u;              // vec4<f32> of X per chunk (16 int8 weights)
+#else
+const XPC: u32 = 2u;              // 8 f16 weights
+#endif
+#if PRO2
+const NH: u32 = {{NH}}u;          // heads of the input
+const DVH: u32 = {{DVH}}u;        // head width
+const NB: u32 = {{NB}}u;          // partial sums per head
+#endif
+
+@group(0) @binding(0) var<storage, read> step: array<u32>;
+@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> rowScale: array<f32>;
+@group(0) @binding(3) var<storage, read> X: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(5) var<storage, read> aux: array<vec4<f32>>;
+
 #if PRO1
 // invs[b] = 1/rms of input row b0 + b, b < n: 32 partial sums per row, then one thread per row. The
 // split is the same for every tile size, so an entry's result does not depend on its batch.
