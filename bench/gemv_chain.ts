@@ -15,6 +15,7 @@
 import { parseArgs } from "node:util";
 import { openGpu } from "../src/backends/webgpu/device.ts";
 import { PipelineCache } from "../src/backends/webgpu/pipelines.ts";
+import { KernelProfiler } from "../src/backends/webgpu/profile.ts";
 import { gemvDefines, gemvLaunchGrid, gemvPlan, type GemvVariant } from "../src/backends/webgpu/runtime.ts";
 import type { Defines } from "../src/backends/webgpu/wgsl.ts";
 
@@ -30,7 +31,6 @@ const { values } = parseArgs({
 const N = Number(values.n), REPS = Number(values.reps);
 const ctx = await openGpu();
 const dev = ctx.device;
-if (!dev.features.has("timestamp-query")) throw new Error("this benchmark needs timestamp-query");
 const cache = new PipelineCache(dev);
 const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
 
@@ -45,46 +45,37 @@ function filled(bytes: number, mask: number): GPUBuffer {
   return b;
 }
 
-const MAXQ = 2 * (REPS + 1);
-const qs = dev.createQuerySet({ type: "timestamp", count: MAXQ });
-const qBuf = dev.createBuffer({
-  size: MAXQ * 8,
-  usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-});
-const qRead = dev.createBuffer({ size: MAXQ * 8, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
-
 /**
  * µs per dispatch of N back-to-back dispatches, dispatch i using pipeline i mod P and bind group
  * i mod B (several bind groups over distinct weight copies keep the weights out of the L2 cache,
  * as in a real step, where every layer has its own). All repetitions go in one submission so the
- * GPU never idles between them; the first is a warm-up; the best of the rest counts.
+ * GPU never idles between them, each a pass timed by the kernel profiler; the first is a warm-up;
+ * the best of the rest counts.
  */
 async function chain(
   pipelines: GPUComputePipeline[],
   binds: GPUBindGroup[],
   grid: [number, number, number],
 ): Promise<number> {
-  const enc = dev.createCommandEncoder();
-  for (let r = 0; r <= REPS; r++) {
-    const pass = enc.beginComputePass({
-      timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * r, endOfPassWriteIndex: 2 * r + 1 },
-    });
-    for (let i = 0; i < N; i++) {
-      pass.setPipeline(pipelines[i % pipelines.length]);
-      pass.setBindGroup(0, binds[i % binds.length]);
-      pass.dispatchWorkgroups(...grid);
+  const profiler = KernelProfiler.create(dev, REPS + 1, ctx.adapterName);
+  try {
+    const enc = dev.createCommandEncoder();
+    for (let r = 0; r <= REPS; r++) {
+      const pass = enc.beginComputePass({ timestampWrites: profiler.next(r ? "rep" : "warm-up") });
+      for (let i = 0; i < N; i++) {
+        pass.setPipeline(pipelines[i % pipelines.length]);
+        pass.setBindGroup(0, binds[i % binds.length]);
+        pass.dispatchWorkgroups(...grid);
+      }
+      pass.end();
     }
-    pass.end();
+    profiler.resolve(enc);
+    dev.queue.submit([enc.finish()]);
+    const reps = (await profiler.read()).slice(1);
+    return Math.min(...reps.map((t) => t.us / N));
+  } finally {
+    profiler.destroy();
   }
-  enc.resolveQuerySet(qs, 0, MAXQ, qBuf, 0);
-  enc.copyBufferToBuffer(qBuf, 0, qRead, 0, MAXQ * 8);
-  dev.queue.submit([enc.finish()]);
-  await qRead.mapAsync(GPUMapMode.READ);
-  const t = new BigUint64Array(qRead.getMappedRange().slice(0));
-  qRead.unmap();
-  let best = Infinity;
-  for (let r = 1; r <= REPS; r++) best = Math.min(best, Number(t[2 * r + 1] - t[2 * r]) / 1000 / N);
-  return best;
 }
 
 /** Copies of the weights that together exceed the L2 cache (50 MB on an H200) several times. */

@@ -816,29 +816,17 @@ export class GpuEngine {
   /** GPU time per step of `n` steps recorded in one compute pass, from its two timestamps. */
   async #timedSteps(n: number): Promise<number> {
     const dev = this.rt.device;
-    const querySet = dev.createQuerySet({ type: "timestamp", count: 2 });
-    const resolved = dev.createBuffer({
-      size: 16,
-      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-    });
-    const read = dev.createBuffer({ size: 16, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
+    const profiler = KernelProfiler.create(dev, 1, this.rt.ctx.adapterName);
     try {
-      const rec = new PassRecorder(dev, null, {
-        timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
-      });
+      const rec = new PassRecorder(dev, null, { timestampWrites: profiler.next("steps") });
       for (let k = 0; k < n; k++) this.rt.encodeStep(rec, { head: true, sample: true });
       rec.endPass();
-      rec.encoder.resolveQuerySet(querySet, 0, 2, resolved, 0);
-      rec.encoder.copyBufferToBuffer(resolved, 0, read, 0, 16);
+      profiler.resolve(rec.encoder);
       dev.queue.submit([rec.finish()]);
-      await read.mapAsync(GPUMapMode.READ);
-      const t = new BigUint64Array(read.getMappedRange().slice(0));
-      read.unmap();
-      return Number(t[1] - t[0]) / 1e6 / n;
+      const [pass] = await profiler.read();
+      return pass.us / 1000 / n;
     } finally {
-      querySet.destroy();
-      resolved.destroy();
-      read.destroy();
+      profiler.destroy();
     }
   }
 
