@@ -13,6 +13,7 @@ import {
   GEMV_BLOCKED_MIN_TILE,
   GEMV_MIN_WORKGROUPS,
   GEMV_TALL_OUTPUTS,
+  GEMV_TALL_TPR,
   gemvDefines,
   gemvGrid,
   gemvKernelSpec,
@@ -360,6 +361,9 @@ Deno.test("GEMV rows get at most the capped threads, unless that leaves too few 
   // Short rows never reach the cap; a cap of 64 changes nothing.
   assertEquals(gemvRowThreads(128, 1024, 4, 32), 32);
   assertEquals(gemvRowThreads(512, 4096, 4, 64), 64);
+  // LM-head-tall GEMVs take at most GEMV_TALL_TPR, under any cap.
+  assertEquals(gemvRowThreads(128, GEMV_TALL_OUTPUTS, 4, 64), GEMV_TALL_TPR);
+  assertEquals(gemvRowThreads(16, GEMV_TALL_OUTPUTS, 4, 32), 4);
   // gemvPlan follows it, so both GEMV kernels share the choice (they must stay bit-identical).
   const plan = (rows: number, cols: number) =>
     gemvPlan({ rows, cols, chunks: cols / 8, format: "f16" }, cols, rows, 1e-6, {}, 4, 32);

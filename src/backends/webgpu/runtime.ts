@@ -406,10 +406,14 @@ export function gemvThreadsPerRow(chunks: number, chunksPerThread: number, maxTp
 export const GEMV_MULTI_OUTPUTS = 4096;
 
 /**
- * GEMVs with at least this many outputs (LM heads) give a row at most 16 threads, each loading
- * all its chunks (up to 8) at once: the 0.8B LM head took 136 µs instead of 163 µs on an H200.
+ * GEMVs with at least this many outputs (LM heads) give a row at most {@link GEMV_TALL_TPR}
+ * threads, each loading all its chunks (up to 8) at once: the 0.8B LM head took 136 µs instead of
+ * 163 µs on an H200.
  */
 export const GEMV_TALL_OUTPUTS = 65536;
+
+/** Most threads per row of a GEMV with at least {@link GEMV_TALL_OUTPUTS} outputs. */
+export const GEMV_TALL_TPR = 16;
 
 /** Fewest workgroups a GEMV of one batch entry should launch (about two per SM of a large GPU). */
 export const GEMV_MIN_WORKGROUPS = 256;
@@ -419,6 +423,7 @@ export const GEMV_MIN_WORKGROUPS = 256;
  * unless the cap would leave fewer than {@link GEMV_MIN_WORKGROUPS} workgroups (256 / tpr rows
  * each); then up to 64. On an H200 the cap of 32 sped up the 9B's 4,096-row GEMVs by 21 % but
  * slowed the 0.8B's 1,024-row down and out projections, which then ran on 128 workgroups.
+ * Tall GEMVs ({@link GEMV_TALL_OUTPUTS}) take at most {@link GEMV_TALL_TPR}.
  */
 export function gemvRowThreads(
   chunks: number,
@@ -427,6 +432,7 @@ export function gemvRowThreads(
   maxTpr: number,
 ): number {
   const capped = gemvThreadsPerRow(chunks, chunksPerThread, maxTpr);
+  if (outs >= GEMV_TALL_OUTPUTS) return Math.min(GEMV_TALL_TPR, capped);
   return Math.ceil(outs / (256 / capped)) < GEMV_MIN_WORKGROUPS
     ? gemvThreadsPerRow(chunks, chunksPerThread, 64)
     : capped;
@@ -469,9 +475,7 @@ export function gemvPlan(
 ): GemvPlan {
   const outs = o.pair ? w.rows / 2 : w.rows;
   const tall = outs >= GEMV_TALL_OUTPUTS;
-  const tpr = tall
-    ? Math.min(16, gemvRowThreads(w.chunks, outs, chunksPerThread, maxThreadsPerRow))
-    : gemvRowThreads(w.chunks, outs, chunksPerThread, maxThreadsPerRow);
+  const tpr = gemvRowThreads(w.chunks, outs, chunksPerThread, maxThreadsPerRow);
   const rpg = 256 / tpr;
   const defines: Defines = {
     WG: 256,
@@ -910,7 +914,7 @@ export function kernelLoopBounds(
   const rowThreads = (chunks: number) => [
     gemvThreadsPerRow(chunks, gemvChunksPerThread, gemvMaxThreadsPerRow),
     gemvThreadsPerRow(chunks, gemvChunksPerThread, 64),
-    Math.min(16, gemvThreadsPerRow(chunks, gemvChunksPerThread, gemvMaxThreadsPerRow)), // tall GEMVs
+    Math.min(GEMV_TALL_TPR, gemvThreadsPerRow(chunks, gemvChunksPerThread, gemvMaxThreadsPerRow)), // tall
   ];
   const gemv = (cols: number, fmt: WeightFormat) => {
     const chunks = roundUp(cols, perChunk(fmt)) / perChunk(fmt);
