@@ -38,7 +38,6 @@ export interface SessionState {
   layers: LayerState[];
 }
 
-/** A token-major growable f32 matrix: `length` rows of `rowSize` values, amortised O(1) append. */
 /**
  * Rows to allocate for a cache that holds `rows` now: an eighth more (at least 16), so that the
  * first tokens after a resume or a copy do not reallocate and copy the whole cache (805 MB per
@@ -48,6 +47,7 @@ export function kvCapacity(rows: number): number {
   return rows + Math.max(16, Math.ceil(rows / 8));
 }
 
+/** A token-major growable f32 matrix: `length` rows of `rowSize` values, amortised O(1) append. */
 export class KvRows {
   readonly rowSize: number;
   #data: Float32Array;
@@ -86,8 +86,10 @@ export class KvRows {
 
   /**
    * Take `rows` (whole rows) as the stored rows without copying them, when nothing is stored yet:
-   * a state downloaded from the GPU hands over its arrays instead of copying hundreds of MB. The
-   * caller must not use `rows` afterwards. Returns false (and takes nothing) when rows are stored.
+   * a state downloaded from the GPU hands over its arrays instead of copying hundreds of MB. When
+   * `rows` starts its buffer, the whole buffer becomes the storage (its spare end is room to
+   * grow), so the caller gives up the buffer, not only the view. Returns false (and takes nothing)
+   * when rows are stored.
    */
   adopt(rows: Float32Array): boolean {
     if (this.#length !== 0) return false;
