@@ -287,20 +287,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let q = l / CC;
   let j = l % CC;
   let v = vb * CC + j;
-  var r = Merged(vec4<f32>(0.0), 0.0);
-  if (v < D4) {
-    r = merge_cols(base, v, q, VS, ncs, m);
-    if (q > 0u) {
-      part[(q - 1u) * CC + j] = r.o;
-      if (j == 0u) { tot[q] = r.t; }
-    }
-  }
-  workgroupBarrier();
+  let r = merge_slices(base, v, q, VS, j, CC, v < D4, ncs, m);
   if (q == 0u && v < D4) {
-    for (var s = 1u; s < VS; s++) {
-      r.o += part[(s - 1u) * CC + j];
-      r.t += tot[s];
-    }
     let gi = b * PROJ + h * 2u * D + D + 4u * v;
     let gate = vec4<f32>(sigmoid(proj[gi]), sigmoid(proj[gi + 1u]), sigmoid(proj[gi + 2u]), sigmoid(proj[gi + 3u]));
     out[b * OS4 + h * D4 + v] = r.o / r.t * gate;

@@ -6,7 +6,8 @@
 // scores: head h, row r, slice s at h·SCW + r·tpr + s) and `red` (≥ heads · SPH floats), the
 // storage array `pml: array<vec2<f32>>` and the constants PWG, SCW, SPH and NEG.
 // Combine entry: `red` (≥ SPLIT_WG floats), `pml`, `pacc: array<vec4<f32>>` (per chunk: ROW4 vec4
-// of exp-weighted values) and the constants SPLIT_WG (threads of a combine workgroup), ROW4, NEG.
+// of exp-weighted values), the slice sums `part: array<vec4<f32>>` and `tot: array<f32>`, and the
+// constants SPLIT_WG (threads of a combine workgroup), ROW4, NEG.
 #if PARTIAL
 // Softmax of one chunk for `nh` heads: a row's slice partials are summed in slice order and
 // scaled; SPH threads per head take the max (order-free) and the sum of p = exp(score − m) (their
@@ -91,5 +92,28 @@ fn merge_cols(base: u32, v: u32, q: u32, st: u32, ncs: u32, m: f32) -> Merged {
     t += e.y * w;
   }
   return Merged(o, t);
+}
+
+// Column v of a head's merge, its chunks split over `vs` slices: slice q (thread column `col` of
+// `width`) merges chunks q, q + vs, …; slices q ≥ 1 leave their sums in `part` and `tot`, and
+// slice 0 adds them in q order (its result is the column's; other slices' are partial). `live`:
+// whether this thread has a column to merge. Call from uniform control flow (a barrier).
+fn merge_slices(base: u32, v: u32, q: u32, vs: u32, col: u32, width: u32, live: bool, ncs: u32, m: f32) -> Merged {
+  var r = Merged(vec4<f32>(0.0), 0.0);
+  if (live) {
+    r = merge_cols(base, v, q, vs, ncs, m);
+    if (q > 0u) {
+      part[(q - 1u) * width + col] = r.o;
+      if (col == 0u) { tot[q] = r.t; }
+    }
+  }
+  workgroupBarrier();
+  if (q == 0u && live) {
+    for (var s = 1u; s < vs; s++) {
+      r.o += part[(s - 1u) * width + col];
+      r.t += tot[s];
+    }
+  }
+  return r;
 }
 #endif

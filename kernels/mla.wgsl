@@ -349,22 +349,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   } else {
     let q = l / R4;
     let v = l % R4;
-    var r = Merged(vec4<f32>(0.0), 0.0);
-    if (q < VS) {
-      r = merge_cols(base, v, q, VS, ncs, m);
-      if (q > 0u) {
-        part[(q - 1u) * R4 + v] = r.o;
-        if (v == 0u) { tot[q] = r.t; }
-      }
-    }
-    workgroupBarrier();
-    if (q == 0u) {
-      for (var j = 1u; j < VS; j++) {
-        r.o += part[(j - 1u) * R4 + v];
-        r.t += tot[j];
-      }
-      ctx[v] = r.o / r.t;
-    }
+    let r = merge_slices(base, v, q, VS, v, R4, q < VS, ncs, m);
+    if (q == 0u) { ctx[v] = r.o / r.t; }
   }
   workgroupBarrier();
   let s = l % TPO;
