@@ -2,13 +2,27 @@
 // mla.wgsl (Kimi MLA) share. Every sum runs in a fixed order that depends only on the session's
 // own context, never on the batch or the KV group.
 //
-// Partial entry: the including kernel declares, at module scope, the workgroup arrays `sc` (row
-// scores: head h, row r, slice s at h·SCW + r·tpr + s) and `red` (≥ heads · SPH floats), the
+// Partial entry: the cache rows K and V (bindings 4 and 5, read through ldK / ldV, f32 or KV16)
+// are declared here; the including kernel declares, at module scope, the workgroup arrays `sc`
+// (row scores: head h, row r, slice s at h·SCW + r·tpr + s) and `red` (≥ heads · SPH floats), the
 // storage array `pml: array<vec2<f32>>` and the constants PWG, SCW, SPH and NEG.
 // Combine entry: `red` (≥ SPLIT_WG floats), `pml`, `pacc: array<vec4<f32>>` (per chunk: ROW4 vec4
 // of exp-weighted values), the slice sums `part: array<vec4<f32>>` and `tot: array<f32>`, and the
 // constants SPLIT_WG (threads of a combine workgroup), ROW4, NEG.
 #if PARTIAL
+// KV rows as vec4s of f32, whichever format the cache holds (KV16: f16 values, two per u32).
+#if KV16
+// Four f16 values per vec2<u32> load: the same vec4 indexing reads half the bytes.
+@group(0) @binding(4) var<storage, read> K: array<vec2<u32>>;
+@group(0) @binding(5) var<storage, read> V: array<vec2<u32>>;
+fn ldK(i: u32) -> vec4<f32> { let w = K[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn ldV(i: u32) -> vec4<f32> { let w = V[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+#else
+@group(0) @binding(4) var<storage, read> K: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> V: array<vec4<f32>>;
+fn ldK(i: u32) -> vec4<f32> { return K[i]; }
+fn ldV(i: u32) -> vec4<f32> { return V[i]; }
+#endif
 // Softmax of one chunk for `nh` heads: a row's slice partials are summed in slice order and
 // scaled; SPH threads per head take the max (order-free) and the sum of p = exp(score − m) (their
 // partials added in thread order); p replaces the row's score in its slice-0 cell, and head h's

@@ -173,18 +173,6 @@ const SCW: u32 = max(ATTN_RPC_MAX, PWG);      // per-head stride of `sc` (rows Â
 const VS: u32 = max(1u, PWG / R4);
 const SPH: u32 = max(1u, min(8u, PWG / HB));
 @group(0) @binding(3) var<storage, read> qabs: array<vec4<f32>>;
-#if KV16
-// Four f16 values per vec2<u32> load: the same vec4 indexing reads half the bytes.
-@group(0) @binding(4) var<storage, read> K: array<vec2<u32>>;
-@group(0) @binding(5) var<storage, read> V: array<vec2<u32>>;
-fn ldK(i: u32) -> vec4<f32> { let w = K[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
-fn ldV(i: u32) -> vec4<f32> { let w = V[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
-#else
-@group(0) @binding(4) var<storage, read> K: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> V: array<vec4<f32>>;
-fn ldK(i: u32) -> vec4<f32> { return K[i]; }
-fn ldV(i: u32) -> vec4<f32> { return V[i]; }
-#endif
 @group(0) @binding(6) var<storage, read_write> pctx: array<vec4<f32>>; // [MAXB, HH, nc, R]
 @group(0) @binding(7) var<storage, read_write> pml: array<vec2<f32>>;  // [MAXB, HH, nc]
 // The HB absorbed queries during the score phase, then the context partials of threads q â‰¥ 1.
