@@ -98,29 +98,28 @@ console.log(`${ctx.adapterName}: ${N} dispatches per measurement, best of ${REPS
 
 // The floor: one workgroup moving one word. "Same buffer": every dispatch writes the buffer the
 // previous one wrote. "Dependent": each reads (read-only binding) what the previous one wrote, as
-// consecutive kernels of a step do — the transition WebGPU must order with a barrier.
+// consecutive kernels of a step do — the transition WebGPU must order with a barrier. "Two
+// pipelines": the same, alternating between two pipelines, as a step alternates kernels.
 {
-  const code = `@group(0) @binding(0) var<storage, read> a: array<u32>;
+  const code = (k: number) =>
+    `@group(0) @binding(0) var<storage, read> a: array<u32>;
 @group(0) @binding(1) var<storage, read_write> b: array<u32>;
-@compute @workgroup_size(64) fn main(@builtin(local_invocation_index) l: u32) { if (l == 0u) { b[0] = b[0] + a[0] + 1u; } }`;
-  const pipeline = dev.createComputePipeline({
-    layout: dev.createPipelineLayout({ bindGroupLayouts: [cache.layout("rw")] }),
-    compute: { module: dev.createShaderModule({ code }), entryPoint: "main" },
-  });
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_index) l: u32) { if (l == 0u) { b[0] = b[0] + a[0] + ${k}u; } }`;
+  const layout = cache.layout("rw");
+  const pipes = [1, 2].map((k) =>
+    dev.createComputePipeline({
+      layout: dev.createPipelineLayout({ bindGroupLayouts: [layout] }),
+      compute: { module: dev.createShaderModule({ code: code(k) }), entryPoint: "main" },
+    })
+  );
   const [p, q, r] = [0, 1, 2].map(() => dev.createBuffer({ size: 16, usage: STORAGE }));
+  const pingPong = [cache.bind(layout, [p, q]), cache.bind(layout, [q, p])];
   report({
     case: "floor, same buffer",
-    us: await chain([pipeline], [cache.bind(pipeline.getBindGroupLayout(0) as GPUBindGroupLayout, [r, p])], [
-      1,
-      1,
-      1,
-    ]),
+    us: await chain([pipes[0]], [cache.bind(layout, [r, p])], [1, 1, 1]),
   });
-  const layout = cache.layout("rw");
-  report({
-    case: "floor, dependent",
-    us: await chain([pipeline], [cache.bind(layout, [p, q]), cache.bind(layout, [q, p])], [1, 1, 1]),
-  });
+  report({ case: "floor, dependent", us: await chain([pipes[0]], pingPong, [1, 1, 1]) });
+  report({ case: "floor, dependent, two pipelines", us: await chain(pipes, pingPong, [1, 1, 1]) });
 }
 
 // Streaming reads of a given size: every thread reads `per` vec4<u32> with all loads in flight;
