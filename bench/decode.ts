@@ -215,10 +215,13 @@ async function generateAll(
 }
 
 /**
- * Measure steady-state decode of `batch` sessions at `context`: two runs from fresh states, of
- * N1 and N2 steps, each timed from the generate calls to the last token; the rate is
- * (N2 − N1) / (T2 − T1), which cancels start-up and readback latency (tokens come back in
- * batches, at Deno's 10 ms polling granularity).
+ * Measure steady-state decode of `batch` sessions at `context`: a warm-up run and a short run of
+ * N1 steps (which sizes the long one), then a long run of N2 steps from fresh states. The rate
+ * counts the long run's tokens after its first readback, over the time from that readback to the
+ * last token: start-up is left out, and both ends carry the same readback latency (tokens come back
+ * a chunk at a time, at Deno's 10 ms polling granularity). An earlier estimate, (N2 − N1) / (T2 −
+ * T1) over two runs, let one slow short run inflate the rate by up to 30 % (docs/benchmarks.md,
+ * run J).
  */
 async function measure(
   backend: WebGpuBackend,
@@ -236,18 +239,18 @@ async function measure(
   };
   const timed = async (n: number) => {
     await fresh(n + 8);
+    const arrivals: number[] = [];
     const t0 = performance.now();
-    await generateAll(backend, states, n, () => {}, o.sampling);
-    return (performance.now() - t0) / 1000;
+    await generateAll(backend, states, n, (t) => arrivals.push(t), o.sampling);
+    return { seconds: (performance.now() - t0) / 1000, arrivals };
   };
   const n1 = Math.max(2 * o.stepsPerChunk, o.warmupSteps);
   await timed(n1); // warm-up (pipelines, clocks)
-  const t1 = await timed(n1);
+  const t1 = (await timed(n1)).seconds;
   // Size the long run from an upper bound of the step time so it stays within budget.
   const n2 = n1 + Math.max(2 * o.stepsPerChunk, Math.min(1024, Math.round(o.seconds / (t1 / n1))));
   const before = await backend.stats();
-  const t2 = await timed(n2);
-  const tps = (batch * (n2 - n1)) / Math.max(1e-6, t2 - t1);
+  const tps = steadyRate((await timed(n2)).arrivals);
   const stats = await backend.stats();
   for (const s of states) await backend.release(s, false);
   // Where the long run's host time went, per step: recording + submitting, and waiting on readbacks.
@@ -255,7 +258,24 @@ async function measure(
     encodeMsPerStep: (stats.encodeMs - before.encodeMs) / n2,
     waitMsPerStep: (stats.waitMs - before.waitMs) / n2,
   };
-  return { tps, steps: n2 - n1, dispatches: stats.dispatchesPerStep, host };
+  return { tps, steps: n2, dispatches: stats.dispatchesPerStep, host };
+}
+
+/**
+ * Tokens per second from the arrival times (ms) of a run's tokens: those after the first readback
+ * over the time from it to the last arrival. A readback's tokens reach their iterators within a
+ * millisecond; readbacks are tens of milliseconds apart.
+ */
+export function steadyRate(arrivals: number[]): number {
+  if (arrivals.length < 2) throw new Error("steadyRate: a run needs at least two tokens");
+  const t = [...arrivals].sort((a, b) => a - b);
+  let first = 1;
+  while (first < t.length && t[first] - t[0] < 1) first++;
+  const span = t[t.length - 1] - t[0];
+  if (first === t.length || span <= 0) {
+    throw new Error("steadyRate: every token came back in one readback; run more steps");
+  }
+  return (t.length - first) / (span / 1000);
 }
 
 /**

@@ -103,6 +103,7 @@ const PWG: u32 = {{PWG}}u;
 const D4: u32 = D / 4u;
 const SCW: u32 = max(ATTN_RPC_MAX, PWG);      // per-head stride of `sc` (rows · TPR ≤ SCW)
 const VS: u32 = max(1u, PWG / D4);
+const LIF: u32 = {{LIF}}u;        // K or V loads in flight per thread and step (then steps of 4)
 const SPH: u32 = max(1u, min(8u, PWG / G));
 @group(0) @binding(3) var<storage, read> qbuf: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> po: array<vec4<f32>>; // [MAXB, HQ, nc, D]
@@ -138,17 +139,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var acc@g@ = 0.0;
 #endunroll
     var v = s;
-    // Four loads in flight per step; the dots still accumulate in v order.
-    for (; v + 3u * tpr < D4; v += 4u * tpr) {
-      let k0 = ldK(kb + v);
-      let k1 = ldK(kb + v + tpr);
-      let k2 = ldK(kb + v + 2u * tpr);
-      let k3 = ldK(kb + v + 3u * tpr);
+    // LIF loads in flight per step, then steps of four (short rows); the dots still accumulate in
+    // v order, so LIF does not change any result.
+    for (; v + (LIF - 1u) * tpr < D4; v += LIF * tpr) {
+#unroll j LIF
+      let k@j@ = ldK(kb + v + @j@u * tpr);
+#endunroll
 #unroll g G
-      acc@g@ += dot(qs[@g@u * D4 + v], k0);
-      acc@g@ += dot(qs[@g@u * D4 + v + tpr], k1);
-      acc@g@ += dot(qs[@g@u * D4 + v + 2u * tpr], k2);
-      acc@g@ += dot(qs[@g@u * D4 + v + 3u * tpr], k3);
+#unroll j LIF
+      acc@g@ += dot(qs[@g@u * D4 + v + @j@u * tpr], k@j@);
+#endunroll
+#endunroll
+    }
+    for (; v + 3u * tpr < D4; v += 4u * tpr) {
+#unroll j 4
+      let k@j@ = ldK(kb + v + @j@u * tpr);
+#endunroll
+#unroll g G
+#unroll j 4
+      acc@g@ += dot(qs[@g@u * D4 + v + @j@u * tpr], k@j@);
+#endunroll
 #endunroll
     }
     for (; v < D4; v += tpr) {
@@ -170,16 +180,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var o@g@ = vec4<f32>(0.0);
 #endunroll
       var r = 0u;
-      for (; r + 3u < rows; r += 4u) {
-        let v0 = ldV((vbase + r * HKV) * D4 + v);
-        let v1 = ldV((vbase + (r + 1u) * HKV) * D4 + v);
-        let v2 = ldV((vbase + (r + 2u) * HKV) * D4 + v);
-        let v3 = ldV((vbase + (r + 3u) * HKV) * D4 + v);
+      for (; r + LIF - 1u < rows; r += LIF) {
+#unroll j LIF
+        let v@j@ = ldV((vbase + (r + @j@u) * HKV) * D4 + v);
+#endunroll
 #unroll g G
-        o@g@ += sc[@g@u * SCW + r * tpr] * v0;
-        o@g@ += sc[@g@u * SCW + r * tpr + tpr] * v1;
-        o@g@ += sc[@g@u * SCW + r * tpr + 2u * tpr] * v2;
-        o@g@ += sc[@g@u * SCW + r * tpr + 3u * tpr] * v3;
+#unroll j LIF
+        o@g@ += sc[@g@u * SCW + (r + @j@u) * tpr] * v@j@;
+#endunroll
+#endunroll
+      }
+      for (; r + 3u < rows; r += 4u) {
+#unroll j 4
+        let v@j@ = ldV((vbase + (r + @j@u) * HKV) * D4 + v);
+#endunroll
+#unroll g G
+#unroll j 4
+        o@g@ += sc[@g@u * SCW + (r + @j@u) * tpr] * v@j@;
+#endunroll
 #endunroll
       }
       for (; r < rows; r++) {
@@ -200,16 +218,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endunroll
     if (q < VS) {
       var r = q;
-      for (; r + 3u * VS < rows; r += 4u * VS) {
-        let v0 = ldV((vbase + r * HKV) * D4 + v);
-        let v1 = ldV((vbase + (r + VS) * HKV) * D4 + v);
-        let v2 = ldV((vbase + (r + 2u * VS) * HKV) * D4 + v);
-        let v3 = ldV((vbase + (r + 3u * VS) * HKV) * D4 + v);
+      for (; r + (LIF - 1u) * VS < rows; r += LIF * VS) {
+#unroll j LIF
+        let v@j@ = ldV((vbase + (r + @j@u * VS) * HKV) * D4 + v);
+#endunroll
 #unroll g G
-        o@g@ += sc[@g@u * SCW + r * tpr] * v0;
-        o@g@ += sc[@g@u * SCW + r * tpr + VS * tpr] * v1;
-        o@g@ += sc[@g@u * SCW + r * tpr + 2u * VS * tpr] * v2;
-        o@g@ += sc[@g@u * SCW + r * tpr + 3u * VS * tpr] * v3;
+#unroll j LIF
+        o@g@ += sc[@g@u * SCW + (r + @j@u * VS) * tpr] * v@j@;
+#endunroll
+#endunroll
+      }
+      for (; r + 3u * VS < rows; r += 4u * VS) {
+#unroll j 4
+        let v@j@ = ldV((vbase + (r + @j@u * VS) * HKV) * D4 + v);
+#endunroll
+#unroll g G
+#unroll j 4
+        o@g@ += sc[@g@u * SCW + (r + @j@u * VS) * tpr] * v@j@;
+#endunroll
 #endunroll
       }
       for (; r < rows; r += VS) {

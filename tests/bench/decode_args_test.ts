@@ -1,6 +1,6 @@
 import { assertEquals, assertThrows } from "@std/assert";
 import { samplingFromArgs } from "../../bench/main.ts";
-import { type DecodeResult, markdownTable, samplingLabel } from "../../bench/decode.ts";
+import { type DecodeResult, markdownTable, samplingLabel, steadyRate } from "../../bench/decode.ts";
 import { CapsuleError } from "../../src/errors.ts";
 
 Deno.test("bench sampling flags: temperature 0 is greedy, others are labelled with what they set", () => {
@@ -37,4 +37,17 @@ Deno.test("bench markdown names the sampling of non-greedy rows only", () => {
   const md = markdownTable([row("greedy"), row("T 0.7, top-p 0.9")]).split("\n");
   assertEquals(md[2].startsWith("| M | f16 |"), true);
   assertEquals(md[3].startsWith("| M (T 0.7, top-p 0.9) | f16 |"), true);
+});
+
+Deno.test("bench rate: tokens after the first readback over the time to the last, start-up left out", () => {
+  // Four sessions, readbacks of 8 steps every 10 ms after a 500 ms start: 3 more readbacks of 32
+  // tokens in 30 ms is 3,200 tokens/s whatever the start-up took.
+  const arrivals: number[] = [];
+  for (let k = 0; k < 4; k++) {
+    for (let i = 0; i < 32; i++) arrivals.push(500 + 10 * k);
+  }
+  assertEquals(Math.round(steadyRate(arrivals)), 3200);
+  assertEquals(Math.round(steadyRate(arrivals.map((t) => t + 1000))), 3200);
+  assertThrows(() => steadyRate(arrivals.slice(0, 32)), Error, "one readback");
+  assertThrows(() => steadyRate([5]), Error, "two tokens");
 });
