@@ -172,6 +172,7 @@ const DR4: u32 = DR / 4u;
 const SCW: u32 = max(ATTN_RPC_MAX, PWG);      // per-head stride of `sc` (rows · TPR ≤ SCW)
 const VS: u32 = max(1u, PWG / R4);
 const SPH: u32 = max(1u, min(8u, PWG / HB));
+const LIF: u32 = {{LIF}}u;        // cache loads in flight per thread and step (then steps of 4)
 @group(0) @binding(3) var<storage, read> qabs: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> pctx: array<vec4<f32>>; // [MAXB, HH, nc, R]
 @group(0) @binding(7) var<storage, read_write> pml: array<vec2<f32>>;  // [MAXB, HH, nc]
@@ -200,93 +201,140 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let scale = inverseSqrt(f32(DN + DR));
   for (var i = l; i < HB * QW / 4u; i += PWG) { qs[i] = qabs[(b * HH + h0) * QW / 4u + i]; }
   workgroupBarrier();
+  // The HB heads' sums are unrolled private scalars (a dynamically indexed array may live in slow
+  // local memory); LIF loads are in flight per step, then steps of four, then single ones. Every
+  // head's sum still runs in v (or row) order, so none of this changes a result.
   for (var r = l / tpr; r < rows; r += PWG / tpr) {
     let row = local * grp.cap + start + r;
-    var acc = array<f32, HB>();
+#unroll h HB
+    var acc@h@ = 0.0;
+#endunroll
     var v = s;
-    // Four loads in flight per step; the dots still accumulate in v order.
+    for (; v + (LIF - 1u) * tpr < R4; v += LIF * tpr) {
+#unroll j LIF
+      let k@j@ = ldK(row * R4 + v + @j@u * tpr);
+#endunroll
+#unroll h HB
+#unroll j LIF
+      acc@h@ += dot(qs[@h@u * QW / 4u + v + @j@u * tpr], k@j@);
+#endunroll
+#endunroll
+    }
     for (; v + 3u * tpr < R4; v += 4u * tpr) {
-      let k0 = ldK(row * R4 + v);
-      let k1 = ldK(row * R4 + v + tpr);
-      let k2 = ldK(row * R4 + v + 2u * tpr);
-      let k3 = ldK(row * R4 + v + 3u * tpr);
-      for (var h = 0u; h < HB; h++) {
-        let q = h * QW / 4u + v;
-        acc[h] += dot(qs[q], k0);
-        acc[h] += dot(qs[q + tpr], k1);
-        acc[h] += dot(qs[q + 2u * tpr], k2);
-        acc[h] += dot(qs[q + 3u * tpr], k3);
-      }
+#unroll j 4
+      let k@j@ = ldK(row * R4 + v + @j@u * tpr);
+#endunroll
+#unroll h HB
+#unroll j 4
+      acc@h@ += dot(qs[@h@u * QW / 4u + v + @j@u * tpr], k@j@);
+#endunroll
+#endunroll
     }
     for (; v < R4; v += tpr) {
       let kv = ldK(row * R4 + v);
-      for (var h = 0u; h < HB; h++) { acc[h] += dot(qs[h * QW / 4u + v], kv); }
+#unroll h HB
+      acc@h@ += dot(qs[@h@u * QW / 4u + v], kv);
+#endunroll
     }
     for (var u = s; u < DR4; u += tpr) {
       let kr = ldV(row * DR4 + u);
-      for (var h = 0u; h < HB; h++) { acc[h] += dot(qs[h * QW / 4u + R4 + u], kr); }
+#unroll h HB
+      acc@h@ += dot(qs[@h@u * QW / 4u + R4 + u], kr);
+#endunroll
     }
-    for (var h = 0u; h < HB; h++) { sc[h * SCW + r * tpr + s] = acc[h]; }
+#unroll h HB
+    sc[@h@u * SCW + r * tpr + s] = acc@h@;
+#endunroll
   }
   workgroupBarrier();
   chunk_softmax(l, HB, rows, tpr, scale, (b * HH + h0) * nc + c, nc);
   let cbase = local * grp.cap + start;
   if (VS == 1u) {
     for (var v = l; v < R4; v += PWG) {
-      var acc = array<vec4<f32>, HB>();
+#unroll h HB
+      var o@h@ = vec4<f32>(0.0);
+#endunroll
       var r = 0u;
+      for (; r + LIF - 1u < rows; r += LIF) {
+#unroll j LIF
+        let c@j@ = ldK((cbase + r + @j@u) * R4 + v);
+#endunroll
+#unroll h HB
+#unroll j LIF
+        o@h@ += sc[@h@u * SCW + (r + @j@u) * tpr] * c@j@;
+#endunroll
+#endunroll
+      }
       for (; r + 3u < rows; r += 4u) {
-        let c0 = ldK((cbase + r) * R4 + v);
-        let c1 = ldK((cbase + r + 1u) * R4 + v);
-        let c2 = ldK((cbase + r + 2u) * R4 + v);
-        let c3 = ldK((cbase + r + 3u) * R4 + v);
-        for (var h = 0u; h < HB; h++) {
-          let at = h * SCW + r * tpr;
-          acc[h] += sc[at] * c0;
-          acc[h] += sc[at + tpr] * c1;
-          acc[h] += sc[at + 2u * tpr] * c2;
-          acc[h] += sc[at + 3u * tpr] * c3;
-        }
+#unroll j 4
+        let c@j@ = ldK((cbase + r + @j@u) * R4 + v);
+#endunroll
+#unroll h HB
+#unroll j 4
+        o@h@ += sc[@h@u * SCW + (r + @j@u) * tpr] * c@j@;
+#endunroll
+#endunroll
       }
       for (; r < rows; r++) {
         let cv = ldK((cbase + r) * R4 + v);
-        for (var h = 0u; h < HB; h++) { acc[h] += sc[h * SCW + r * tpr] * cv; }
+#unroll h HB
+        o@h@ += sc[@h@u * SCW + r * tpr] * cv;
+#endunroll
       }
-      for (var h = 0u; h < HB; h++) { pctx[((b * HH + h0 + h) * nc + c) * R4 + v] = acc[h]; }
+#unroll h HB
+      pctx[((b * HH + h0 + @h@u) * nc + c) * R4 + v] = o@h@;
+#endunroll
     }
   } else {
     let q = l / R4;
     let v = l % R4;
-    var acc = array<vec4<f32>, HB>();
+#unroll h HB
+    var o@h@ = vec4<f32>(0.0);
+#endunroll
     if (q < VS) {
       var r = q;
+      for (; r + (LIF - 1u) * VS < rows; r += LIF * VS) {
+#unroll j LIF
+        let c@j@ = ldK((cbase + r + @j@u * VS) * R4 + v);
+#endunroll
+#unroll h HB
+#unroll j LIF
+        o@h@ += sc[@h@u * SCW + (r + @j@u * VS) * tpr] * c@j@;
+#endunroll
+#endunroll
+      }
       for (; r + 3u * VS < rows; r += 4u * VS) {
-        let c0 = ldK((cbase + r) * R4 + v);
-        let c1 = ldK((cbase + r + VS) * R4 + v);
-        let c2 = ldK((cbase + r + 2u * VS) * R4 + v);
-        let c3 = ldK((cbase + r + 3u * VS) * R4 + v);
-        for (var h = 0u; h < HB; h++) {
-          let at = h * SCW + r * tpr;
-          acc[h] += sc[at] * c0;
-          acc[h] += sc[at + VS * tpr] * c1;
-          acc[h] += sc[at + 2u * VS * tpr] * c2;
-          acc[h] += sc[at + 3u * VS * tpr] * c3;
-        }
+#unroll j 4
+        let c@j@ = ldK((cbase + r + @j@u * VS) * R4 + v);
+#endunroll
+#unroll h HB
+#unroll j 4
+        o@h@ += sc[@h@u * SCW + (r + @j@u * VS) * tpr] * c@j@;
+#endunroll
+#endunroll
       }
       for (; r < rows; r += VS) {
         let cv = ldK((cbase + r) * R4 + v);
-        for (var h = 0u; h < HB; h++) { acc[h] += sc[h * SCW + r * tpr] * cv; }
+#unroll h HB
+        o@h@ += sc[@h@u * SCW + r * tpr] * cv;
+#endunroll
       }
       if (q > 0u) {
-        for (var h = 0u; h < HB; h++) { qs[((q - 1u) * HB + h) * R4 + v] = acc[h]; }
+#unroll h HB
+        qs[((q - 1u) * HB + @h@u) * R4 + v] = o@h@;
+#endunroll
       }
     }
     workgroupBarrier();
     if (q == 0u) {
       for (var j = 1u; j < VS; j++) {
-        for (var h = 0u; h < HB; h++) { acc[h] += qs[((j - 1u) * HB + h) * R4 + v]; }
+#unroll h HB
+        o@h@ += qs[((j - 1u) * HB + @h@u) * R4 + v];
+#endunroll
       }
-      for (var h = 0u; h < HB; h++) { pctx[((b * HH + h0 + h) * nc + c) * R4 + v] = acc[h]; }
+#unroll h HB
+      pctx[((b * HH + h0 + @h@u) * nc + c) * R4 + v] = o@h@;
+#endunroll
     }
   }
 }

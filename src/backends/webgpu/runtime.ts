@@ -61,9 +61,9 @@ export const RPCMIN = 16;
 /** Threads of a split-context attention (partial) workgroup (a power of two, like the chunk sizes). */
 export const ATTN_PARTIAL_WG = 128;
 /**
- * K or V loads each thread of a gated split-context partial keeps in flight (its score and value
- * loops are unrolled this far, then by 4; the sums keep their order, so results do not depend on
- * it). On an H200 16 instead of 4 took the 0.8B's partial passes at 32k from 324 to 304 µs per step
+ * Cache loads each thread of a split-context partial (gated or MLA) keeps in flight: its score and
+ * value loops are unrolled this far, then by 4. The sums keep their order, so results do not depend
+ * on it. On an H200 16 instead of 4 took the 0.8B's partial passes at 32k from 324 to 304 µs per step
  * with the f32 cache and from 296 to 255 µs with the f16 cache (docs/benchmarks.md, run J).
  */
 export const ATTN_LOADS_IN_FLIGHT = 16;
@@ -747,6 +747,7 @@ export function attentionDefines(
       ROWU32: roundUp(a.kvLoraRank, 8) / 2,
       MAXB: mb,
       PWG: ATTN_PARTIAL_WG,
+      LIF: ATTN_LOADS_IN_FLIGHT,
       HB: Math.min(8, a.numHeads),
       OSTRIDE: g.attOut,
       EPS: a.kvNormEps,
