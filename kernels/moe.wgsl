@@ -45,6 +45,7 @@ fn wg_sum(v: f32, l: u32) -> f32 {
 
 #if UP
 const CU: u32 = {{CU}}u;         // chunks per gate/up row (input H)
+const PFU: u32 = {{PFU}}u;       // chunks of a thread's gate/up rows loaded up front
 const EPS: f32 = {{EPS}};
 const SOFTMAX: bool = {{SOFTMAX}};
 const NORMTOPK: bool = {{NORMTOPK}};
@@ -96,24 +97,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var e = l; e < E; e += WG) { sel[e] = sel[e] / total; val[e] = sel[e]; }
   }
   workgroupBarrier();
-  for (var k = 0u; k < TOPK; k++) {
-    var bv = NEG;
-    var bi = 0xffffffffu;
-    for (var e = l; e < E; e += WG) { if (sel[e] > bv) { bv = sel[e]; bi = e; } }
-    red[l] = bv;
-    ri[l] = bi;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-      if (l < s) {
-        let ov = red[l + s];
-        let oi = ri[l + s];
-        if (ov > red[l] || (ov == red[l] && oi < ri[l])) { red[l] = ov; ri[l] = oi; }
-      }
-      workgroupBarrier();
+  // Top-k by rank, behind one barrier: an expert's rank is the number of experts that beat it (a
+  // higher score, or the same score at a lower index), so the TOPK chosen are ranks 0 … TOPK − 1
+  // in the order repeated argmax picks them. (Repeated argmax took ~10 barriers per pick in every
+  // workgroup.) A NaN score ranks below every number.
+  for (var e = l; e < E; e += WG) {
+    let v = select(sel[e], NEG, sel[e] != sel[e]);
+    var rank = 0u;
+    for (var o = 0u; o < E; o++) {
+      let w = select(sel[o], NEG, sel[o] != sel[o]);
+      rank += select(0u, 1u, w > v || (w == v && o < e));
     }
-    if (l == 0u) { chosen[k] = ri[0]; sel[ri[0]] = -3.4e38; }
-    workgroupBarrier();
+    if (rank < TOPK) { chosen[rank] = e; }
   }
+  workgroupBarrier();
   if (wid.x == 0u && j == 0u && l == 0u) {
     var sum = 0.0;
     for (var k = 0u; k < TOPK; k++) { sum += val[chosen[k]]; }
@@ -125,33 +122,62 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       route[b * 2u * TOPK + TOPK + k] = w * FACTOR;
     }
   }
-  // Inverse RMS of x (post-attention norm).
-  var s2 = 0.0;
-  for (var i = l; i < XS4; i += WG) { let v = X[b * XS4 + i]; s2 += dot(v, v); }
-  let inv = inverseSqrt(wg_sum(s2, l) / f32(H) + EPS);
-  // Gate/up rows of expert slot j.
+  // Gate/up rows of expert slot j: every chunk of this thread loaded before any arithmetic
+  // (at most PFU, the rest one at a time). The input is x ⊙ norm weight; 1/rms of x multiplies the
+  // finished sums, so its reduction runs after the products, off the weight stream's path.
   let e = select(0u, chosen[min(j, TOPK - 1u)], j < TOPK);
   let rows = select(IS, I, j < TOPK);
   let rg = l / TPR;
   let lane = l % TPR;
   let o = wid.x * RPG + rg;
+  let live = o < rows;
+#unroll k PFU
+  var pg@k@ = vec4<u32>();
+  var pu@k@ = vec4<u32>();
+  if (live && lane + @k@u * TPR < CU) {
+    pg@k@ = wrow(j, e, 2u * o, lane + @k@u * TPR);
+    pu@k@ = wrow(j, e, 2u * o + 1u, lane + @k@u * TPR);
+  }
+#endunroll
   var ag = 0.0;
   var au = 0.0;
-  if (o < rows) {
-    for (var c = lane; c < CU; c += TPR) {
+#unroll k PFU
+  if (live && lane + @k@u * TPR < CU) {
+    let c = lane + @k@u * TPR;
+    let x0 = X[b * XS4 + c * XPC] * normW[c * XPC];
+    let x1 = X[b * XS4 + c * XPC + 1u] * normW[c * XPC + 1u];
+#if WQ
+    let x2 = X[b * XS4 + c * XPC + 2u] * normW[c * XPC + 2u];
+    let x3 = X[b * XS4 + c * XPC + 3u] * normW[c * XPC + 3u];
+    ag += dot16q(pg@k@, x0, x1, x2, x3);
+    au += dot16q(pu@k@, x0, x1, x2, x3);
+#else
+    ag += dot8h(pg@k@, x0, x1);
+    au += dot8h(pu@k@, x0, x1);
+#endif
+  }
+#endunroll
+  if (live) {
+    for (var c = lane + PFU * TPR; c < CU; c += TPR) {
       let wg = wrow(j, e, 2u * o, c);
       let wu = wrow(j, e, 2u * o + 1u, c);
-      var xv = array<vec4<f32>, XPC>();
-      for (var k = 0u; k < XPC; k++) { xv[k] = X[b * XS4 + c * XPC + k] * (inv * normW[c * XPC + k]); }
+      let x0 = X[b * XS4 + c * XPC] * normW[c * XPC];
+      let x1 = X[b * XS4 + c * XPC + 1u] * normW[c * XPC + 1u];
 #if WQ
-      ag += dot16q(wg, xv[0], xv[1], xv[2], xv[3]);
-      au += dot16q(wu, xv[0], xv[1], xv[2], xv[3]);
+      let x2 = X[b * XS4 + c * XPC + 2u] * normW[c * XPC + 2u];
+      let x3 = X[b * XS4 + c * XPC + 3u] * normW[c * XPC + 3u];
+      ag += dot16q(wg, x0, x1, x2, x3);
+      au += dot16q(wu, x0, x1, x2, x3);
 #else
-      ag += dot8h(wg, xv[0], xv[1]);
-      au += dot8h(wu, xv[0], xv[1]);
+      ag += dot8h(wg, x0, x1);
+      au += dot8h(wu, x0, x1);
 #endif
     }
   }
+  // Inverse RMS of x (post-attention norm).
+  var s2 = 0.0;
+  for (var i = l; i < XS4; i += WG) { let v = X[b * XS4 + i]; s2 += dot(v, v); }
+  let inv = inverseSqrt(wg_sum(s2, l) / f32(H) + EPS);
   red2[l] = ag;
   red2[WG + l] = au;
   workgroupBarrier();
@@ -161,6 +187,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var g = 0.0;
       var u = 0.0;
       for (var k = 0u; k < TPR; k++) { g += red2[l * TPR + k]; u += red2[WG + l * TPR + k]; }
+      g *= inv;
+      u *= inv;
 #if WQ
       if (j < TOPK) { g *= sx[e * 2u * I + 2u * out]; u *= sx[e * 2u * I + 2u * out + 1u]; }
       else { g *= ss[2u * out]; u *= ss[2u * out + 1u]; }
@@ -174,6 +202,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #if DOWN
 const CD: u32 = {{CD}}u;         // chunks per routed down row (input I)
 const CSD: u32 = {{CSD}}u;       // chunks per shared down row (input IS)
+const PFD: u32 = {{PFD}}u;       // chunks of a thread's down row loaded up front, per expert
 const SHGATE: bool = {{SHGATE}};
 @group(0) @binding(1) var<storage, read> route: array<f32>;
 @group(0) @binding(2) var<storage, read> rl: array<f32>;
@@ -183,6 +212,15 @@ const SHGATE: bool = {{SHGATE}};
 @group(0) @binding(6) var<storage, read> ssd: array<f32>;
 @group(0) @binding(7) var<storage, read> hv: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read_write> X: array<f32>;
+
+// One weight chunk times chunk c of the h row that starts at vec4 hb.
+fn dotd(w: vec4<u32>, hb: u32, c: u32) -> f32 {
+#if WQ
+  return dot16q(w, hv[hb + 4u * c], hv[hb + 4u * c + 1u], hv[hb + 4u * c + 2u], hv[hb + 4u * c + 3u]);
+#else
+  return dot8h(w, hv[hb + 2u * c], hv[hb + 2u * c + 1u]);
+#endif
+}
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
@@ -197,14 +235,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let w = route[b * 2u * TOPK + TOPK + j];
       var part = 0.0;
       let hb = (b * (TOPK + NSH) + j) * IMAX / 4u;
-      for (var c = lane; c < CD; c += TPR) {
-        let wv = Wd[(e * H + o) * CD + c];
-#if WQ
-        part += dot16q(wv, hv[hb + 4u * c], hv[hb + 4u * c + 1u], hv[hb + 4u * c + 2u], hv[hb + 4u * c + 3u]);
-#else
-        part += dot8h(wv, hv[hb + 2u * c], hv[hb + 2u * c + 1u]);
-#endif
-      }
+      // The expert's first PFD chunks of this thread all in flight at once, then the rest; the
+      // sum runs in chunk order either way.
+#unroll k PFD
+      var wp@k@ = vec4<u32>();
+      if (lane + @k@u * TPR < CD) { wp@k@ = Wd[(e * H + o) * CD + lane + @k@u * TPR]; }
+#endunroll
+#unroll k PFD
+      if (lane + @k@u * TPR < CD) { part += dotd(wp@k@, hb, lane + @k@u * TPR); }
+#endunroll
+      for (var c = lane + PFD * TPR; c < CD; c += TPR) { part += dotd(Wd[(e * H + o) * CD + c], hb, c); }
 #if WQ
       part *= sd[e * H + o];
 #endif
@@ -215,14 +255,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       if (SHGATE) { gs = sigmoid(rl[b * ERS + E]); }
       var part = 0.0;
       let hb = (b * (TOPK + NSH) + TOPK) * IMAX / 4u;
-      for (var c = lane; c < CSD; c += TPR) {
-        let wv = Wsd[o * CSD + c];
-#if WQ
-        part += dot16q(wv, hv[hb + 4u * c], hv[hb + 4u * c + 1u], hv[hb + 4u * c + 2u], hv[hb + 4u * c + 3u]);
-#else
-        part += dot8h(wv, hv[hb + 2u * c], hv[hb + 2u * c + 1u]);
-#endif
-      }
+#unroll k PFD
+      var sp@k@ = vec4<u32>();
+      if (lane + @k@u * TPR < CSD) { sp@k@ = Wsd[o * CSD + lane + @k@u * TPR]; }
+#endunroll
+#unroll k PFD
+      if (lane + @k@u * TPR < CSD) { part += dotd(sp@k@, hb, lane + @k@u * TPR); }
+#endunroll
+      for (var c = lane + PFD * TPR; c < CSD; c += TPR) { part += dotd(Wsd[o * CSD + c], hb, c); }
 #if WQ
       part *= ssd[o];
 #endif

@@ -65,7 +65,11 @@ function rows(m: Matrix, start: number, n: number): Matrix {
   return { rows: n, cols: m.cols, data: m.data.slice(start * m.cols, (start + n) * m.cols) };
 }
 
-async function check(c: ModelConfig, fmt: WeightFormat, seed: number): Promise<void> {
+/**
+ * Run both kernels on 3 entries and compare with the CPU. `ties`: router logits rounded to
+ * integers in [−2, 2], so most experts tie and the order of equal scores decides the top k.
+ */
+async function check(c: ModelConfig, fmt: WeightFormat, seed: number, ties = false): Promise<void> {
   const m = c.mlp[0] as MoeConfig;
   const h = new Harness(gpu!);
   try {
@@ -93,6 +97,7 @@ async function check(c: ModelConfig, fmt: WeightFormat, seed: number): Promise<v
     const sgu = packMatrix(interleaveRows(shared.gate, shared.up), fmt);
     const sdn = packMatrix(shared.down, fmt);
     const rl = randArray(r, mb * g.ers, -2, 2);
+    if (ties) rl.forEach((v, i) => (rl[i] = Math.round(v)));
     const bias = randArray(r, E, -0.2, 0.2);
     const x = new Float32Array(mb * g.HP);
     for (let b = 0; b < B; b++) x.set(randArray(r, H, -2, 2), b * g.HP);
@@ -187,4 +192,29 @@ Deno.test({
     "MoE kernels with Kimi routing (σ + bias selection, renormalised, scaled, shared expert), int8, equal the CPU twin",
   ignore: !gpu,
   fn: () => check(kimi, "int8", 32),
+});
+
+// More experts than the routing workgroup has threads (each thread ranks two), top 8, mostly ties.
+const wide = parseModelConfig({
+  ...common,
+  model_type: "qwen3_next",
+  num_attention_heads: 2,
+  num_key_value_heads: 1,
+  head_dim: 16,
+  intermediate_size: 32,
+  linear_key_head_dim: 8,
+  linear_value_head_dim: 16,
+  linear_num_key_heads: 1,
+  linear_num_value_heads: 1,
+  layer_types: ["linear_attention"],
+  num_experts: 300,
+  num_experts_per_tok: 8,
+  moe_intermediate_size: 24,
+  shared_expert_intermediate_size: 16,
+});
+
+Deno.test({
+  name: "MoE routing over 300 experts with tied scores picks the CPU's top 8 in its order (equal scores: lower index first)",
+  ignore: !gpu,
+  fn: () => check(wide, "f16", 33, true),
 });

@@ -763,6 +763,12 @@ export function attentionDefines(
   };
 }
 
+/**
+ * Most chunks of a weight row a thread of moe.wgsl loads before any arithmetic (UP: each gate/up
+ * row; DOWN: each expert's down row).
+ */
+export const MOE_PREFETCH = 8;
+
 /** Defines of moe.wgsl's UP ("rrrrrrrrrww") and DOWN ("rrrrrrrrw") kernels. */
 export function moeDefines(c: ModelConfig, m: MoeConfig, fmt: WeightFormat): { up: Defines; down: Defines } {
   const g = geometry(c), H = c.hiddenSize;
@@ -772,6 +778,7 @@ export function moeDefines(c: ModelConfig, m: MoeConfig, fmt: WeightFormat): { u
   const chunksDown = roundUp(I, perChunk(fmt)) / perChunk(fmt);
   const tpr = gemvThreadsPerRow(chunksUp, 4);
   const tprD = gemvThreadsPerRow(chunksDown, 4);
+  const chunksSharedDown = nsh ? roundUp(IS, perChunk(fmt)) / perChunk(fmt) : 1;
   const base: Defines = {
     E: m.numExperts,
     ERS: g.ers,
@@ -784,6 +791,9 @@ export function moeDefines(c: ModelConfig, m: MoeConfig, fmt: WeightFormat): { u
     XSTRIDE4: g.HP / 4,
     WQ: fmt === "int8",
     WG: 256,
+    // Every section of moe.wgsl is unrolled before the UP/DOWN selection, so both see it.
+    PFU: Math.min(MOE_PREFETCH, Math.ceil(chunksUp / tpr)),
+    PFD: Math.min(MOE_PREFETCH, Math.ceil(Math.max(chunksDown, chunksSharedDown) / tprD)),
   };
   return {
     up: {
@@ -805,7 +815,7 @@ export function moeDefines(c: ModelConfig, m: MoeConfig, fmt: WeightFormat): { u
       TPR: tprD,
       RPG: 256 / tprD,
       CD: chunksDown,
-      CSD: nsh ? roundUp(IS, perChunk(fmt)) / perChunk(fmt) : 1,
+      CSD: chunksSharedDown,
       SHGATE: m.router === "softmax" && nsh === 1,
     },
   };
@@ -1027,7 +1037,9 @@ export function kernelLoopBounds(
   }
   if (g.moe) {
     const m = g.moe;
-    out["moe.wgsl"] = Math.ceil(m.numExperts / 256) * (3 + m.topK) + 8 * (4 + m.topK) + m.topK * 2 +
+    // routing: scores, the softmax's reductions, the rank of each of a thread's experts against all
+    // E; then the route's sums, x's sum of squares, the rows' chunks, the lane sums.
+    out["moe.wgsl"] = Math.ceil(m.numExperts / 256) * (3 + m.numExperts) + 8 * 4 + m.topK * 2 +
       Math.ceil(g.HP / 4 / 256) +
       gemv(Math.max(m.expertIntermediateSize, m.sharedIntermediateSize), "f16") * (m.topK + 1);
   }
