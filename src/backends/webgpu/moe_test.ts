@@ -214,7 +214,8 @@ const wide = parseModelConfig({
 });
 
 Deno.test({
-  name: "MoE routing over 300 experts with tied scores picks the CPU's top 8 in its order (equal scores: lower index first)",
+  name:
+    "MoE routing over 300 experts with tied scores picks the CPU's top 8 in its order (equal scores: lower index first)",
   ignore: !gpu,
   fn: () => check(wide, "f16", 33, true),
 });
