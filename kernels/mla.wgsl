@@ -184,8 +184,9 @@ var<workgroup> ctxLen: u32;
 
 @compute @workgroup_size(PWG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let c = wid.x;
-  let h0 = wid.y * HB;
+  // Head blocks along x, chunks along y (attnPartialGrid): the blocks of a chunk run together.
+  let c = wid.y;
+  let h0 = wid.x * HB;
   let b = entry_of(wid.z);
   let local = step[ST_ENTRIES + 4u * b + 2u];
   if (l == 0u) { ctxLen = slots[step[ST_ENTRIES + 4u * b] * SLOT_WORDS + SH_POS] + 1u; }
@@ -199,7 +200,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let tpr = max(1u, PWG / rpc);
   let s = l % tpr;
   let scale = inverseSqrt(f32(DN + DR));
-  for (var i = l; i < HB * QW / 4u; i += PWG) { qs[i] = qabs[(b * HH + h0) * QW / 4u + i]; }
+  // Heads of this block that exist (the last block of a head count that is not a multiple of HB
+  // is short: its missing heads compute on zeros and store nothing).
+  let nh = min(HB, HH - h0);
+  for (var i = l; i < HB * QW / 4u; i += PWG) {
+    qs[i] = select(vec4<f32>(0.0), qabs[(b * HH + h0) * QW / 4u + min(i, nh * QW / 4u - 1u)], i < nh * QW / 4u);
+  }
   workgroupBarrier();
   // The HB heads' sums are unrolled private scalars (a dynamically indexed array may live in slow
   // local memory); LIF loads are in flight per step, then steps of four, then single ones. Every
@@ -247,7 +253,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endunroll
   }
   workgroupBarrier();
-  chunk_softmax(l, HB, rows, tpr, scale, (b * HH + h0) * nc + c, nc);
+  chunk_softmax(l, nh, rows, tpr, scale, (b * HH + h0) * nc + c, nc);
   let cbase = local * grp.cap + start;
   if (VS == 1u) {
     for (var v = l; v < R4; v += PWG) {
@@ -282,7 +288,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endunroll
       }
 #unroll h HB
-      pctx[((b * HH + h0 + @h@u) * nc + c) * R4 + v] = o@h@;
+      if (@h@u < nh) { pctx[((b * HH + h0 + @h@u) * nc + c) * R4 + v] = o@h@; }
 #endunroll
     }
   } else {
@@ -333,7 +339,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endunroll
       }
 #unroll h HB
-      pctx[((b * HH + h0 + @h@u) * nc + c) * R4 + v] = o@h@;
+      if (@h@u < nh) { pctx[((b * HH + h0 + @h@u) * nc + c) * R4 + v] = o@h@; }
 #endunroll
     }
   }

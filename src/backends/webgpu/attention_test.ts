@@ -14,6 +14,7 @@ import {
   attentionDefines,
   attnChunks,
   attnGroupChunks,
+  attnPartialGrid,
   attnRowsPerChunk,
   gatedDecodeSplit,
   geometry,
@@ -220,8 +221,7 @@ async function checkMlaDecode(
       vBuf,
     ], [sp.prepX, B]);
     h.run("mla.wgsl", d.partial, "rrurrrww", [step, slotBuf, grp, qabs, kBuf, vBuf, pctx, pml], [
-      nc,
-      Math.ceil(hh / Math.min(8, hh)),
+      ...attnPartialGrid(c.attention, nc),
       B,
     ]);
     h.run("mla.wgsl", d.combine, "rrurrrw", [step, slotBuf, grp, wBuf, pctx, pml, out], [sp.combineX, B]);
@@ -309,7 +309,7 @@ for (const kv16 of [false, true]) {
 
 Deno.test({
   name: "MLA decode prep and combine equal the CPU MLA on shapes with partial column and output blocks, " +
-    "ragged row groups and a latent wider than a workgroup",
+    "ragged row groups, a latent wider than a workgroup and two head blocks",
   ignore: !gpu,
   fn: async () => {
     const shapes: MlaShape[] = [
@@ -319,6 +319,8 @@ Deno.test({
       { hh: 3, R: 200, dr: 12, dn: 100, dv: 40 },
       // R/4 = 272 > 256 threads: one merge slice, threads looping over two columns; 17 column blocks.
       { hh: 2, R: 1088, dr: 4, dn: 20, dv: 24 },
+      // 12 heads: two partial head blocks (8 and 4) per chunk, side by side in the grid.
+      { hh: 12, R: 24, dr: 8, dn: 12, dv: 20 },
     ];
     // Contexts on the chunk sizes of 16 and 32 rows and their edges; entry 2 is stopped.
     const positions = [0, 16, 300, 1100], done = [0, 0, 1, 0];
@@ -430,8 +432,7 @@ async function runSplitContext(
   // An f16 cache: the callers' rows are f16-representable, so the reference sees the same values.
   const kv = (x: Float32Array) => h.buffer(kv16 ? new Float16Array(x) : x);
   h.run(file, d.partial, "rrurrrww", [...head, h.buffer(q), kv(K), kv(V), po, pml], [
-    nc,
-    gated ? a.numKvHeads : Math.ceil(heads / Math.min(8, heads)),
+    ...attnPartialGrid(a, nc),
     B,
   ]);
   h.run(file, d.combine, "rrurrrw", [...head, gated ? h.buffer(proj) : wkvb!, po, pml, out], [

@@ -655,6 +655,16 @@ export interface MlaDecodeSplit {
 }
 
 /**
+ * Workgroup grid (x, y) of the split-context partial pass over `nc` chunks (the batch is z).
+ * Gated: chunks along x, KV heads along y. MLA: blocks of 8 heads along x, chunks along y, so the
+ * blocks that read the same latent rows are launched together and share them through L2 (with
+ * chunks along x they were `nc` workgroups apart and each block read the whole cache from memory).
+ */
+export function attnPartialGrid(a: ModelConfig["attention"], nc: number): [number, number] {
+  return a.kind === "gated" ? [nc, a.numKvHeads] : [Math.ceil(a.numHeads / Math.min(8, a.numHeads)), nc];
+}
+
+/**
  * The prep and combine work split for MLA config `a`: a head's R columns of the absorbed query
  * spread over ⌈R/8/pcw⌉ workgroups and its DV outputs over ⌈DV/cvo⌉, so a batch-1 step runs a few
  * hundred workgroups instead of one per head.
@@ -703,9 +713,8 @@ interface AttnKernels {
   prep: Kernel;
   partial: Kernel;
   combine: Kernel;
-  /** prep grid x; partial grid y (x is the group's chunk count); combine grid x */
+  /** prep grid x; combine grid x (the partial's grid: {@link attnPartialGrid}) */
   prepX: number;
-  partialY: number;
   combineX: number;
 }
 
@@ -1785,12 +1794,8 @@ export class DecodeRuntime {
       partial: this.cache.kernel(file, d.partial, "rrurrrww"),
       combine: this.cache.kernel(file, d.combine, "rrurrrw"),
       ...(a.kind === "gated"
-        ? { prepX: a.numHeads + a.numKvHeads, partialY: a.numKvHeads, combineX: gatedDecodeSplit(a).combineX }
-        : {
-          prepX: mlaDecodeSplit(a).prepX,
-          partialY: Math.ceil(a.numHeads / Math.min(8, a.numHeads)),
-          combineX: mlaDecodeSplit(a).combineX,
-        }),
+        ? { prepX: a.numHeads + a.numKvHeads, combineX: gatedDecodeSplit(a).combineX }
+        : { prepX: mlaDecodeSplit(a).prepX, combineX: mlaDecodeSplit(a).combineX }),
     };
   }
 
@@ -2005,7 +2010,8 @@ export class DecodeRuntime {
         for (const [grp, n] of groups) {
           const ai = mx.attnIndex;
           rec.dispatch(k.prep, grp.prep[ai], k.prepX, n);
-          rec.dispatch(k.partial, grp.partial[ai], grp.nc, k.partialY, n);
+          const [px, py] = attnPartialGrid(this.config.attention, grp.nc);
+          rec.dispatch(k.partial, grp.partial[ai], px, py, n);
           rec.dispatch(k.combine, grp.combine[ai], k.combineX, n);
         }
         this.#gemvDispatch(rec, mx.oProj, B);
