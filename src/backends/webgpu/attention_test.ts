@@ -395,6 +395,7 @@ interface CtxSession {
 /**
  * Runs the partial and combine passes of `file` for `sessions` placed at slots `locals` of one KV
  * group of capacity `cap` (its chunk count from attnGroupChunks), and returns each session's output.
+ * `loadsInFlight` overrides the partial's unroll depth (ATTN_LOADS_IN_FLIGHT).
  */
 async function runSplitContext(
   h: Harness,
@@ -405,8 +406,10 @@ async function runSplitContext(
   locals: number[],
   wkvb?: GPUBuffer,
   kv16 = false,
+  loadsInFlight?: number,
 ): Promise<Float32Array[]> {
   const a = c.attention, g = geometry(c), d = attentionDefines(c, 8, kv16), mb = 8;
+  if (loadsInFlight !== undefined) d.partial.LIF = loadsInFlight;
   const B = sessions.length, nslots = Math.max(...locals) + 1, nc = attnGroupChunks(cap);
   const gated = a.kind === "gated";
   const heads = a.numHeads;
@@ -687,6 +690,39 @@ Deno.test({
           );
         }
       }
+    } finally {
+      h.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "split-context partials give the same bits with 4 or 16 cache loads in flight (gated and MLA)",
+  ignore: !gpu,
+  fn: async () => {
+    const h = new Harness(gpu!);
+    try {
+      const r = rng(34);
+      const gc = gatedConfig(8, 2, 256), mc = mlaConfig(8, 512, 64, 128, 32);
+      const ns = [1, 17, 300, 1030, 5000];
+      const cap = Math.ceil(Math.max(...ns) / RPCMAX) * RPCMAX;
+      const locals = ns.map((_, i) => i);
+      const kvB = packMatrix(
+        { rows: 8 * 160, cols: 512, data: randArray(r, 8 * 160 * 512, -0.2, 0.2) },
+        "f16",
+      );
+      const w = h.buffer(kvB.data);
+      const gs = ns.map((n) => gatedSession(r, gc, n)), ms = ns.map((n) => mlaSession(r, mc, n));
+      const bits = (x: Float32Array[]) => x.map((v) => [...new Uint32Array(v.slice().buffer)]);
+      for (const kv16 of [false, true]) {
+        if (kv16) { for (const s of gs) for (const x of [s.keys, s.values]) x.set(new Float16Array(x)); }
+        const four = await runSplitContext(h, "attention.wgsl", gc, cap, gs, locals, undefined, kv16, 4);
+        const sixteen = await runSplitContext(h, "attention.wgsl", gc, cap, gs, locals, undefined, kv16, 16);
+        assertEquals(bits(sixteen), bits(four), `gated, f16 cache ${kv16}`);
+      }
+      const four = await runSplitContext(h, "mla.wgsl", mc, cap, ms, locals, w, false, 4);
+      const sixteen = await runSplitContext(h, "mla.wgsl", mc, cap, ms, locals, w, false, 16);
+      assertEquals(bits(sixteen), bits(four), "MLA");
     } finally {
       h.dispose();
     }
