@@ -101,3 +101,7 @@ try {
   backend.dispose();
 }
 console.log(JSON.stringify({ model: values.model, kvCache, date: new Date().toISOString(), rows }));
+// Exit explicitly, as bench/main.ts does, rather than through Deno's teardown of the worker and its
+// WebGPU device, where runs on the H200 crashed (segmentation fault or double free) after printing
+// their results.
+Deno.exit(0);
