@@ -8,6 +8,7 @@ import { Session } from "./session.ts";
 import type { SessionSnapshot } from "../capsule/snapshot.ts";
 import { CapsuleError } from "../errors.ts";
 import { Checkpoint } from "../model/safetensors.ts";
+import { requestAdapter } from "../util/gpu.ts";
 
 /** Options of {@link Engine.load}. */
 export interface EngineOptions {
@@ -93,14 +94,7 @@ export class Engine {
  * llvmpipe, SwiftShader, WARP), or a hardware GPU. `--backend auto` only picks WebGPU for hardware.
  */
 export async function gpuAdapterKind(): Promise<"none" | "software" | "hardware"> {
-  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
-  if (!gpu) return "none";
-  let adapter: GPUAdapter | null = null;
-  try {
-    adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-  } catch {
-    return "none";
-  }
+  const adapter = await requestAdapter();
   if (!adapter) return "none";
   return adapter.info.isFallbackAdapter ? "software" : "hardware";
 }

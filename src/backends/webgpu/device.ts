@@ -4,6 +4,7 @@
  * @module
  */
 import { CapsuleError } from "../../errors.ts";
+import { requestAdapter } from "../../util/gpu.ts";
 
 /** A device plus what the engine learned about it. */
 export interface GpuContext {
@@ -55,53 +56,11 @@ export interface OpenedDevice {
 }
 
 /**
- * Run `open` (an adapter request) with XDG_RUNTIME_DIR set, on Linux when the process has none:
- * Mesa's Vulkan drivers otherwise print "error: XDG_RUNTIME_DIR is invalid or not set in the
- * environment" twice, which is all a server started from a plain shell (`task start`) showed
- * before its first line. The directory is private and empty, and removed again with the variable
- * afterwards, so nothing else (the sidecar's default socket path) sees it. Without permission to
- * touch the environment, `open` just runs.
- */
-export async function withRuntimeDir<T>(open: () => Promise<T>): Promise<T> {
-  let dir: string | null = null;
-  try {
-    if (Deno.build.os === "linux" && !Deno.env.get("XDG_RUNTIME_DIR")) {
-      dir = Deno.makeTempDirSync({ prefix: "capsule-gpu-" });
-      Deno.env.set("XDG_RUNTIME_DIR", dir);
-    }
-  } catch {
-    dir = null;
-  }
-  try {
-    return await open();
-  } finally {
-    if (dir) {
-      Deno.env.delete("XDG_RUNTIME_DIR");
-      try {
-        Deno.removeSync(dir);
-      } catch {
-        // Left behind if the driver put something in it: an empty temp directory at worst.
-      }
-    }
-  }
-}
-
-/**
  * Request an adapter and a device with {@link kernelLimits} (and timestamp queries where offered);
  * throws `no_gpu_adapter` when there is none. {@link openGpu} adds the loop-cap probe.
  */
 export async function openDevice(opts: OpenGpuOptions = {}): Promise<OpenedDevice> {
-  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
-  let adapter: GPUAdapter | null = null;
-  if (gpu && !opts.forceNoAdapter) {
-    try {
-      adapter = await withRuntimeDir(() =>
-        gpu.requestAdapter({ powerPreference: opts.powerPreference ?? "high-performance" })
-      );
-    } catch {
-      adapter = null;
-    }
-  }
+  const adapter = opts.forceNoAdapter ? null : await requestAdapter(opts.powerPreference);
   if (!adapter) {
     throw new CapsuleError(
       "no_gpu_adapter",

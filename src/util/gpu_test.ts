@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "@std/assert";
-import { withRuntimeDir } from "./device.ts";
+import { withRuntimeDir } from "./gpu.ts";
 
 Deno.test({
   name: "an adapter request without XDG_RUNTIME_DIR gets a private one, gone again afterwards",
