@@ -15,7 +15,7 @@ import { geometry, moeDefines } from "./runtime.ts";
 const gpu = await testGpu();
 
 const common = { vocab_size: 64, hidden_size: 72, num_hidden_layers: 1, rms_norm_eps: 1e-6 };
-const qwen = parseModelConfig({
+const qwenRaw = {
   ...common,
   model_type: "qwen3_next",
   num_attention_heads: 2,
@@ -31,7 +31,8 @@ const qwen = parseModelConfig({
   num_experts_per_tok: 2,
   moe_intermediate_size: 40,
   shared_expert_intermediate_size: 24,
-});
+};
+const qwen = parseModelConfig(qwenRaw);
 const kimi = parseModelConfig({
   ...common,
   model_type: "kimi_linear",
@@ -196,17 +197,7 @@ Deno.test({
 
 // More experts than the routing workgroup has threads (each thread ranks two), top 8, mostly ties.
 const wide = parseModelConfig({
-  ...common,
-  model_type: "qwen3_next",
-  num_attention_heads: 2,
-  num_key_value_heads: 1,
-  head_dim: 16,
-  intermediate_size: 32,
-  linear_key_head_dim: 8,
-  linear_value_head_dim: 16,
-  linear_num_key_heads: 1,
-  linear_num_value_heads: 1,
-  layer_types: ["linear_attention"],
+  ...qwenRaw,
   num_experts: 300,
   num_experts_per_tok: 8,
   moe_intermediate_size: 24,
