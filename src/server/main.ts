@@ -4,13 +4,10 @@
  * exits. Configuration mistakes exit with status 2 and a message saying what to fix.
  * @module
  */
-import { Engine } from "../engine/engine.ts";
-import { maintainStore, openStore } from "../store/mod.ts";
-import type { SessionStore } from "../store/types.ts";
-import { Auth } from "./auth.ts";
 import { createApp } from "./app.ts";
-import { checkModelDir, ConfigError, isConfigProblem, parseConfig, USAGE } from "./config.ts";
+import { ConfigError, isConfigProblem, parseConfig, USAGE } from "./config.ts";
 import { Metrics } from "./metrics.ts";
+import { openNode } from "./node.ts";
 import { problemResponse } from "./problems.ts";
 
 function fail(message: string, code: number): never {
@@ -24,22 +21,7 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
-  checkModelDir(config.modelDir);
-  const auth = await Auth.create(config.tokens);
-  const engine = await Engine.load(config.modelDir, { backend: config.backend, gpu: config.gpu });
-  if (engine.backend.name !== "webgpu" && (config.gpu.weights || config.gpu.kvCache)) {
-    console.error(
-      "capsule: --gpu-weights/--kv-cache apply to the WebGPU backend; this node decodes on the CPU",
-    );
-  }
-  let store: SessionStore;
-  try {
-    store = await openStore(config.storeUrl);
-  } catch (e) {
-    engine.dispose();
-    throw e;
-  }
-  const stopMaintenance = maintainStore(store);
+  const { auth, engine, store, stopMaintenance } = await openNode(config, "capsule");
 
   let draining = false;
   const app = createApp({

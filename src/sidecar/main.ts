@@ -5,11 +5,8 @@
  * commits included) and remove the socket. Configuration mistakes exit with status 2.
  * @module
  */
-import { Engine } from "../engine/engine.ts";
-import { maintainStore, openStore } from "../store/mod.ts";
-import type { SessionStore } from "../store/types.ts";
-import { Auth } from "../server/auth.ts";
-import { checkModelDir, ConfigError, isConfigProblem } from "../server/config.ts";
+import { ConfigError, isConfigProblem } from "../server/config.ts";
+import { openNode } from "../server/node.ts";
 import { parseSidecarConfig, SIDECAR_USAGE } from "./config.ts";
 import { startSidecar } from "./sidecar.ts";
 
@@ -19,23 +16,9 @@ async function main(): Promise<void> {
     console.log(SIDECAR_USAGE);
     return;
   }
-  checkModelDir(config.modelDir);
-  if (config.dataDir !== null) await Deno.mkdir(config.dataDir, { recursive: true });
-  const auth = await Auth.create(config.tokens);
-  const engine = await Engine.load(config.modelDir, { backend: config.backend, gpu: config.gpu });
-  if (engine.backend.name !== "webgpu" && (config.gpu.weights || config.gpu.kvCache)) {
-    console.error(
-      "capsule: --gpu-weights/--kv-cache apply to the WebGPU backend; this node decodes on the CPU",
-    );
-  }
-  let store: SessionStore;
-  try {
-    store = await openStore(config.storeUrl);
-  } catch (e) {
-    engine.dispose();
-    throw e;
-  }
-  const stopMaintenance = maintainStore(store);
+  const { auth, engine, store, stopMaintenance } = await openNode(config, "capsule sidecar", async () => {
+    if (config.dataDir !== null) await Deno.mkdir(config.dataDir, { recursive: true });
+  });
   const sidecar = await startSidecar({ engine, store, auth, listen: config.listen });
   console.log(`listening on ${sidecar.url}`);
   console.error(
