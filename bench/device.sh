@@ -17,6 +17,9 @@ step() {  # step <seconds> <name> <command...>
   timeout "$limit" "$@" 2>&1 | tee -a "$log"
   echo "=== $name exit ${PIPESTATUS[0]}" | tee -a "$log"
 }
+# The first bench process of a device call runs its kernels 1.4–2.5× slow (docs/benchmarks.md,
+# run J): a short one goes first, and its figures are not used.
+step 60 warm-up deno task bench --models "qwen3.5-0.8b/1/1k" --seconds 0.3 --warmup 8
 step 200 decode deno task bench \
   --models "qwen3.5-0.8b/1+8+32/1k+32k,qwen3.5-0.8b@int8/1+32/1k,qwen3.5-9b/1+32/1k,kimi-48b/1+32/1k+32k" \
   --seconds 0.25 --warmup 16 --profile 3 --out "$OUT/decode"
