@@ -67,6 +67,19 @@ var<workgroup> ri: array<u32, WG>;
 var<workgroup> chosen: array<u32, TOPK>;
 var<workgroup> red2: array<f32, WG * 2u>;
 
+// Chunk c of a gate row and an up row times chunk c of entry b's x ⊙ norm weight (1/rms comes later).
+fn dotgu(wg: vec4<u32>, wu: vec4<u32>, b: u32, c: u32) -> vec2<f32> {
+  let x0 = X[b * XS4 + c * XPC] * normW[c * XPC];
+  let x1 = X[b * XS4 + c * XPC + 1u] * normW[c * XPC + 1u];
+#if WQ
+  let x2 = X[b * XS4 + c * XPC + 2u] * normW[c * XPC + 2u];
+  let x3 = X[b * XS4 + c * XPC + 3u] * normW[c * XPC + 3u];
+  return vec2<f32>(dot16q(wg, x0, x1, x2, x3), dot16q(wu, x0, x1, x2, x3));
+#else
+  return vec2<f32>(dot8h(wg, x0, x1), dot8h(wu, x0, x1));
+#endif
+}
+
 fn wrow(j: u32, e: u32, row: u32, c: u32) -> vec4<u32> {
   if (j < TOPK) { return Wx[(e * 2u * I + row) * CU + c]; }
   return Ws[row * CU + c];
@@ -143,35 +156,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var au = 0.0;
 #unroll k PFU
   if (live && lane + @k@u * TPR < CU) {
-    let c = lane + @k@u * TPR;
-    let x0 = X[b * XS4 + c * XPC] * normW[c * XPC];
-    let x1 = X[b * XS4 + c * XPC + 1u] * normW[c * XPC + 1u];
-#if WQ
-    let x2 = X[b * XS4 + c * XPC + 2u] * normW[c * XPC + 2u];
-    let x3 = X[b * XS4 + c * XPC + 3u] * normW[c * XPC + 3u];
-    ag += dot16q(pg@k@, x0, x1, x2, x3);
-    au += dot16q(pu@k@, x0, x1, x2, x3);
-#else
-    ag += dot8h(pg@k@, x0, x1);
-    au += dot8h(pu@k@, x0, x1);
-#endif
+    let d = dotgu(pg@k@, pu@k@, b, lane + @k@u * TPR);
+    ag += d.x;
+    au += d.y;
   }
 #endunroll
   if (live) {
     for (var c = lane + PFU * TPR; c < CU; c += TPR) {
-      let wg = wrow(j, e, 2u * o, c);
-      let wu = wrow(j, e, 2u * o + 1u, c);
-      let x0 = X[b * XS4 + c * XPC] * normW[c * XPC];
-      let x1 = X[b * XS4 + c * XPC + 1u] * normW[c * XPC + 1u];
-#if WQ
-      let x2 = X[b * XS4 + c * XPC + 2u] * normW[c * XPC + 2u];
-      let x3 = X[b * XS4 + c * XPC + 3u] * normW[c * XPC + 3u];
-      ag += dot16q(wg, x0, x1, x2, x3);
-      au += dot16q(wu, x0, x1, x2, x3);
-#else
-      ag += dot8h(wg, x0, x1);
-      au += dot8h(wu, x0, x1);
-#endif
+      let d = dotgu(wrow(j, e, 2u * o, c), wrow(j, e, 2u * o + 1u, c), b, c);
+      ag += d.x;
+      au += d.y;
     }
   }
   // Inverse RMS of x (post-attention norm).

@@ -92,8 +92,7 @@ for (const [kv16, headDim] of [[false, 20], [true, 20], [true, 40]] as const) {
           vBuf,
         ], [hq + hkv, B]);
         h.run("attention.wgsl", d.partial, "rrurrrww", [step, slotBuf, grp, qBuf, kBuf, vBuf, po, pml], [
-          nc,
-          hkv,
+          ...attnPartialGrid(a, nc),
           B,
         ]);
         h.run("attention.wgsl", d.combine, "rrurrrw", [step, slotBuf, grp, projBuf, po, pml, out], [

@@ -636,8 +636,10 @@ export function linearDefines(c: ModelConfig): Defines {
 /** Threads of an MLA prep or combine workgroup (`MWG` in kernels/mla.wgsl). */
 export const MLA_WG = 256;
 
-/** Work split of mla.wgsl's prep and combine entries for one MLA shape (see the kernel's comments). */
+/** Work split of mla.wgsl's entries for one MLA shape (see the kernel's comments). */
 export interface MlaDecodeSplit {
+  /** partial: heads of a workgroup (a block; the last one may be short) */
+  hb: number;
   /** prep: column words (8 f16 columns each) of a workgroup, a power of two ≤ 8 */
   pcw: number;
   /** prep: row groups sharing the q_nope reduction (MLA_WG / pcw) */
@@ -661,19 +663,20 @@ export interface MlaDecodeSplit {
  * chunks along x they were `nc` workgroups apart and each block read the whole cache from memory).
  */
 export function attnPartialGrid(a: ModelConfig["attention"], nc: number): [number, number] {
-  return a.kind === "gated" ? [nc, a.numKvHeads] : [Math.ceil(a.numHeads / Math.min(8, a.numHeads)), nc];
+  return a.kind === "gated" ? [nc, a.numKvHeads] : [Math.ceil(a.numHeads / mlaDecodeSplit(a).hb), nc];
 }
 
 /**
- * The prep and combine work split for MLA config `a`: a head's R columns of the absorbed query
- * spread over ⌈R/8/pcw⌉ workgroups and its DV outputs over ⌈DV/cvo⌉, so a batch-1 step runs a few
- * hundred workgroups instead of one per head.
+ * The work split for MLA config `a`: partials take blocks of up to 8 heads; in prep and combine a
+ * head's R columns of the absorbed query spread over ⌈R/8/pcw⌉ workgroups and its DV outputs over
+ * ⌈DV/cvo⌉, so a batch-1 step runs a few hundred workgroups instead of one per head.
  */
 export function mlaDecodeSplit(a: Extract<ModelConfig["attention"], { kind: "mla" }>): MlaDecodeSplit {
   const r8 = a.kvLoraRank / 8;
   const pcw = Math.min(8, pow2ceil(r8));
   const cvo = Math.min(32, pow2ceil(a.vHeadDim));
   return {
+    hb: Math.min(8, a.numHeads),
     pcw,
     prg: MLA_WG / pcw,
     prepX: a.numHeads * Math.ceil(r8 / pcw) + 1,
@@ -757,7 +760,7 @@ export function attentionDefines(
       MAXB: mb,
       PWG: ATTN_PARTIAL_WG,
       LIF: ATTN_LOADS_IN_FLIGHT,
-      HB: Math.min(8, a.numHeads),
+      HB: mlaDecodeSplit(a).hb,
       OSTRIDE: g.attOut,
       EPS: a.kvNormEps,
       PCW: mlaDecodeSplit(a).pcw,
@@ -1023,7 +1026,7 @@ export function kernelLoopBounds(
       gatedCombine,
     );
   } else {
-    const HB = Math.min(8, a.numHeads), sp = mlaDecodeSplit(a), W = MLA_WG;
+    const sp = mlaDecodeSplit(a), HB = sp.hb, W = MLA_WG;
     const R = a.kvLoraRank, DR = a.qkRopeHeadDim, R4 = R / 4;
     // prep, a head block: the row walk (steps of 4 rows, then up to 3 single rows), the tree over
     // the row groups, the rope copy; the norm workgroup: 64-lane sum and tree, then the appends.
