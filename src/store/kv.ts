@@ -51,7 +51,6 @@ const MAX_CHUNK = 65536;
 const CHUNKS_PER_BATCH = 10;
 /** Deletes per atomic operation (limit 1000 mutations). */
 const DELETES_PER_BATCH = 500;
-/** Times a read or a compare-and-set restarts after losing a race before giving up. */
 /**
  * A write that SQLite refused because another handle on the same file held its write lock
  * ("database is locked"; seen with two handles racing commits). Such an attempt applied nothing.
@@ -75,6 +74,7 @@ async function whileBusy<T>(write: () => Promise<T>): Promise<T> {
   }
 }
 
+/** Times a read or a compare-and-set restarts after losing a race before giving up. */
 const MAX_ATTEMPTS = 32;
 
 /** Where a capsule's chunks live. */
