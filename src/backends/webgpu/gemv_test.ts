@@ -12,6 +12,7 @@ import { type PackedMatrix, packMatrix, roundUp, unpackMatrix, type WeightFormat
 import {
   GEMV_BLOCKED_MIN_TILE,
   GEMV_MIN_WORKGROUPS,
+  GEMV_TALL_CHUNKS_IN_FLIGHT,
   GEMV_TALL_OUTPUTS,
   GEMV_TALL_TPR,
   gemvDefines,
@@ -226,7 +227,7 @@ Deno.test({
       // Fewer, longer-lived threads per row (RuntimeOptions.gemvChunksPerThread) on the wide shape.
       await expectCpu(h, shaped(50, 1030, "f16", "rms", 16), 1, 120, "gemv.wgsl");
       await expectCpu(h, shaped(37, 1030, "int8", "pair", 32), 3, 121, "gemv.wgsl");
-      // An LM-head-tall matrix: 16 threads per row, two outputs per thread at batch 1.
+      // An LM-head-tall matrix: at most 16 threads per row, two or four outputs per thread at batch 1.
       await expectCpu(h, shaped(GEMV_TALL_OUTPUTS + 5, 40, "f16", "rms"), 1, 125, "gemv.wgsl");
       await expectCpu(h, shaped(GEMV_TALL_OUTPUTS + 5, 40, "int8", "plain"), 3, 126, "gemv.wgsl");
       // Several outputs per thread at batch 1 (RuntimeOptions.gemvOutputsPerThread), rows that
@@ -369,4 +370,39 @@ Deno.test("GEMV rows get at most the capped threads, unless that leaves too few 
     gemvPlan({ rows, cols, chunks: cols / 8, format: "f16" }, cols, rows, 1e-6, {}, 4, 32);
   assertEquals(plan(4096, 4096).defines.TPR, 32);
   assertEquals(plan(1024, 3584).defines.TPR, 64);
+});
+
+Deno.test("a tall GEMV's threads keep 16 chunks in flight at batch 1: four outputs where two would keep fewer", () => {
+  const tall = (cols: number, format: WeightFormat) => {
+    const chunks = cols / (format === "int8" ? 16 : 8);
+    const d = gemvPlan({ rows: 248320, cols, chunks, format }, cols, 248320, 1e-6, { pro: 1 }).defines;
+    return { PF: d.PF, R1: d.R1, inFlight: Number(d.PF) * Number(d.R1) };
+  };
+  // Qwen3.5-0.8B's LM head (1,024 wide): f16 rows load 8 chunks per thread, int8 rows only 4.
+  assertEquals(tall(1024, "f16"), { PF: 8, R1: 2, inFlight: GEMV_TALL_CHUNKS_IN_FLIGHT });
+  assertEquals(tall(1024, "int8"), { PF: 4, R1: 4, inFlight: GEMV_TALL_CHUNKS_IN_FLIGHT });
+  // Wider heads (9B: 4,096) load 8 chunks either way and keep two outputs.
+  assertEquals(tall(4096, "int8"), { PF: 8, R1: 2, inFlight: GEMV_TALL_CHUNKS_IN_FLIGHT });
+  // An explicit RuntimeOptions.gemvOutputsPerThread still wins.
+  const forced = gemvPlan(
+    { rows: 248320, cols: 1024, chunks: 64, format: "int8" },
+    1024,
+    248320,
+    1e-6,
+    {},
+    4,
+    32,
+    4,
+    1,
+  );
+  assertEquals(forced.defines.R1, 1);
+  // Short GEMVs are unchanged: two outputs from 4,096 rows, else one.
+  assertEquals(
+    gemvPlan({ rows: 8224, cols: 1024, chunks: 64, format: "int8" }, 1024, 8224, 1e-6, {}).defines.R1,
+    2,
+  );
+  assertEquals(
+    gemvPlan({ rows: 1024, cols: 2048, chunks: 128, format: "int8" }, 2048, 1024, 1e-6, {}).defines.R1,
+    1,
+  );
 });

@@ -422,6 +422,15 @@ export const GEMV_TALL_OUTPUTS = 65536;
 /** Most threads per row of a GEMV with at least {@link GEMV_TALL_OUTPUTS} outputs. */
 export const GEMV_TALL_TPR = 16;
 
+/**
+ * 16-byte weight chunks a thread of a tall GEMV should keep in flight at batch 1 (chunks loaded at
+ * once × outputs per thread): two outputs when that reaches it, else four. An int8 row has half
+ * as many chunks as an f16 row, so the 0.8B's int8 LM head takes four outputs where f16's takes
+ * two: on an H200 (`bench/gemv_chain.ts`) 121 µs with four against 155 µs with two, while the
+ * f16 head stays fastest with two (136 µs; 151 µs with four).
+ */
+export const GEMV_TALL_CHUNKS_IN_FLIGHT = 16;
+
 /** Fewest workgroups a GEMV of one batch entry should launch (about two per SM of a large GPU). */
 export const GEMV_MIN_WORKGROUPS = 256;
 
@@ -484,6 +493,7 @@ export function gemvPlan(
   const tall = outs >= GEMV_TALL_OUTPUTS;
   const tpr = gemvRowThreads(w.chunks, outs, chunksPerThread, maxThreadsPerRow);
   const rpg = 256 / tpr;
+  const pf = Math.min(Math.ceil(w.chunks / tpr), tall ? Math.max(prefetch, 8) : prefetch);
   const defines: Defines = {
     WG: 256,
     TPR: tpr,
@@ -500,8 +510,9 @@ export function gemvPlan(
     PRO2: o.pro === 2,
     PAIR: !!o.pair,
     EPI1: !!o.add,
-    PF: Math.min(Math.ceil(w.chunks / tpr), tall ? Math.max(prefetch, 8) : prefetch),
-    R1: outputsPerThread || (outs >= GEMV_MULTI_OUTPUTS ? 2 : 1),
+    PF: pf,
+    R1: outputsPerThread ||
+      (tall ? (2 * pf >= GEMV_TALL_CHUNKS_IN_FLIGHT ? 2 : 4) : outs >= GEMV_MULTI_OUTPUTS ? 2 : 1),
     NH: o.nh ?? 1,
     DVH: o.dvh ?? 1,
     NB: o.nb ?? 1,
