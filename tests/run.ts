@@ -34,7 +34,14 @@ for await (const chunk of child.stdout) {
 }
 if (buffer) onLine(buffer);
 const status = await child.status;
-// A run that crashed before its summary (type error, panic) counts as a failure.
-if (!sawSummary || (status.code !== 0 && failed === 0)) failed += 1;
+// A run that crashed before its summary (type error, panic), or exited non-zero after a clean one
+// (a crash in teardown), counts as a failure, with its exit status on stderr to say which.
+if (!sawSummary || (status.code !== 0 && failed === 0)) {
+  failed += 1;
+  console.error(
+    `deno test exited with code ${status.code}${status.signal ? ` (signal ${status.signal})` : ""} ` +
+      (sawSummary ? "after a summary with no failed test" : "before printing its summary"),
+  );
+}
 console.log(`${passed} passed, ${failed} failed`);
 Deno.exit(failed === 0 ? 0 : 1);

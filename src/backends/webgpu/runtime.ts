@@ -88,8 +88,27 @@ export function attnChunks(n: number): number {
 export function attnGroupChunks(cap: number): number {
   return Math.max(Math.min(64, Math.ceil(cap / RPCMIN)), Math.ceil(cap / RPCMAX));
 }
-/** Slot groups a step can reference. */
-export const MAX_GROUPS = 16;
+/**
+ * Slot groups a step can reference. Long-context groups hold few slots ({@link kvGroupSlots}), so
+ * a node with many long sessions needs about one group per session.
+ */
+export const MAX_GROUPS = 64;
+
+/**
+ * Slots of a KV group created on demand: `groupSlots`, but no more than fit in `groupBytes` of KV
+ * rows (at least one). Without the bound, a first 32k-token Qwen3.5-0.8B session would allocate
+ * eight 65,536-row slots, 12 GiB of f32 KV for one session (28 GiB for Qwen3.5-9B).
+ */
+export function kvGroupSlots(bytesPerSlot: number, groupSlots: number, groupBytes: number): number {
+  return Math.max(1, Math.min(groupSlots, Math.floor(groupBytes / bytesPerSlot)));
+}
+
+/** Bytes of KV rows one slot of capacity `cap` holds over all attention layers (keys and values). */
+export function kvSlotBytes(c: ModelConfig, cap: number, valueBytes: number): number {
+  const g = geometry(c);
+  const nAttn = c.layerKinds.filter((k) => k === "attention").length;
+  return nAttn * roundUp(Math.max(cap, 1), RPCMAX) * (g.keyRow + g.valueRow) * valueBytes;
+}
 
 /** Options of the runtime. */
 export interface RuntimeOptions {
@@ -105,6 +124,11 @@ export interface RuntimeOptions {
   ring: number;
   /** Slots per KV group created on demand. */
   groupSlots: number;
+  /**
+   * Most bytes of KV rows (all attention layers, keys and values) a KV group created on demand
+   * may hold: long-context groups get fewer than `groupSlots` slots ({@link kvGroupSlots}).
+   */
+  groupBytes: number;
   /**
    * Inputs of at least this many tokens (prompts, appends, the tokens `generate` feeds first) run
    * the chunked prefill; shorter ones run as decode steps. `Infinity`: always decode steps.
@@ -162,6 +186,7 @@ export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = {
   maxBatchTile: 32,
   ring: 128,
   groupSlots: 8,
+  groupBytes: 2 ** 31,
   prefillMinTokens: 2,
   prefillPiece: 0,
   gemvChunksPerThread: 4,
@@ -1195,6 +1220,12 @@ export class DecodeRuntime {
         `gemvOutputsPerThread must be 0 (auto), 1, 2 or 4, got ${opt}`,
       );
     }
+    if (!(opts.groupBytes > 0)) {
+      throw new CapsuleError(
+        "invalid_argument",
+        `groupBytes must be a positive number, got ${opts.groupBytes}`,
+      );
+    }
     const pf = opts.gemvPrefetch;
     if (!Number.isInteger(pf) || pf < 1 || pf > 16) {
       throw new CapsuleError("invalid_argument", `gemvPrefetch must be an integer in 1..16, got ${pf}`);
@@ -1871,7 +1902,8 @@ export class DecodeRuntime {
     if (!grp) {
       // Organic growth doubles so a long session migrates O(log n) times.
       const cap = exact ? rows : Math.max(1024, 2 ** Math.ceil(Math.log2(Math.max(rows, 1))));
-      grp = this.createGroup(cap, this.opts.groupSlots);
+      const perSlot = kvSlotBytes(this.config, cap, this.kvBytes);
+      grp = this.createGroup(cap, kvGroupSlots(perSlot, this.opts.groupSlots, this.opts.groupBytes));
     }
     const local = grp.free.pop()!;
     const old = slot.group;
