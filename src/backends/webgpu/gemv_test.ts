@@ -372,7 +372,7 @@ Deno.test("GEMV rows get at most the capped threads, unless that leaves too few 
   assertEquals(plan(1024, 3584).defines.TPR, 64);
 });
 
-Deno.test("a tall GEMV's threads keep 16 chunks in flight at batch 1: four outputs where two would keep fewer", () => {
+Deno.test("a tall GEMV's threads keep 16 chunks in flight at batch 1; short ones load one chunk ahead", () => {
   const tall = (cols: number, format: WeightFormat) => {
     const chunks = cols / (format === "int8" ? 16 : 8);
     const d = gemvPlan({ rows: 248320, cols, chunks, format }, cols, 248320, 1e-6, { pro: 1 }).defines;
@@ -396,6 +396,20 @@ Deno.test("a tall GEMV's threads keep 16 chunks in flight at batch 1: four outpu
     1,
   );
   assertEquals(forced.defines.R1, 1);
+  // Short GEMVs load one chunk before their first multiply unless told otherwise.
+  const short = (format: WeightFormat, prefetch?: number) =>
+    gemvPlan(
+      { rows: 8224, cols: 1024, chunks: format === "int8" ? 64 : 128, format },
+      1024,
+      8224,
+      1e-6,
+      {},
+      4,
+      32,
+      prefetch,
+    )
+      .defines.PF;
+  assertEquals([short("f16"), short("int8"), short("f16", 4), short("int8", 3)], [1, 1, 4, 3]);
   // Short GEMVs are unchanged: two outputs from 4,096 rows, else one.
   assertEquals(
     gemvPlan({ rows: 8224, cols: 1024, chunks: 64, format: "int8" }, 1024, 8224, 1e-6, {}).defines.R1,

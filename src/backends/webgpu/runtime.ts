@@ -152,8 +152,12 @@ export interface RuntimeOptions {
    */
   gemvMaxThreadsPerRow: number;
   /**
-   * Most 16-byte weight chunks a GEMV thread loads before its first multiply (1..16). A thread's
-   * chunks past this many are loaded one loop iteration at a time, each waiting for memory.
+   * Most 16-byte weight chunks a GEMV thread loads before its first multiply (1..16); the rest
+   * are loaded in its loop. Tall GEMVs (LM heads) load up to 8 whatever this is. More unrolled
+   * loads and unpacked weights per thread cost more in a step than they hide: on an H200
+   * (docs/benchmarks.md, run K) 1 against the former 4 ran the 9B 4.5 % faster at batch 1 in f16
+   * and 20 % in int8, Kimi 4 %, the 0.8B at batch 4 6 %; `bench/gemv_chain.ts`, which repeats one
+   * kernel, had timed 4 best.
    */
   gemvPrefetch: number;
   /**
@@ -191,7 +195,7 @@ export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = {
   prefillPiece: 0,
   gemvChunksPerThread: 4,
   gemvMaxThreadsPerRow: 32,
-  gemvPrefetch: 4,
+  gemvPrefetch: 1,
   gemvOutputsPerThread: 0,
   kvCache: "f32",
 };
