@@ -1,8 +1,11 @@
 /**
  * `deno task test`: runs the whole suite with `deno test` and ends with the plain
  * "N passed, N failed" line CI reads (Deno's own summary is not a CI format).
- * Extra arguments are passed to `deno test` (e.g. a path or `--filter`).
+ * Extra arguments are passed to `deno test` (e.g. a path or `--filter`). How a run counts:
+ * tests/support/verdict.ts.
  */
+import { verdict } from "./support/verdict.ts";
+
 const args = ["test", "-A", "--unstable-kv", ...(Deno.args.length ? Deno.args : [])];
 const child = new Deno.Command(Deno.execPath(), {
   args,
@@ -34,14 +37,7 @@ for await (const chunk of child.stdout) {
 }
 if (buffer) onLine(buffer);
 const status = await child.status;
-// A run that crashed before its summary (type error, panic), or exited non-zero after a clean one
-// (a crash in teardown), counts as a failure, with its exit status on stderr to say which.
-if (!sawSummary || (status.code !== 0 && failed === 0)) {
-  failed += 1;
-  console.error(
-    `deno test exited with code ${status.code}${status.signal ? ` (signal ${status.signal})` : ""} ` +
-      (sawSummary ? "after a summary with no failed test" : "before printing its summary"),
-  );
-}
-console.log(`${passed} passed, ${failed} failed`);
-Deno.exit(failed === 0 ? 0 : 1);
+const v = verdict({ sawSummary, passed, failed, code: status.code, signal: status.signal });
+if (v.note) console.error(v.note);
+console.log(`${v.passed} passed, ${v.failed} failed`);
+Deno.exit(v.failed === 0 ? 0 : 1);
