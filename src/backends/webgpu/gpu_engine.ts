@@ -109,7 +109,10 @@ export interface EngineStats {
   dispatchesPerStep: number;
   chunks: number;
   pipelines: number;
+  /** GPU memory the runtime holds, in bytes (less the KV groups it has released). */
   bytesAllocated: number;
+  /** KV slot groups held ({@link DecodeRuntime.releaseEmptyGroups} drops unused ones). */
+  kvGroups: number;
   /** Host time the generation loop spent recording and submitting its steps, in ms. */
   encodeMs: number;
   /** Host time the generation loop spent mapping readbacks (the GPU draining included), in ms. */
@@ -184,6 +187,7 @@ export class GpuEngine {
     chunks: 0,
     pipelines: 0,
     bytesAllocated: 0,
+    kvGroups: 0,
     encodeMs: 0,
     waitMs: 0,
   };
@@ -203,6 +207,7 @@ export class GpuEngine {
       prefillTokens: this.prefill.tokens,
       pipelines: this.rt.cache.size + this.prefill.ctx.pipelineCount,
       bytesAllocated: this.rt.bytesAllocated,
+      kvGroups: this.rt.groups.length,
     };
   }
 

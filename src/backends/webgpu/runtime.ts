@@ -1271,7 +1271,7 @@ export class DecodeRuntime {
     return kvValueBytes(this.opts.kvCache);
   }
 
-  /** Bytes of GPU memory this runtime allocated. */
+  /** Bytes of GPU memory this runtime holds (buffers it made, less the KV groups it released). */
   get bytesAllocated(): number {
     return this.#bytesAllocated;
   }
@@ -1788,9 +1788,11 @@ export class DecodeRuntime {
     s.pos = 0;
   }
 
-  /** Create a KV group with `cap` rows per slot for `nslots` slots. */
+  /** Create a KV group with `cap` rows per slot for `nslots` slots, at the lowest free index. */
   createGroup(cap: number, nslots: number): KvGroup {
-    const index = this.groups.length;
+    const used = new Set(this.groups.map((g) => g.index));
+    let index = 0;
+    while (used.has(index)) index++;
     if (index >= MAX_GROUPS) {
       throw new CapsuleError("context_overflow", `more than ${MAX_GROUPS} KV slot groups`);
     }
@@ -1825,6 +1827,28 @@ export class DecodeRuntime {
     for (let i = 0; i < nAttn; i++) this.#bindGroup(grp, i);
     this.groups.push(grp);
     return grp;
+  }
+
+  /**
+   * Destroy the KV groups no slot holds, returning how many: their memory goes back to the device
+   * and their indices to the step's group table. Safe between recordings: a group referenced by
+   * submitted work stays alive on the device until that work ends, and nothing is recorded for a
+   * group without a slot in it.
+   */
+  releaseEmptyGroups(): number {
+    let n = 0;
+    for (let i = this.groups.length - 1; i >= 0; i--) {
+      const g = this.groups[i];
+      if (g.free.length !== g.nslots) continue;
+      for (const b of [...g.keys, ...g.values, g.partialO, g.partialML]) {
+        this.#bytesAllocated -= b.size;
+        b.destroy();
+      }
+      g.uniform.destroy();
+      this.groups.splice(i, 1);
+      n++;
+    }
+    return n;
   }
 
   #attn: AttnKernels | null = null;
@@ -1907,6 +1931,8 @@ export class DecodeRuntime {
       // Organic growth doubles so a long session migrates O(log n) times.
       const cap = exact ? rows : Math.max(1024, 2 ** Math.ceil(Math.log2(Math.max(rows, 1))));
       const perSlot = kvSlotBytes(this.config, cap, this.kvBytes);
+      // Groups no session uses any more give their memory back before a new one is made.
+      this.releaseEmptyGroups();
       grp = this.createGroup(cap, kvGroupSlots(perSlot, this.opts.groupSlots, this.opts.groupBytes));
     }
     const local = grp.free.pop()!;
