@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU measurement of docs/benchmarks.md in one device call (about 4–5 minutes):
+# Every GPU measurement of docs/benchmarks.md in one device call (4–5 minutes before run K split the
+# gemv_chain step into one process per shape and format; not timed since):
 #   bash ../shared/device/prepare.sh        # here, once
 #   run(command="source .device/boot.sh && bash bench/device.sh", carry=[".device"], timeout_s=600)
 # Writes to $OUT (8 files, the most a device call returns): decode/decode.{json,md},
@@ -29,8 +30,14 @@ step 90 decode-kv16 deno task bench --models "qwen3.5-0.8b/1+32/1k+32k,kimi-48b/
   --seconds 0.25 --warmup 16 --profile 3
 step 120 decode-cpt16 deno task bench --models "qwen3.5-0.8b/1+32/1k,qwen3.5-9b/1+32/1k,kimi-48b/1+32/1k" \
   --seconds 0.25 --warmup 16 --gemv-cpt 16 --out "$OUT/decode-cpt16"
-# One batch-1 GEMV's cost inside a step, by layout, against the dispatch floor and a streaming read.
-step 60 gemv-chain deno run -A bench/gemv_chain.ts
+# One batch-1 GEMV's cost inside a step, by layout, against the dispatch floor and a streaming read:
+# one process per shape and format (later shapes of one process ran 2–5× slow, run K). It repeats
+# one kernel, so it favours longer unrolled code than a step does (run K's gemvPrefetch).
+for shape in qkv gate_up in_proj down out_proj lm_head; do
+  for format in f16 int8; do
+    step 30 "gemv-chain $shape $format" deno run -A bench/gemv_chain.ts --shapes "$shape" --formats "$format"
+  done
+done
 # Temperature sampling: top-k 50 takes the sampler's fast path; top-p 0.9 over the synthetic model's
 # nearly flat logits takes its fallback.
 step 60 decode-sampling deno task bench --models "qwen3.5-0.8b/1/1k" \
