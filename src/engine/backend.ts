@@ -42,6 +42,18 @@ export interface InferenceBackend {
    * false, changing nothing, when `from` is not resident with a current CPU copy or is in use.
    */
   moveResidency?(from: SessionState, to: SessionState): boolean;
+  /** What a backend with a device holds there now (the service exports it as gauges). */
+  deviceStats?(): Promise<DeviceStats>;
+}
+
+/** Device memory and residency of a backend with a device ({@link InferenceBackend.deviceStats}). */
+export interface DeviceStats {
+  /** Bytes of device memory held: weights, activations, KV groups. */
+  bytes: number;
+  /** KV slot groups held (each a set of session slots of one capacity). */
+  kvGroups: number;
+  /** Sessions whose state is on the device. */
+  residentSessions: number;
 }
 
 /** The f32 CPU reference backend. */

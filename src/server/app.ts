@@ -185,6 +185,8 @@ export function createApp(opts: AppOptions): Hono<AppEnv> {
     return c.json({ status: "ready", model: engine.model.id, backend: engine.backend.name });
   });
   app.get("/metrics", async (c) => {
+    // Device gauges are read at scrape time from the backend's worker (WebGPU nodes only).
+    if (engine.backend.deviceStats) metrics.setDevice(await engine.backend.deviceStats());
     const m = await metrics.render();
     return c.body(m.body, 200, { "content-type": m.contentType });
   });

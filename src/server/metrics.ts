@@ -4,6 +4,7 @@
  * @module
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { DeviceStats } from "../engine/backend.ts";
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 const BYTE_BUCKETS = [
@@ -44,6 +45,13 @@ export class Metrics {
   readonly deadlines: Counter;
   /** Engine steps waiting or running. */
   readonly queueDepth: Gauge;
+  /** Device memory held by the backend, in bytes (WebGPU nodes only). */
+  readonly deviceBytes: Gauge;
+  /** KV slot groups on the device (WebGPU nodes only). */
+  readonly deviceKvGroups: Gauge;
+  /** Sessions whose state is on the device (WebGPU nodes only). */
+  readonly deviceResidentSessions: Gauge;
+  #deviceShown = false;
 
   constructor() {
     const registers = [this.registry = new Registry()];
@@ -111,6 +119,37 @@ export class Metrics {
       help: "Engine steps waiting or running on this node.",
       registers,
     });
+    this.deviceBytes = new Gauge({
+      name: "capsule_device_memory_bytes",
+      help: "GPU memory the backend holds: weights, activations and KV groups (WebGPU nodes).",
+      registers: [],
+    });
+    this.deviceKvGroups = new Gauge({
+      name: "capsule_device_kv_groups",
+      help: "KV slot groups on the GPU; groups no session holds are released when a new one is needed.",
+      registers: [],
+    });
+    this.deviceResidentSessions = new Gauge({
+      name: "capsule_device_resident_sessions",
+      help: "Sessions whose state is on the GPU (later requests on this node upload nothing).",
+      registers: [],
+    });
+  }
+
+  /**
+   * Set the device gauges from a backend's {@link DeviceStats}. They join the exposition on the
+   * first call, so a CPU node reports no device at all rather than zeros.
+   */
+  setDevice(d: DeviceStats): void {
+    if (!this.#deviceShown) {
+      for (const g of [this.deviceBytes, this.deviceKvGroups, this.deviceResidentSessions]) {
+        this.registry.registerMetric(g);
+      }
+      this.#deviceShown = true;
+    }
+    this.deviceBytes.set(d.bytes);
+    this.deviceKvGroups.set(d.kvGroups);
+    this.deviceResidentSessions.set(d.residentSessions);
   }
 
   /** The exposition text and its content type. */

@@ -624,6 +624,8 @@ Deno.test("operational endpoints: healthz, readyz (503 while draining), metrics,
       /capsule_http_requests_total\{method="POST",route="\/v1\/sessions\/:id\/generate",status="409"\} 1/,
     ]
   ) assert(re.test(text), `${re} not in metrics`);
+  // A CPU node has no device: no device gauges at all, rather than zeros.
+  assert(!/capsule_device_/.test(text), "device gauges on a CPU node");
   assertProblem(await call(app, "GET", "/v2/nothing"), 404, "route_not_found");
   // A store that cannot answer makes the node unready.
   const closed = await testApp();

@@ -47,7 +47,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a session's later requests on the same WebGPU node reuse its GPU copy instead of uploading it",
+  name:
+    "a session's later requests on the same WebGPU node reuse its GPU copy instead of uploading it, and /metrics shows it resident",
   ignore: !hasGpu,
   async fn() {
     const dir = await makeTestModelDir({ withTokenizer: true });
@@ -78,6 +79,13 @@ Deno.test({
       // The create request's empty state is the only upload; every later turn adopts the copy.
       assertEquals(backend.uploads - uploads, 1, "one upload for the whole conversation");
       assertEquals(onGpu, await turns(cpu.app));
+      // The node's gauges: the session's state is on the device, in one KV group.
+      const metrics = await (await gpu.app.request("/metrics")).text();
+      const gauge = (name: string) => Number(metrics.match(new RegExp(`^${name} (\\S+)$`, "m"))?.[1]);
+      assertEquals(gauge("capsule_device_resident_sessions"), 1, metrics);
+      assertEquals(gauge("capsule_device_kv_groups"), 1, metrics);
+      assertEquals(gauge("capsule_device_memory_bytes"), (await backend.stats()).bytesAllocated);
+      assert(gauge("capsule_device_memory_bytes") > 0);
     } finally {
       gpuEngine.dispose();
       await removeTestModelDir(dir);

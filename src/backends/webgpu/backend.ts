@@ -14,7 +14,7 @@
  */
 import type { ModelConfig } from "../../model/config.ts";
 import type { Checkpoint } from "../../model/safetensors.ts";
-import type { InferenceBackend } from "../../engine/backend.ts";
+import type { DeviceStats, InferenceBackend } from "../../engine/backend.ts";
 import type { ForwardOptions, ForwardResult } from "../../engine/forward.ts";
 import type { SamplingParams } from "../../engine/sampling.ts";
 import type { FinishReason } from "../../engine/session.ts";
@@ -478,6 +478,12 @@ export class WebGpuBackend implements InferenceBackend {
   /** Worker counters (dispatches per step, steps submitted, pipelines, GPU bytes). */
   async stats(): Promise<EngineStats> {
     return await this.#call("stats", {});
+  }
+
+  /** GPU memory held, KV groups and resident sessions (the service's gauges). */
+  async deviceStats(): Promise<DeviceStats> {
+    const s = await this.stats();
+    return { bytes: s.bytesAllocated, kvGroups: s.kvGroups, residentSessions: this.#live.size };
   }
 
   /**
