@@ -185,8 +185,15 @@ export function createApp(opts: AppOptions): Hono<AppEnv> {
     return c.json({ status: "ready", model: engine.model.id, backend: engine.backend.name });
   });
   app.get("/metrics", async (c) => {
-    // Device gauges are read at scrape time from the backend's worker (WebGPU nodes only).
-    if (engine.backend.deviceStats) metrics.setDevice(await engine.backend.deviceStats());
+    // Device gauges are read at scrape time from the backend's worker (WebGPU nodes only); if the
+    // worker cannot answer, the other metrics still go out and the gauges keep their last values.
+    if (engine.backend.deviceStats) {
+      try {
+        metrics.setDevice(await engine.backend.deviceStats());
+      } catch (e) {
+        console.error("capsule: device gauges unavailable:", (e as Error).message);
+      }
+    }
     const m = await metrics.render();
     return c.body(m.body, 200, { "content-type": m.contentType });
   });

@@ -634,3 +634,30 @@ Deno.test("operational endpoints: healthz, readyz (503 while draining), metrics,
   assertProblem(await call(closed.app, "GET", "/v1/sessions/ses_x"), 503, "store_unavailable");
   assertProblem(await call(app, "PATCH", "/v1/sessions"), 404, "route_not_found");
 });
+
+Deno.test("/metrics shows a backend's device gauges, and still answers when the backend cannot report them", async () => {
+  const engine = await testEngine();
+  const backend = engine.backend as { deviceStats?: () => Promise<unknown> };
+  let fail = false;
+  backend.deviceStats = () =>
+    fail
+      ? Promise.reject(new Error("the worker is gone"))
+      : Promise.resolve({ bytes: 123456, kvGroups: 2, residentSessions: 3 });
+  const { app } = await testApp({ engine });
+  const first = await (await app.request("/metrics")).text();
+  for (
+    const line of [
+      "capsule_device_memory_bytes 123456",
+      "capsule_device_kv_groups 2",
+      "capsule_device_resident_sessions 3",
+    ]
+  ) {
+    assert(first.includes(line), `${line} not in metrics`);
+  }
+  fail = true;
+  const res = await app.request("/metrics");
+  assertEquals(res.status, 200);
+  const text = await res.text();
+  assert(text.includes("capsule_engine_queue_depth"), "the other metrics still go out");
+  assert(text.includes("capsule_device_kv_groups 2"), "the gauges keep their last values");
+});
