@@ -288,6 +288,8 @@ export class KvGroup {
   readonly values: GPUBuffer[] = [];
   readonly free: number[];
   uniform!: GPUBuffer;
+  /** Workgroup grid (x, y) of the split-context partial pass over this group's chunks. */
+  partialGrid!: [number, number];
   partialO!: GPUBuffer;
   partialML!: GPUBuffer;
   prep: GPUBindGroup[] = [];
@@ -1822,6 +1824,7 @@ export class DecodeRuntime {
     writeArray(this.device.queue, grp.uniform, 0, new Uint32Array([index, cap, grp.nc, 0]));
     const heads = a.numHeads;
     const width = a.kind === "gated" ? a.headDim : a.kvLoraRank;
+    grp.partialGrid = attnPartialGrid(a, grp.nc);
     grp.partialO = this.buffer(`kv${index}.partialO`, this.mb * heads * grp.nc * width * 4);
     grp.partialML = this.buffer(`kv${index}.partialML`, this.mb * heads * grp.nc * 8);
     for (let i = 0; i < nAttn; i++) this.#bindGroup(grp, i);
@@ -2086,8 +2089,7 @@ export class DecodeRuntime {
         for (const [grp, n] of groups) {
           const ai = mx.attnIndex;
           rec.dispatch(k.prep, grp.prep[ai], k.prepX, n);
-          const [px, py] = attnPartialGrid(this.config.attention, grp.nc);
-          rec.dispatch(k.partial, grp.partial[ai], px, py, n);
+          rec.dispatch(k.partial, grp.partial[ai], grp.partialGrid[0], grp.partialGrid[1], n);
           rec.dispatch(k.combine, grp.combine[ai], k.combineX, n);
         }
         this.#gemvDispatch(rec, mx.oProj, B);
