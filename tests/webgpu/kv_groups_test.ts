@@ -6,7 +6,7 @@
 import { assertEquals } from "@std/assert";
 import { createState, type SessionState } from "../../src/engine/state.ts";
 import type { WebGpuBackend } from "../../src/backends/webgpu/backend.ts";
-import { hasGpu, openFixture } from "./helpers.ts";
+import { collectTokens, hasGpu, openFixture } from "./helpers.ts";
 import { randomIds, rng } from "./prefill_support.ts";
 
 Deno.test({
@@ -36,25 +36,16 @@ Deno.test({
       const r = createState(config);
       const want = await reference.forward(r, ids.slice(0, -1), { logits: "last" });
       assertEquals(Array.from(got.logits), Array.from(want.logits), "prefill logits");
-      assertEquals(
-        await greedy(backend, c, ids[ids.length - 1], ids.length),
-        await greedy(reference, r, ids[ids.length - 1], ids.length),
-        "greedy tokens",
-      );
+      const greedy = (b: WebGpuBackend, s: SessionState) =>
+        collectTokens(b.generate(s, [ids[ids.length - 1]], { temperature: 0, topK: 0, topP: 1, seed: 0 }, {
+          maxTokens: 6,
+          stopIds: [],
+          firstPosition: ids.length,
+        }));
+      assertEquals(await greedy(backend, c), await greedy(reference, r), "greedy tokens");
     } finally {
       backend.dispose();
       reference.dispose();
     }
   },
 });
-
-async function greedy(b: WebGpuBackend, s: SessionState, last: number, at: number): Promise<number[]> {
-  const out: number[] = [];
-  const it = b.generate(s, [last], { temperature: 0, topK: 0, topP: 1, seed: 0 }, {
-    maxTokens: 6,
-    stopIds: [],
-    firstPosition: at,
-  });
-  for (let r = await it.next(); !r.done; r = await it.next()) out.push(r.value);
-  return out;
-}
