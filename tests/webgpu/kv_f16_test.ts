@@ -6,6 +6,7 @@
  */
 import { assertEquals, assertLess, assertRejects } from "@std/assert";
 import { CapsuleError } from "../../src/errors.ts";
+import type { WebGpuBackendOptions } from "../../src/backends/webgpu/backend.ts";
 import { Engine } from "../../src/engine/engine.ts";
 import { fixture } from "../support/fixtures.ts";
 import { cloneState, createState, type SessionState } from "../../src/engine/state.ts";
@@ -199,34 +200,22 @@ Deno.test({
 });
 
 Deno.test({
-  name: "an unknown kvCache format or GEMV layout is rejected at load time, naming the option",
+  name:
+    "an unknown kvCache format, GEMV layout or KV group bound is rejected at load time, naming the option",
   ignore: !hasGpu,
   fn: async () => {
-    await assertRejects(
-      () => openFixture("qwen3_5-tiny", { kvCache: "bf16" as "f16" }),
-      CapsuleError,
-      "kvCache",
-    );
-    await assertRejects(
-      () => openFixture("qwen3_5-tiny", { gemvMaxThreadsPerRow: 48 }),
-      CapsuleError,
-      "gemvMaxThreadsPerRow must be a power of two in 4..64",
-    );
-    await assertRejects(
-      () => openFixture("qwen3_5-tiny", { gemvChunksPerThread: 3 }),
-      CapsuleError,
-      "gemvChunksPerThread",
-    );
-    await assertRejects(
-      () => openFixture("qwen3_5-tiny", { gemvPrefetch: 0 }),
-      CapsuleError,
-      "gemvPrefetch must be an integer in 1..16",
-    );
-    await assertRejects(
-      () => openFixture("qwen3_5-tiny", { gemvOutputsPerThread: 3 }),
-      CapsuleError,
-      "gemvOutputsPerThread must be 0 (auto), 1, 2 or 4",
-    );
+    const cases: [WebGpuBackendOptions, string][] = [
+      [{ kvCache: "bf16" as "f16" }, "kvCache"],
+      [{ gemvMaxThreadsPerRow: 48 }, "gemvMaxThreadsPerRow must be a power of two in 4..64"],
+      [{ gemvChunksPerThread: 3 }, "gemvChunksPerThread"],
+      [{ gemvPrefetch: 0 }, "gemvPrefetch must be an integer in 1..16"],
+      [{ gemvOutputsPerThread: 3 }, "gemvOutputsPerThread must be 0 (auto), 1, 2 or 4"],
+      [{ groupBytes: 0 }, "groupBytes must be a positive number, got 0"],
+      [{ groupBytes: NaN }, "groupBytes must be a positive number, got NaN"],
+    ];
+    for (const [opts, message] of cases) {
+      await assertRejects(() => openFixture("qwen3_5-tiny", opts), CapsuleError, message);
+    }
   },
 });
 
