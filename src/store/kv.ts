@@ -247,6 +247,25 @@ export class KvStore implements SessionStore {
     await whileBusy(() => this.#kv.delete(this.#pendingKey(t, id, blob)));
   }
 
+  /**
+   * Removes the entry `cur` (a head or a checkpoint) if it is unchanged, marking its blob dead in
+   * the same write, so the blob is known garbage even if deleting it is interrupted.
+   */
+  #retire(
+    cur: Deno.AtomicCheck,
+    t: string,
+    id: string,
+    blob: string,
+  ): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
+    return whileBusy(() =>
+      this.#kv.atomic()
+        .check(cur)
+        .delete(cur.key)
+        .set(this.#pendingKey(t, id, blob), { since: 0, dead: true } satisfies PendingValue)
+        .commit()
+    );
+  }
+
   /** Deletes a blob whose marker says dead; failures leave it to {@linkcode sweepOrphans}. */
   async #dropBlob(t: string, id: string, ref: BlobRef): Promise<void> {
     try {
@@ -403,16 +422,7 @@ export class KvStore implements SessionStore {
       for (let attempt = 0; attempt < MAX_ATTEMPTS && !removed; attempt++) {
         const cur = await this.#kv.get<HeadValue>(key);
         if (!cur.value || (expected !== null && cur.value.version !== expected)) return false;
-        const res = await whileBusy(() =>
-          this.#kv.atomic()
-            .check(cur)
-            .delete(key)
-            .set(
-              this.#pendingKey(tenant, id, cur.value!.blob),
-              { since: 0, dead: true } satisfies PendingValue,
-            )
-            .commit()
-        );
+        const res = await this.#retire(cur, tenant, id, cur.value.blob);
         if (res.ok) removed = cur.value;
       }
       if (!removed) {
@@ -515,13 +525,7 @@ export class KvStore implements SessionStore {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const cur = await this.#kv.get<CheckpointValue>(key);
       if (!cur.value) return false;
-      const res = await whileBusy(() =>
-        this.#kv.atomic()
-          .check(cur)
-          .delete(key)
-          .set(this.#pendingKey(t, id, cur.value!.blob), { since: 0, dead: true } satisfies PendingValue)
-          .commit()
-      );
+      const res = await this.#retire(cur, t, id, cur.value.blob);
       if (res.ok) {
         await this.#dropBlob(t, id, cur.value);
         return true;
