@@ -190,6 +190,8 @@ export interface DecodeBenchOptions {
   gemvPrefetch?: number;
   /** Outputs per thread of batch-1 GEMVs (RuntimeOptions.gemvOutputsPerThread); the default when unset. */
   gemvOutputsPerThread?: number;
+  /** Workgroup count under which small-tile GEMVs run 128 threads (RuntimeOptions.gemvSmallWorkgroupBelow). */
+  gemvSmallWorkgroupBelow?: number;
   /** Device KV cache format (RuntimeOptions.kvCache); the runtime's default (f32) when unset. */
   kvCache?: KvCacheFormat;
   /** Sampling of every session (default greedy); session i gets seed `seed + i`. */
@@ -326,6 +328,9 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<DecodeResul
         ...(o.gemvMaxThreadsPerRow ? { gemvMaxThreadsPerRow: o.gemvMaxThreadsPerRow } : {}),
         ...(o.gemvPrefetch ? { gemvPrefetch: o.gemvPrefetch } : {}),
         ...(o.gemvOutputsPerThread ? { gemvOutputsPerThread: o.gemvOutputsPerThread } : {}),
+        ...(o.gemvSmallWorkgroupBelow !== undefined
+          ? { gemvSmallWorkgroupBelow: o.gemvSmallWorkgroupBelow }
+          : {}),
         ...(o.kvCache ? { kvCache: o.kvCache } : {}),
       });
     } catch (e) {

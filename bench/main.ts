@@ -10,7 +10,9 @@
  * `--gemv-cpt N` sets the GEMV's 16-byte weight chunks per thread (RuntimeOptions.gemvChunksPerThread),
  * `--gemv-max-tpr N` the most threads sharing a GEMV row (RuntimeOptions.gemvMaxThreadsPerRow),
  * `--gemv-pf N` the chunks a GEMV thread loads before its first multiply (RuntimeOptions.gemvPrefetch),
- * `--gemv-opt N` the outputs per thread of a batch-1 GEMV (RuntimeOptions.gemvOutputsPerThread).
+ * `--gemv-opt N` the outputs per thread of a batch-1 GEMV (RuntimeOptions.gemvOutputsPerThread),
+ * `--gemv-small-wg N` the workgroup count under which batch-tile GEMVs below 8 run 128-thread
+ * workgroups (RuntimeOptions.gemvSmallWorkgroupBelow; 0: never).
  * `--kv-cache f16` keeps the attention KV cache in f16 on the device (RuntimeOptions.kvCache; default
  * f32): its rows read "f16 · KV f16" in the weights column and count 2 bytes per KV value.
  *
@@ -58,6 +60,7 @@ async function main(): Promise<number> {
       "gemv-max-tpr": { type: "string", default: "0" },
       "gemv-pf": { type: "string", default: "0" },
       "gemv-opt": { type: "string", default: "0" },
+      "gemv-small-wg": { type: "string", default: "" },
       "kv-cache": { type: "string", default: "f32" },
       temperature: { type: "string", default: "0" },
       "top-k": { type: "string", default: "0" },
@@ -122,6 +125,7 @@ async function main(): Promise<number> {
     gemvMaxThreadsPerRow: Number(values["gemv-max-tpr"]) || undefined,
     gemvPrefetch: Number(values["gemv-pf"]) || undefined,
     gemvOutputsPerThread: Number(values["gemv-opt"]) || undefined,
+    gemvSmallWorkgroupBelow: values["gemv-small-wg"] ? Number(values["gemv-small-wg"]) : undefined,
     kvCache,
     sampling: samplingFromArgs(values.temperature!, values["top-k"]!, values["top-p"]!),
     onDiagnosis: async (d) => {

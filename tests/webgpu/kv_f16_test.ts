@@ -212,6 +212,7 @@ Deno.test({
       [{ gemvOutputsPerThread: 3 }, "gemvOutputsPerThread must be 0 (auto), 1, 2 or 4"],
       [{ groupBytes: 0 }, "groupBytes must be a positive number, got 0"],
       [{ groupBytes: NaN }, "groupBytes must be a positive number, got NaN"],
+      [{ gemvSmallWorkgroupBelow: -1 }, "gemvSmallWorkgroupBelow must be a workgroup count ≥ 0, got -1"],
     ];
     for (const [opts, message] of cases) {
       await assertRejects(() => openFixture("qwen3_5-tiny", opts), CapsuleError, message);

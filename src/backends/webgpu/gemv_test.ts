@@ -36,6 +36,8 @@ interface Case {
   chunksPerThread?: number;
   /** RuntimeOptions.gemvOutputsPerThread (batch 1). */
   outputsPerThread?: number;
+  /** RuntimeOptions.gemvSmallWorkgroupBelow (Infinity: always 128-thread workgroups). */
+  smallWorkgroupBelow?: number;
 }
 
 const EPS = 1e-6;
@@ -102,7 +104,7 @@ async function runGpu(
   h: Harness,
   s: Setup,
   entries: Entry[],
-  o: { forceTile?: number; forceOld?: boolean; outputsPerThread?: number } = {},
+  o: { forceTile?: number; forceOld?: boolean; outputsPerThread?: number; smallWorkgroupBelow?: number } = {},
 ): Promise<{ got: Float32Array; file: string }> {
   const B = entries.length;
   const mb = roundUp(B, 32);
@@ -124,6 +126,7 @@ async function runGpu(
     undefined,
     undefined,
     o.outputsPerThread ?? s.c.outputsPerThread,
+    o.smallWorkgroupBelow ?? s.c.smallWorkgroupBelow,
   );
   const auxData = s.c.variant === "heads"
     ? ss
@@ -230,6 +233,23 @@ Deno.test({
       // An LM-head-tall matrix: at most 16 threads per row, two or four outputs per thread at batch 1.
       await expectCpu(h, shaped(GEMV_TALL_OUTPUTS + 5, 40, "f16", "rms"), 1, 125, "gemv.wgsl");
       await expectCpu(h, shaped(GEMV_TALL_OUTPUTS + 5, 40, "int8", "plain"), 3, 126, "gemv.wgsl");
+      // 128-thread workgroups (RuntimeOptions.gemvSmallWorkgroupBelow), with one, two and four
+      // outputs per thread, for every variant: rows that leave the last workgroup partly empty.
+      k = 0;
+      for (const r of [1, 2, 4]) {
+        for (const format of ["f16", "int8"] as const) {
+          for (const variant of VARIANTS) {
+            const [rows, cols] = shapes[k % shapes.length];
+            const c = {
+              ...shaped(rows + 5, cols, format, variant),
+              outputsPerThread: r,
+              smallWorkgroupBelow: Infinity,
+            };
+            await expectCpu(h, c, r === 1 ? 1 + (k % 4) : 1, 160 + k, "gemv.wgsl");
+            k++;
+          }
+        }
+      }
       // Several outputs per thread at batch 1 (RuntimeOptions.gemvOutputsPerThread), rows that
       // leave the last thread's outputs partly past the end.
       k = 0;
@@ -331,11 +351,29 @@ Deno.test({
             if (want === null) {
               want = bits;
               assert(checkCpu(s, [probe], got.slice(0, s.ys)) < 2e-5, "batch 1 differs from the CPU");
-              // Batch 1 with several outputs per thread: the same bits.
-              for (const r of [2, 4]) {
-                const other = await runGpu(h, s, [probe], { outputsPerThread: r });
-                assertEquals(rowBits(s, other.got, 0), want, `${format} ${variant}: ${r} outputs per thread`);
+              // Batch 1 with several outputs per thread, on 256- or 128-thread workgroups: the same bits.
+              for (const r of [1, 2, 4]) {
+                for (const small of [0, Infinity]) {
+                  const other = await runGpu(h, s, [probe], {
+                    outputsPerThread: r,
+                    smallWorkgroupBelow: small,
+                  });
+                  assertEquals(
+                    rowBits(s, other.got, 0),
+                    want,
+                    `${format} ${variant}: ${r} outputs per thread, ${small ? 128 : 256}-thread workgroups`,
+                  );
+                }
               }
+              // Batch 3 on 128-thread workgroups: the same bits.
+              const three = await runGpu(h, s, [entry(s, 41), probe, entry(s, 42)], {
+                smallWorkgroupBelow: Infinity,
+              });
+              assertEquals(
+                rowBits(s, three.got, 1),
+                want,
+                `${format} ${variant}: batch 3, 128-thread workgroups`,
+              );
             } else {
               assertEquals(
                 bits,
@@ -370,6 +408,36 @@ Deno.test("GEMV rows get at most the capped threads, unless that leaves too few 
     gemvPlan({ rows, cols, chunks: cols / 8, format: "f16" }, cols, rows, 1e-6, {}, 4, 32);
   assertEquals(plan(4096, 4096).defines.TPR, 32);
   assertEquals(plan(1024, 3584).defines.TPR, 64);
+});
+
+Deno.test("small-tile GEMVs halve their workgroups below the option's workgroup count, keeping the lanes", () => {
+  const plan = (rows: number, cols: number, format: WeightFormat, below: number) =>
+    gemvPlan(
+      { rows, cols, chunks: cols / (format === "int8" ? 16 : 8), format },
+      cols,
+      rows,
+      1e-6,
+      {},
+      4,
+      32,
+      1,
+      0,
+      below,
+    );
+  // Qwen3.5-0.8B's int8 down projection: 32 threads per row, 8 rows per 256 threads = 128 workgroups.
+  const wide = plan(1024, 3584, "int8", 0);
+  assertEquals([wide.defines.WG1, wide.rpg, wide.defines.TPR], [256, 8, 32]);
+  const small = plan(1024, 3584, "int8", 256);
+  assertEquals([small.defines.WG1, small.rpg, small.defines.TPR], [128, 4, 32]);
+  // The batched kernel keeps its 256 threads and lanes; gemv.wgsl's defines carry the 128.
+  assertEquals([gemvKernelSpec(small.defines, 8).defines.WG, gemvKernelSpec(small.defines, 1).defines.WG], [
+    256,
+    128,
+  ]);
+  assertEquals(gemvLaunchGrid(small, 1, 1), [1, 256, 1]);
+  // At or above the count nothing changes: 8,224 rows of int8 fill 514 workgroups.
+  assertEquals(plan(8224, 1024, "int8", 514).defines.WG1, 256);
+  assertEquals(plan(8224, 1024, "int8", 515).defines.WG1, 128);
 });
 
 Deno.test("a tall GEMV's threads keep 16 chunks in flight at batch 1; short ones load one chunk ahead", () => {

@@ -167,6 +167,14 @@ export interface RuntimeOptions {
    */
   gemvOutputsPerThread: number;
   /**
+   * Below this many 256-thread workgroups, a GEMV at batch tiles under 8 (gemv.wgsl) runs on
+   * 128-thread workgroups instead: the same threads per row, so the same lane sums (bit-identical
+   * with the batched kernel), spread over twice the workgroups. 0: never. On an H200
+   * (docs/benchmarks.md, run L) 512 against 0 ran the 0.8B 1.3 % faster at batch 1 in int8 and
+   * 0.9 % in f16, the 9B level; 1,024 slowed the 0.8B's f16 steps.
+   */
+  gemvSmallWorkgroupBelow: number;
+  /**
    * Storage of the attention layers' KV rows on the device: "f32", or "f16" (two per u32, half the
    * bytes; values are rounded to f16 when written, arithmetic stays f32). States move in and out
    * as f32 either way (an f16 cache downloads exactly and re-uploads bit for bit).
@@ -197,6 +205,7 @@ export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = {
   gemvMaxThreadsPerRow: 32,
   gemvPrefetch: 1,
   gemvOutputsPerThread: 0,
+  gemvSmallWorkgroupBelow: 512,
   kvCache: "f32",
 };
 
@@ -519,14 +528,18 @@ export function gemvPlan(
   maxThreadsPerRow = DEFAULT_RUNTIME_OPTIONS.gemvMaxThreadsPerRow,
   prefetch = DEFAULT_RUNTIME_OPTIONS.gemvPrefetch,
   outputsPerThread = DEFAULT_RUNTIME_OPTIONS.gemvOutputsPerThread,
+  smallWorkgroupBelow = DEFAULT_RUNTIME_OPTIONS.gemvSmallWorkgroupBelow,
 ): GemvPlan {
   const outs = o.pair ? w.rows / 2 : w.rows;
   const tall = outs >= GEMV_TALL_OUTPUTS;
   const tpr = gemvRowThreads(w.chunks, outs, chunksPerThread, maxThreadsPerRow);
-  const rpg = 256 / tpr;
+  // gemv.wgsl's workgroup: halved (same lanes per row) when 256 threads would leave few workgroups.
+  const wg1 = tpr <= 128 && Math.ceil(outs / (256 / tpr)) < smallWorkgroupBelow ? 128 : 256;
+  const rpg = wg1 / tpr;
   const pf = Math.min(Math.ceil(w.chunks / tpr), tall ? Math.max(prefetch, 8) : prefetch);
   const defines: Defines = {
     WG: 256,
+    WG1: wg1,
     TPR: tpr,
     RPG: rpg,
     CHUNKS: w.chunks,
@@ -560,14 +573,16 @@ function gemvOutputsAt(base: Defines, bt: number): number {
 export function gemvDefines(base: Defines, bt: number): Defines {
   const br = Math.min(bt, 8);
   const r = gemvOutputsAt(base, bt);
+  const wg = Number(base.WG1 ?? base.WG);
   return {
     ...base,
+    WG: wg,
     BT: bt,
     BR: br,
     R: r,
     RPG: Number(base.RPG) * r,
     // Lane sums need (2 if PAIR) · R · BR · WG floats; the norm prologue 32 · BT.
-    RED: Math.max((base.PAIR ? 2 : 1) * r * br * 256, 32 * bt),
+    RED: Math.max((base.PAIR ? 2 : 1) * r * br * wg, 32 * bt),
     HINV: bt * Number(base.NH),
   };
 }
@@ -819,9 +834,10 @@ export function attentionDefines(
 
 /**
  * Most chunks of a weight row a thread of moe.wgsl loads before any arithmetic (UP: each gate/up
- * row; DOWN: each expert's down row).
+ * row; DOWN: each expert's down row). On an H200 (docs/benchmarks.md, run L) 2 against the former 8
+ * ran Kimi 2 % faster at batch 1 and 14 % at batch 32; 1 was level with 2.
  */
-export const MOE_PREFETCH = 8;
+export const MOE_PREFETCH = 2;
 
 /** Defines of moe.wgsl's UP ("rrrrrrrrrww") and DOWN ("rrrrrrrrw") kernels. */
 export function moeDefines(c: ModelConfig, m: MoeConfig, fmt: WeightFormat): { up: Defines; down: Defines } {
@@ -1232,6 +1248,13 @@ export class DecodeRuntime {
         `groupBytes must be a positive number, got ${opts.groupBytes}`,
       );
     }
+    const swg = opts.gemvSmallWorkgroupBelow;
+    if (!(swg >= 0)) {
+      throw new CapsuleError(
+        "invalid_argument",
+        `gemvSmallWorkgroupBelow must be a workgroup count ≥ 0, got ${swg}`,
+      );
+    }
     const pf = opts.gemvPrefetch;
     if (!Number.isInteger(pf) || pf < 1 || pf > 16) {
       throw new CapsuleError("invalid_argument", `gemvPrefetch must be an integer in 1..16, got ${pf}`);
@@ -1532,6 +1555,7 @@ export class DecodeRuntime {
       this.opts.gemvMaxThreadsPerRow,
       this.opts.gemvPrefetch,
       this.opts.gemvOutputsPerThread,
+      this.opts.gemvSmallWorkgroupBelow,
     );
     const layout = this.cache.layout("rrrrwr");
     const bind = this.cache.bind(layout, [this.step, w.buf, w.scales, x, y, o.aux ?? this.dummy]);
