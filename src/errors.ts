@@ -56,7 +56,10 @@ export type ErrorCode =
   // agent memory (sidecar)
   | "checkpoint_not_found"
   // local cluster (deno task cluster)
-  | "cluster_start_failed";
+  | "cluster_start_failed"
+  // WebGPU device failures
+  | "gpu_out_of_memory"
+  | "gpu_failed";
 
 /** An error Capsule raises on purpose: `code` says what, `message` says where and why. */
 export class CapsuleError extends Error {

@@ -118,7 +118,10 @@ export class CapsuleRejectedError extends CapsuleApiError {
   }
 }
 
-/** 503 `not_ready` / `store_unavailable` / `no_gpu_adapter`: try again later. */
+/**
+ * 503 `not_ready` / `store_unavailable` / `no_gpu_adapter` / `gpu_out_of_memory` / `gpu_failed`:
+ * try again later (through a load balancer, another node may answer at once).
+ */
 export class ServiceUnavailableError extends CapsuleApiError {
   /** An error for a received problem body. */
   constructor(problem: ReceivedProblem) {
@@ -169,6 +172,8 @@ export function errorFromProblem(problem: ReceivedProblem): CapsuleApiError {
     case "not_ready":
     case "store_unavailable":
     case "no_gpu_adapter":
+    case "gpu_out_of_memory":
+    case "gpu_failed":
       return new ServiceUnavailableError(problem);
   }
   if (problem.code.startsWith("capsule_")) return new CapsuleRejectedError(problem);

@@ -9,6 +9,7 @@ import type { SessionState } from "./state.ts";
 import { type ForwardOptions, type ForwardResult, ReferenceModel } from "./forward.ts";
 import type { SamplingParams } from "./sampling.ts";
 import type { FinishReason } from "./session.ts";
+import type { CapsuleError } from "../errors.ts";
 
 /** Names of the available backends. */
 export type BackendName = "cpu" | "webgpu";
@@ -44,6 +45,12 @@ export interface InferenceBackend {
   moveResidency?(from: SessionState, to: SessionState): boolean;
   /** What a backend with a device holds there now (the service exports it as gauges). */
   deviceStats?(): Promise<DeviceStats>;
+  /**
+   * Why a backend with a device can no longer compute (the device was lost or raised an error;
+   * code `gpu_failed`), or null while it can. Every call fails with it; the service reports
+   * itself not ready.
+   */
+  failure?(): CapsuleError | null;
 }
 
 /** Device memory and residency of a backend with a device ({@link InferenceBackend.deviceStats}). */

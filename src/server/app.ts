@@ -52,7 +52,7 @@ export interface AppOptions {
   cache?: SnapshotCache | false;
   /** Clock of request deadlines (tests inject one). */
   clock?: Clock;
-  /** True while the node drains for shutdown: /readyz answers 503. */
+  /** True while the node drains for shutdown: /readyz answers 503 (as it does once the GPU failed). */
   isDraining?: () => boolean;
 }
 
@@ -166,9 +166,17 @@ export function createApp(opts: AppOptions): Hono<AppEnv> {
   );
 
   // ---- operational endpoints (no auth) ----
-  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/healthz", (c) => {
+    // A lost GPU does not come back in this process: failing liveness gets the node restarted.
+    const failure = engine.backend.failure?.();
+    if (failure) throw failure;
+    return c.json({ status: "ok" });
+  });
   app.get("/readyz", async (c) => {
     if (opts.isDraining?.()) throw new CapsuleError("not_ready", "the node is shutting down");
+    // A node whose GPU failed serves no session until it restarts: 503 with the GPU's error.
+    const failure = engine.backend.failure?.();
+    if (failure) throw failure;
     // The store must answer too (promptly): a node that cannot reach it cannot serve anything.
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<never>((_, reject) => {
@@ -186,8 +194,9 @@ export function createApp(opts: AppOptions): Hono<AppEnv> {
   });
   app.get("/metrics", async (c) => {
     // Device gauges are read at scrape time from the backend's worker (WebGPU nodes only); if the
-    // worker cannot answer, the other metrics still go out and the gauges keep their last values.
-    if (engine.backend.deviceStats) {
+    // worker cannot answer, the other metrics still go out and the gauges keep their last values
+    // (a failed GPU's worker is not asked: it refuses every call).
+    if (engine.backend.deviceStats && !engine.backend.failure?.()) {
       try {
         metrics.setDevice(await engine.backend.deviceStats());
       } catch (e) {

@@ -70,6 +70,9 @@ export const PROBLEM_TABLE: Partial<Record<ErrorCode, ProblemKind>> = {
   checkpoint_not_found: { status: 404, title: "Checkpoint not found" },
   // cluster launcher (never raised by a request)
   cluster_start_failed: { status: 500, title: "Cluster failed to start" },
+  // the GPU: retryable here (fewer sessions resident) or on another node (this one stops serving)
+  gpu_out_of_memory: { status: 503, title: "GPU out of memory" },
+  gpu_failed: { status: 503, title: "GPU failed" },
 };
 
 /** A problem+json body: the RFC 9457 members plus our stable `code` and optional extensions. */

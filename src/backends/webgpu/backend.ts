@@ -22,7 +22,9 @@ import { createState, type KvRows, type SessionState } from "../../engine/state.
 import { CapsuleError, type ErrorCode } from "../../errors.ts";
 import type { DiagnoseOptions, Diagnosis, EngineStats, WireState } from "./gpu_engine.ts";
 import {
+  type FailureEvent,
   type GenEvent,
+  type GpuFault,
   type InitReply,
   type Reply,
   type Request,
@@ -69,7 +71,7 @@ interface Resident {
 type Pending = { resolve: (v: unknown) => void; reject: (e: unknown) => void };
 
 function toError(e: WireError): CapsuleError {
-  return new CapsuleError(e.code as ErrorCode, e.message);
+  return new CapsuleError(e.code as ErrorCode, e.message, e.details);
 }
 
 /** Async queue of generation events. */
@@ -118,6 +120,8 @@ export class WebGpuBackend implements InferenceBackend {
   /** Residency handoffs so far ({@link moveResidency}). */
   handoffs = 0;
   #disposed = false;
+  /** Set once the worker reported its device failed (`gpu_failed`); every call is refused then. */
+  #failure: CapsuleError | null = null;
 
   constructor(config: ModelConfig, worker: Worker, pieceBytes = UPLOAD_PIECE_BYTES) {
     this.config = config;
@@ -126,15 +130,20 @@ export class WebGpuBackend implements InferenceBackend {
     this.#registry = new FinalizationRegistry((r) => {
       if (this.#live.delete(r) && !this.#disposed) this.#call("free", { slot: r.slot }).catch(() => {});
     });
-    worker.onmessage = (e: MessageEvent<Reply | GenEvent>) => this.#onMessage(e.data);
+    worker.onmessage = (e: MessageEvent<Reply | GenEvent | FailureEvent>) => this.#onMessage(e.data);
     worker.onerror = (e) => {
       e.preventDefault();
       this.#failAll(new CapsuleError("internal", `WebGPU worker failed: ${e.message}`));
     };
   }
 
-  #onMessage(m: Reply | GenEvent): void {
-    if ("id" in m) {
+  #onMessage(m: Reply | GenEvent | FailureEvent): void {
+    if ("failed" in m) {
+      // In-flight calls and generations reject now: a result the worker may still send was
+      // computed after the failure and is dropped with its pending entry.
+      this.#failure ??= toError(m.failed);
+      this.#failAll(this.#failure);
+    } else if ("id" in m) {
       const p = this.#pending.get(m.id);
       if (!p) return;
       this.#pending.delete(m.id);
@@ -159,10 +168,31 @@ export class WebGpuBackend implements InferenceBackend {
     if (this.#disposed) {
       return Promise.reject(new CapsuleError("internal", "the WebGPU backend was disposed"));
     }
+    if (this.#failure) return Promise.reject(this.#failure);
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       this.#worker.postMessage({ id, op, ...args } as Request, transfer);
+    });
+  }
+
+  /**
+   * Why this backend stopped computing — its device was lost or raised an error nothing captured
+   * (`gpu_failed`) — or null while it works. A failed backend refuses every call; the service
+   * reports itself not ready.
+   */
+  failure(): CapsuleError | null {
+    return this.#failure;
+  }
+
+  /**
+   * Tests only (tests/webgpu/gpu_failure_test.ts): inject a GPU fault into the worker (see
+   * {@link GpuFault}); resolves once the worker has seen it.
+   */
+  async injectFaultForTests(fault: GpuFault): Promise<void> {
+    await this.#call("fault", { fault }).catch((e) => {
+      // A fault that fails the device is reported before this call's reply and rejects it.
+      if (e !== this.#failure) throw e;
     });
   }
 
@@ -220,7 +250,13 @@ export class WebGpuBackend implements InferenceBackend {
       return r;
     }
     const slot = await this.#allocSlot();
-    await this.#upload(slot, state);
+    try {
+      await this.#upload(slot, state);
+    } catch (e) {
+      // No room on the device (or a failed one): the slot goes back rather than leaking.
+      await this.#call("free", { slot }).catch(() => {});
+      throw e;
+    }
     r = {
       slot,
       stale: false,
@@ -390,6 +426,8 @@ export class WebGpuBackend implements InferenceBackend {
     const pos0 = state.position;
     let produced = 0;
     let finished = false;
+    // The worker runs the generation (its request succeeded) and has not ended it yet.
+    let running = false;
     const onAbort = () => void this.#call("abort", { slot: r.slot }).catch(() => {});
     try {
       await this.#call("generate", {
@@ -406,11 +444,15 @@ export class WebGpuBackend implements InferenceBackend {
           firstPosition: opts.firstPosition,
         },
       });
+      running = true;
       r.stale = true;
       opts.signal?.addEventListener("abort", onAbort, { once: true });
       for (;;) {
         const ev = await ch.next();
-        if ("error" in ev) throw toError(ev.error);
+        if ("error" in ev) {
+          running = false;
+          throw toError(ev.error);
+        }
         if ("tokens" in ev) {
           for (const t of ev.tokens) {
             produced++;
@@ -427,7 +469,9 @@ export class WebGpuBackend implements InferenceBackend {
       }
     } finally {
       opts.signal?.removeEventListener("abort", onAbort);
-      if (!finished && !this.#disposed) {
+      // Only a generation still running has events left to wait for: one that never started, or
+      // ended with an error, has none and would wait forever.
+      if (!finished && running && !this.#disposed) {
         // The consumer stopped early: stop the GPU and wait until the slot is quiet.
         onAbort();
         for (;;) {

@@ -136,8 +136,8 @@ Deno.test({
     const engine = new GpuEngine(rt);
     const model = new ReferenceModel(c, w);
     const ref = createState(c);
-    const slot = engine.alloc();
-    engine.upload(slot, emptyWire(ref));
+    const slot = await engine.alloc();
+    await engine.upload(slot, emptyWire(ref));
     let seed = 7;
     const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
     // 40 tokens (pieces of 16, 16, 8), one decode step, then 37 more with hidden states captured.
@@ -154,7 +154,7 @@ Deno.test({
       assertLess(es, 1e-4, `${n} tokens: state rel_l2 ${es}`);
     }
     assertEquals(engine.stats().prefillTokens, 77);
-    engine.free(slot);
+    await engine.free(slot);
   },
 });
 
@@ -177,8 +177,8 @@ Deno.test({
     const engine = new GpuEngine(rt);
     assertEquals(engine.prefillMode, "recurrent");
     const ref = createState(c);
-    const slot = engine.alloc();
-    engine.upload(slot, emptyWire(ref));
+    const slot = await engine.alloc();
+    await engine.upload(slot, emptyWire(ref));
     const ids = [5, 9, 200, 31, 7];
     const got = await engine.forward({ slot, ids, logits: "all", captureHidden: false, download: 0 });
     const want = new ReferenceModel(c, w).forward(ref, ids, { logits: "all" });
@@ -186,7 +186,7 @@ Deno.test({
     assertLess(wireError(got.state!, ref), 1e-4, "state");
     assertEquals(engine.stats().prefillTokens, 0);
     assertEquals(engine.stats().stepsSubmitted, ids.length);
-    engine.free(slot);
+    await engine.free(slot);
   },
 });
 

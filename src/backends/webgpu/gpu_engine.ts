@@ -5,8 +5,10 @@
  * session into shared steps, queues steps without waiting, and reads tokens back in batches
  * through a ring of staging buffers.
  *
- * Every method records and submits its GPU work synchronously before its first `await`, so
- * operations are ordered on the GPU queue exactly as they were called.
+ * Operations record and submit their GPU work in turn ({@link GpuEngine}'s `#inOrder`), so they
+ * are ordered on the GPU queue exactly as they were called, also when one has to wait for a new
+ * KV group's allocation check. Once the device fails (lost, or an error nothing captured), every
+ * operation is refused with `gpu_failed` and no result computed since is delivered.
  * @module
  */
 import { CapsuleError } from "../../errors.ts";
@@ -85,7 +87,7 @@ interface Gen {
   finished: boolean;
   stops: Set<number>;
   onTokens: (tokens: number[]) => void;
-  resolve: (r: { finish: GenFinish; position: number }) => void;
+  resolve: (r: GenResult) => void;
   reject: (e: unknown) => void;
 }
 
@@ -98,6 +100,24 @@ interface Readback {
 /** A chunk (or a lone readback) recorded and not yet submitted. */
 interface Recorded extends Readback {
   cb: GPUCommandBuffer;
+}
+
+/** How a generation ended. */
+export interface GenResult {
+  finish: GenFinish;
+  position: number;
+}
+
+/** A started generation ({@link GpuEngine.generate}). */
+export interface Generation {
+  /** Settles when the generation ends; rejects when it fails (the device failed, ring overflow). */
+  done: Promise<GenResult>;
+}
+
+/** Options of {@link GpuEngine}'s constructor. */
+export interface GpuEngineOptions {
+  /** Called once when the device fails (see {@link GpuEngine.fail}); the worker tells the backend. */
+  onFailure?: (e: CapsuleError) => void;
 }
 
 /** Counters for benchmarks and diagnostics. */
@@ -194,10 +214,81 @@ export class GpuEngine {
 
   /** The chunked prefill (multi-token inputs). */
   readonly prefill: ChunkedPrefill;
+  /** Settles when the previous operation has recorded its work ({@link #inOrder}). */
+  #order: Promise<void> = Promise.resolve();
+  #failure: CapsuleError | null = null;
+  /** Rejects with the failure when there is one: waits on the device race against it. */
+  readonly #failed: Promise<never>;
+  #rejectFailed!: (e: CapsuleError) => void;
+  readonly #onFailure?: (e: CapsuleError) => void;
 
-  constructor(rt: DecodeRuntime) {
+  constructor(rt: DecodeRuntime, opts: GpuEngineOptions = {}) {
     this.rt = rt;
     this.prefill = new ChunkedPrefill(rt);
+    this.#onFailure = opts.onFailure;
+    this.#failed = new Promise<never>((_, reject) => this.#rejectFailed = reject);
+    this.#failed.catch(() => {}); // only ever awaited inside races
+  }
+
+  /** Why the device failed ({@link fail}), or null while it works. */
+  get failure(): CapsuleError | null {
+    return this.#failure;
+  }
+
+  /**
+   * Mark the device failed — lost, or an error no scope captured (the worker listens for both),
+   * or a readback that could not be mapped. Work recorded around such an error may not have run,
+   * so from now on every operation is refused with `gpu_failed`, running generations are
+   * rejected, and readbacks still in flight deliver nothing. The first reason is kept; returns
+   * the failure.
+   */
+  fail(reason: string): CapsuleError {
+    if (this.#failure) return this.#failure;
+    const e = new CapsuleError(
+      "gpu_failed",
+      `the GPU failed (${reason}); this node runs no more GPU work until it restarts, and the ` +
+        `sessions are intact in the store`,
+    );
+    this.#failure = e;
+    this.#rejectFailed(e);
+    for (const g of this.#active.splice(0)) {
+      if (g.finished) continue;
+      g.finished = true;
+      g.reject(e);
+    }
+    this.#onFailure?.(e);
+    return e;
+  }
+
+  /**
+   * Run `record` once every earlier operation has recorded and submitted its GPU work: an
+   * operation that makes a KV group awaits the group's allocation check, and the operations
+   * called after it (the rows of an upload, an abort) must still reach the queue after its work.
+   */
+  #inOrder<T>(record: () => T | Promise<T>): Promise<T> {
+    const run = this.#order.then(() => {
+      if (this.#failure) throw this.#failure;
+      return record();
+    });
+    this.#order = run.then(() => {}, () => {});
+    return run;
+  }
+
+  /**
+   * Wait for the readback of submitted work. Nothing is delivered once the device failed: Deno
+   * reports an uncaptured error or the loss one event-loop turn after the call that caused it,
+   * sooner than a mapping settles (it is polled every 10 ms). A readback that fails itself means
+   * the device failed (the engine never destroys a buffer being mapped).
+   */
+  async #readback<T>(p: Promise<T>): Promise<T> {
+    let v: T;
+    try {
+      v = await Promise.race([p, this.#failed]);
+    } catch (e) {
+      throw e instanceof CapsuleError ? e : this.fail(`a readback failed: ${(e as Error)?.message ?? e}`);
+    }
+    if (this.#failure) throw this.#failure;
+    return v;
   }
 
   /** Counters so far. */
@@ -234,19 +325,23 @@ export class GpuEngine {
   }
 
   /** Allocate a slot (position 0, empty state must be uploaded or fed). */
-  alloc(): number {
-    const s = this.rt.allocSlot();
-    if (!s) throw new CapsuleError("internal", "no free GPU session slot");
-    return s.id;
+  alloc(): Promise<number> {
+    return this.#inOrder(() => {
+      const s = this.rt.allocSlot();
+      if (!s) throw new CapsuleError("internal", "no free GPU session slot");
+      return s.id;
+    });
   }
 
   /** Free a slot. */
-  free(id: number): void {
-    const s = this.#slot(id);
-    if (this.#generating(s)) {
-      throw new CapsuleError("state_mismatch", "cannot free a slot while it generates");
-    }
-    this.rt.freeSlot(s);
+  free(id: number): Promise<void> {
+    return this.#inOrder(() => {
+      const s = this.#slot(id);
+      if (this.#generating(s)) {
+        throw new CapsuleError("state_mismatch", "cannot free a slot while it generates");
+      }
+      this.rt.freeSlot(s);
+    });
   }
 
   /**
@@ -254,11 +349,15 @@ export class GpuEngine {
    * rows the wire carries (the backend sends none here and streams them through
    * {@link uploadRows}, so a long session never needs a second full-size copy on the host).
    */
-  upload(id: number, st: WireState): void {
+  upload(id: number, st: WireState): Promise<void> {
+    return this.#inOrder(() => this.#upload(id, st));
+  }
+
+  async #upload(id: number, st: WireState): Promise<void> {
     const rt = this.rt, s = this.#slot(id), c = rt.config, g = rt.geo, q = rt.device.queue;
     if (this.#generating(s)) throw new CapsuleError("state_mismatch", "cannot upload into a generating slot");
     const K = c.linear.convKernel, C = g.C, P = st.position;
-    rt.ensureCapacity(s, P + 1);
+    await rt.ensureCapacity(s, P + 1);
     s.pos = P;
     st.layers.forEach((l, i) => {
       if (l.kind === "linear") {
@@ -270,8 +369,8 @@ export class GpuEngine {
         writeArray(q, rt.convRing[li], s.id * C * K * 4, ring);
         writeArray(q, rt.recurrent[li], s.id * l.recurrent.length * 4, l.recurrent);
       } else {
-        if (l.keys.length) this.uploadRows(id, i, "keys", l.fromRow, l.keys);
-        if (l.values.length) this.uploadRows(id, i, "values", l.fromRow, l.values);
+        if (l.keys.length) this.#writeRows(s, i, "keys", l.fromRow, l.keys);
+        if (l.values.length) this.#writeRows(s, i, "values", l.fromRow, l.values);
       }
     });
     rt.writeHeader(s, { POS: P, DONE: 0, FEED: 0, GEN: 0 });
@@ -282,8 +381,18 @@ export class GpuEngine {
    * slot whose position {@link upload} has set (the backend streams long states through a few
    * reused pieces this way).
    */
-  uploadRows(id: number, layer: number, which: "keys" | "values", row: number, data: Float32Array): void {
-    const rt = this.rt, s = this.#slot(id), g = rt.geo, vb = rt.kvBytes;
+  uploadRows(
+    id: number,
+    layer: number,
+    which: "keys" | "values",
+    row: number,
+    data: Float32Array,
+  ): Promise<void> {
+    return this.#inOrder(() => this.#writeRows(this.#slot(id), layer, which, row, data));
+  }
+
+  #writeRows(s: Slot, layer: number, which: "keys" | "values", row: number, data: Float32Array): void {
+    const rt = this.rt, g = rt.geo, vb = rt.kvBytes;
     if (this.#generating(s)) throw new CapsuleError("state_mismatch", "cannot upload into a generating slot");
     const width = which === "keys" ? g.keyRow : g.valueRow;
     const n = data.length / width, grp = s.group;
@@ -308,12 +417,15 @@ export class GpuEngine {
 
   /** Download a slot's state (KV rows from `fromRow`). */
   async download(id: number, fromRow: number): Promise<WireState> {
-    const s = this.#slot(id);
-    if (this.#generating(s)) throw new CapsuleError("state_mismatch", "cannot download a generating slot");
-    const enc = this.rt.device.createCommandEncoder();
-    const parse = this.#recordDownload(enc, s, fromRow);
-    this.rt.device.queue.submit([enc.finish()]);
-    return await parse();
+    const parse = await this.#inOrder(() => {
+      const s = this.#slot(id);
+      if (this.#generating(s)) throw new CapsuleError("state_mismatch", "cannot download a generating slot");
+      const enc = this.rt.device.createCommandEncoder();
+      const parse = this.#recordDownload(enc, s, fromRow);
+      this.rt.device.queue.submit([enc.finish()]);
+      return parse;
+    });
+    return await this.#readback(parse());
   }
 
   /** Record copies of a slot's state into a staging buffer; returns the parser to await. */
@@ -416,6 +528,12 @@ export class GpuEngine {
    * state.
    */
   async forward(req: ForwardRequest): Promise<ForwardReply> {
+    const read = await this.#inOrder(() => this.#recordForward(req));
+    return await read();
+  }
+
+  /** Record and submit a forward pass; returns the reader of its results. */
+  async #recordForward(req: ForwardRequest): Promise<() => Promise<ForwardReply>> {
     const rt = this.rt, s = this.#slot(req.slot), c = rt.config, dev = rt.device;
     if (this.#generating(s)) throw new CapsuleError("state_mismatch", "the session is generating");
     const T = req.ids.length, V = c.vocabSize, H = c.hiddenSize, L = c.numLayers;
@@ -426,8 +544,11 @@ export class GpuEngine {
         `token id ${req.ids[bad]} at index ${bad} is outside 0..${V - 1}`,
       );
     }
-    if (T === 0) return { logits: new Float32Array(0), hidden: req.captureHidden ? [] : undefined };
-    rt.ensureCapacity(s, s.pos + T);
+    if (T === 0) {
+      return () =>
+        Promise.resolve({ logits: new Float32Array(0), hidden: req.captureHidden ? [] : undefined });
+    }
+    await rt.ensureCapacity(s, s.pos + T);
     const nLogits = req.logits === "all" ? T : req.logits === "last" ? 1 : 0;
     const temps: GPUBuffer[] = [];
     const outLogits = nLogits
@@ -453,7 +574,7 @@ export class GpuEngine {
         (enc) => parse = this.#recordDownload(enc, s, req.download, extra),
       );
       rt.writeHeader(s, { POS: s.pos, DONE: 0, FEED: 0 });
-      return this.#reply(req, await parse(), temps, !!outLogits, L, T, H);
+      return async () => this.#reply(req, await this.#readback(parse()), temps, !!outLogits, L, T, H);
     }
     rt.writeFeed(Uint32Array.from(req.ids));
     rt.writeHeader(s, { POS: s.pos, DONE: 0, FEED: 1, FEEDBASE: s.pos });
@@ -496,7 +617,7 @@ export class GpuEngine {
     dev.queue.submit([rec.finish()]);
     rt.writeHeader(s, { FEED: 0 });
     this.#stats.stepsSubmitted += T;
-    return this.#reply(req, await parse(), temps, !!outLogits, L, T, H);
+    return async () => this.#reply(req, await this.#readback(parse()), temps, !!outLogits, L, T, H);
   }
 
   /** Assemble a forward reply from the downloaded extras (logits, hidden) and state. */
@@ -519,10 +640,9 @@ export class GpuEngine {
     return reply;
   }
 
-  /** Feed tokens without any readback (the prompt part of a generation). */
+  /** Feed tokens without any readback (the prompt part of a generation; the caller made KV room). */
   #feed(s: Slot, ids: number[]): void {
     const rt = this.rt;
-    rt.ensureCapacity(s, s.pos + ids.length);
     if (this.#chunked(ids.length)) {
       this.prefill.record(s, ids, { logits: "none" });
       return;
@@ -546,12 +666,15 @@ export class GpuEngine {
 
   /**
    * Start generating on a slot: feed `pending`, then sample up to `maxTokens` tokens on the GPU,
-   * sharing steps with every other generating slot. `onTokens` receives tokens in batches.
+   * sharing steps with every other generating slot. `onTokens` receives tokens in batches. Resolves
+   * once the generation runs; a request that cannot start (bad input, no room for its KV rows)
+   * rejects with the slot untouched.
    */
-  generate(
-    req: GenerateRequest,
-    onTokens: (tokens: number[]) => void,
-  ): Promise<{ finish: GenFinish; position: number }> {
+  generate(req: GenerateRequest, onTokens: (tokens: number[]) => void): Promise<Generation> {
+    return this.#inOrder(() => this.#startGeneration(req, onTokens));
+  }
+
+  async #startGeneration(req: GenerateRequest, onTokens: (tokens: number[]) => void): Promise<Generation> {
     const rt = this.rt, s = this.#slot(req.slot), V = rt.config.vocabSize;
     if (this.#generating(s)) throw new CapsuleError("state_mismatch", "the session is already generating");
     if (req.pending.length === 0) {
@@ -564,9 +687,11 @@ export class GpuEngine {
     if (req.stopIds.length > 48) {
       throw new CapsuleError("invalid_argument", "at most 48 stop ids are supported on the GPU");
     }
-    if (req.maxTokens <= 0) return Promise.resolve({ finish: "length", position: s.pos });
+    if (req.maxTokens <= 0) return { done: Promise.resolve({ finish: "length", position: s.pos }) };
+    // Room for the fed tokens and every generated one before anything runs, so that a KV group
+    // that cannot be made fails the request with the slot where it was.
+    await rt.ensureCapacity(s, s.pos + req.pending.length + req.maxTokens);
     if (req.pending.length > 1) this.#feed(s, req.pending.slice(0, -1));
-    rt.ensureCapacity(s, s.pos + 1 + req.maxTokens);
     rt.writeHeader(s, {
       POS: s.pos,
       TOKEN: req.pending[req.pending.length - 1],
@@ -580,7 +705,7 @@ export class GpuEngine {
       CBASE: req.firstPosition,
       FEED: 0,
     }, req.stopIds);
-    return new Promise((resolve, reject) => {
+    const done = new Promise<GenResult>((resolve, reject) => {
       this.#active.push({
         slot: s,
         req,
@@ -596,17 +721,20 @@ export class GpuEngine {
       });
       this.#kick();
     });
+    return { done };
   }
 
   /** Stop a slot's generation; tokens already computed are still delivered. */
-  abort(slotId: number): void {
-    const g = this.#active.find((x) => x.slot.id === slotId && !x.finished);
-    if (!g || g.aborted) return;
-    g.aborted = true;
-    this.rt.writeHeader(g.slot, { DONE: 1 });
-    // A readback recorded after the flag makes the final count and position known.
-    this.#submit(this.#recordReadback([g], 0, null));
-    this.#kick();
+  abort(slotId: number): Promise<void> {
+    return this.#inOrder(() => {
+      const g = this.#active.find((x) => x.slot.id === slotId && !x.finished);
+      if (!g || g.aborted) return;
+      g.aborted = true;
+      this.rt.writeHeader(g.slot, { DONE: 1 });
+      // A readback recorded after the flag makes the final count and position known.
+      this.#submit(this.#recordReadback([g], 0, null));
+      this.#kick();
+    });
   }
 
   #kick(): void {
@@ -645,7 +773,7 @@ export class GpuEngine {
         // The GPU ran r's steps between the previous drain and this one.
         if (r.steps > 0 && drained > 0) this.#observeStep((t2 - drained) / r.steps);
         drained = t2;
-        await mapped;
+        await this.#readback(mapped);
         this.#stats.waitMs += performance.now() - t1;
         this.#process(r);
       }
@@ -768,14 +896,17 @@ export class GpuEngine {
     }
     // Refuse before running anything when the device cannot time dispatches.
     if (profileSteps > 0 && !canProfile(dev)) KernelProfiler.create(dev, 1, rt.ctx.adapterName);
-    const slots = ids.map((id) => this.#slot(id));
-    if (slots.some((s) => this.#generating(s))) {
-      throw new CapsuleError("state_mismatch", "diagnose needs idle slots");
-    }
-    for (const s of slots) {
-      rt.writeHeader(s, { DONE: 0, GEN: 0, MAXTOK: 1 << 30, TEMP: 0, NSTOP: 0, FEED: 0, TOKEN: 1 });
-    }
-    rt.setBatch(slots);
+    const slots = await this.#inOrder(() => {
+      const slots = ids.map((id) => this.#slot(id));
+      if (slots.some((s) => this.#generating(s))) {
+        throw new CapsuleError("state_mismatch", "diagnose needs idle slots");
+      }
+      for (const s of slots) {
+        rt.writeHeader(s, { DONE: 0, GEN: 0, MAXTOK: 1 << 30, TEMP: 0, NSTOP: 0, FEED: 0, TOKEN: 1 });
+      }
+      rt.setBatch(slots);
+      return slots;
+    });
     await dev.queue.onSubmittedWorkDone();
     const t0 = performance.now();
     const rec = new PassRecorder(dev);
@@ -865,19 +996,25 @@ export class GpuEngine {
   }
 
   /** Pre-create KV groups with room for `count` slots of `capacity` rows (as few groups as fit). */
-  reserve(capacity: number, count: number): void {
-    const rt = this.rt;
-    let have = rt.groups.filter((g) => g.cap >= capacity).reduce((n, g) => n + g.free.length, 0);
-    while (have < count) {
-      const g = rt.createGroup(capacity, count - have);
-      have += g.nslots;
-    }
+  reserve(capacity: number, count: number): Promise<void> {
+    return this.#inOrder(async () => {
+      const rt = this.rt;
+      let have = rt.groups.filter((g) => g.cap >= capacity).reduce((n, g) => n + g.free.length, 0);
+      while (have < count) {
+        const g = await rt.createGroup(capacity, count - have);
+        have += g.nslots;
+      }
+    });
   }
 
   /** Benchmarks: give a slot random state at `position` with room for `capacity` rows. */
-  randomize(id: number, position: number, capacity: number, seed: number): void {
+  randomize(id: number, position: number, capacity: number, seed: number): Promise<void> {
+    return this.#inOrder(() => this.#randomize(id, position, capacity, seed));
+  }
+
+  async #randomize(id: number, position: number, capacity: number, seed: number): Promise<void> {
     const rt = this.rt, s = this.#slot(id), c = rt.config, g = rt.geo;
-    rt.ensureCapacity(s, Math.max(capacity, position + 1), true);
+    await rt.ensureCapacity(s, Math.max(capacity, position + 1), true);
     const recN = c.linear.numValueHeads * c.linear.keyHeadDim * c.linear.valueHeadDim;
     c.layerKinds.forEach((kind, i) => {
       if (kind === "linear") {

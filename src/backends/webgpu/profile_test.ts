@@ -136,7 +136,7 @@ function expectedLabels(c: ModelConfig): Map<string, number> {
 async function tinyEngine(ctx: GpuContext, c: ModelConfig, batch: number): Promise<GpuEngine> {
   const rt = await DecodeRuntime.create(ctx, c, { kind: "random", seed: 3 }, { maxSlots: 4, maxBatch: 4 });
   const engine = new GpuEngine(rt);
-  for (let i = 0; i < batch; i++) engine.randomize(engine.alloc(), 5, 64, 10 + i);
+  for (let i = 0; i < batch; i++) await engine.randomize(await engine.alloc(), 5, 64, 10 + i);
   return engine;
 }
 

@@ -29,6 +29,13 @@ export interface InitReply {
   prefillMode: "chunked" | "recurrent";
 }
 
+/**
+ * Faults a test can inject (tests/webgpu/gpu_failure_test.ts; nothing else sends them): the next
+ * KV group's allocation check reports out-of-memory (see DecodeRuntime.oomNextGroup), the device is
+ * destroyed (its `lost` promise resolves), or a real invalid call raises an uncaptured error.
+ */
+export type GpuFault = "oom-next-kv-group" | "destroy-device" | "uncaptured-error";
+
 /** Requests, each answered by one {@link Reply} with the same id (generation also streams {@link GenEvent}s). */
 export type Request =
   | {
@@ -59,7 +66,8 @@ export type Request =
   | { id: number; op: "reserve"; capacity: number; count: number }
   | { id: number; op: "diagnose"; slots: number[]; steps: number; profileSteps?: number }
   | { id: number; op: "stats" }
-  | { id: number; op: "tune"; stepsPerChunk?: number; chunkMs?: number };
+  | { id: number; op: "tune"; stepsPerChunk?: number; chunkMs?: number }
+  | { id: number; op: "fault"; fault: GpuFault };
 
 /** Results by operation. */
 export interface Results {
@@ -77,16 +85,27 @@ export interface Results {
   diagnose: Diagnosis;
   stats: EngineStats;
   tune: null;
+  fault: null;
 }
 
 /** A serialised error. */
 export interface WireError {
   code: string;
   message: string;
+  /** The CapsuleError's details (e.g. the bytes a KV group asked for), when it has any. */
+  details?: Record<string, unknown>;
 }
 
 /** The answer to a request. */
 export type Reply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: WireError };
+
+/**
+ * Sent by the worker, unasked, when its device failed (GpuEngine.fail): the backend refuses
+ * everything from then on with this error (`gpu_failed`).
+ */
+export interface FailureEvent {
+  failed: WireError;
+}
 
 /** A generation event. */
 export type GenEvent =

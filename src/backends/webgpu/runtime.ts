@@ -314,6 +314,13 @@ export class KvGroup {
   }
 }
 
+/** A group's buffers, those made so far (a group whose allocation failed may lack some). */
+function groupBuffers(grp: KvGroup): GPUBuffer[] {
+  return [...grp.keys, ...grp.values, grp.partialO, grp.partialML, grp.uniform].filter((b) =>
+    b !== undefined
+  );
+}
+
 /** A session slot as the host sees it. */
 export interface Slot {
   id: number;
@@ -1814,8 +1821,14 @@ export class DecodeRuntime {
     s.pos = 0;
   }
 
-  /** Create a KV group with `cap` rows per slot for `nslots` slots, at the lowest free index. */
-  createGroup(cap: number, nslots: number): KvGroup {
+  /**
+   * Create a KV group with `cap` rows per slot for `nslots` slots, at the lowest free index. Its
+   * buffers are made inside out-of-memory and validation error scopes, and the scopes are checked
+   * before the group joins {@link groups}: a device that could not back them returns invalid
+   * buffers, and any work recorded with those would silently not run. On failure every buffer
+   * made is destroyed and nothing changed (`gpu_out_of_memory` when the device ran out).
+   */
+  async createGroup(cap: number, nslots: number): Promise<KvGroup> {
     const used = new Set(this.groups.map((g) => g.index));
     let index = 0;
     while (used.has(index)) index++;
@@ -1823,7 +1836,7 @@ export class DecodeRuntime {
       throw new CapsuleError("context_overflow", `more than ${MAX_GROUPS} KV slot groups`);
     }
     cap = roundUp(Math.max(cap, 1), RPCMAX);
-    const g = this.geo, a = this.config.attention, vb = this.kvBytes;
+    const g = this.geo, vb = this.kvBytes;
     const rowBytes = Math.max(g.keyRow, g.valueRow) * vb;
     const fit = Math.floor(this.ctx.maxBinding / (cap * rowBytes));
     nslots = Math.min(nslots, fit);
@@ -1836,6 +1849,53 @@ export class DecodeRuntime {
       );
     }
     const grp = new KvGroup(index, cap, nslots);
+    const dev = this.device;
+    // Push, allocate and pop without an await between, so only this group's calls land in the scopes.
+    dev.pushErrorScope("out-of-memory");
+    dev.pushErrorScope("validation");
+    let thrown: unknown = null;
+    try {
+      this.#allocGroup(grp);
+    } catch (e) {
+      thrown = e;
+    }
+    const validation = dev.popErrorScope(), oom = dev.popErrorScope();
+    try {
+      if (thrown) throw thrown;
+      const [invalid, outOfMemory] = await Promise.all([validation, oom]);
+      const injected = this.oomNextGroup;
+      this.oomNextGroup = false;
+      if (outOfMemory || injected) {
+        const bytes = groupBuffers(grp).reduce((n, b) => n + b.size, 0);
+        throw new CapsuleError(
+          "gpu_out_of_memory",
+          `the GPU has no room for a KV group of ${bytes} bytes (${nslots} session slot(s) of ${cap} ` +
+            `rows): hold fewer resident sessions on this node, lower groupBytes, or use --kv-cache f16`,
+          { requestedBytes: bytes },
+        );
+      }
+      if (invalid) {
+        throw new CapsuleError("internal", `creating KV group ${index} failed: ${invalid.message}`);
+      }
+    } catch (e) {
+      this.#destroyGroup(grp);
+      throw e;
+    }
+    this.groups.push(grp);
+    return grp;
+  }
+
+  /**
+   * Fault-injection seam for tests only (tests/webgpu/gpu_failure_test.ts, set through the
+   * worker's `fault` request): the next {@link createGroup} reports out-of-memory, as a device
+   * that could not back the group would, after its buffers were really made. Real exhaustion
+   * cannot be provoked reliably on a software adapter.
+   */
+  oomNextGroup = false;
+
+  /** Make a group's buffers and bind groups (inside {@link createGroup}'s error scopes). */
+  #allocGroup(grp: KvGroup): void {
+    const g = this.geo, a = this.config.attention, vb = this.kvBytes, { index, cap, nslots } = grp;
     const nAttn = this.config.layerKinds.filter((k) => k === "attention").length;
     for (let i = 0; i < nAttn; i++) {
       grp.keys.push(this.buffer(`kv${index}.K${i}`, nslots * cap * g.keyRow * vb));
@@ -1852,8 +1912,14 @@ export class DecodeRuntime {
     grp.partialO = this.buffer(`kv${index}.partialO`, this.mb * heads * grp.nc * width * 4);
     grp.partialML = this.buffer(`kv${index}.partialML`, this.mb * heads * grp.nc * 8);
     for (let i = 0; i < nAttn; i++) this.#bindGroup(grp, i);
-    this.groups.push(grp);
-    return grp;
+  }
+
+  /** Destroy a group's buffers (those made so far), giving their bytes back. */
+  #destroyGroup(grp: KvGroup): void {
+    for (const b of groupBuffers(grp)) {
+      if (b !== grp.uniform) this.#bytesAllocated -= b.size; // the uniform is not counted (16 bytes)
+      b.destroy();
+    }
   }
 
   /**
@@ -1867,11 +1933,7 @@ export class DecodeRuntime {
     for (let i = this.groups.length - 1; i >= 0; i--) {
       const g = this.groups[i];
       if (g.free.length !== g.nslots) continue;
-      for (const b of [...g.keys, ...g.values, g.partialO, g.partialML]) {
-        this.#bytesAllocated -= b.size;
-        b.destroy();
-      }
-      g.uniform.destroy();
+      this.#destroyGroup(g);
       this.groups.splice(i, 1);
       n++;
     }
@@ -1947,9 +2009,11 @@ export class DecodeRuntime {
 
   /**
    * Make sure `slot` has KV room for `rows` rows, moving its cache to a larger group when needed
-   * (a GPU copy of the rows it holds).
+   * (a GPU copy of the rows it holds). The slot changes only after a new group passed its
+   * allocation check: when {@link createGroup} fails, the slot keeps its group, rows and position
+   * (empty groups released to make room stay released; no session held them).
    */
-  ensureCapacity(slot: Slot, rows: number, exact = false): void {
+  async ensureCapacity(slot: Slot, rows: number, exact = false): Promise<void> {
     const nAttn = this.config.layerKinds.filter((k) => k === "attention").length;
     if (nAttn === 0) return;
     if (slot.group && slot.group.cap >= rows) return;
@@ -1960,7 +2024,7 @@ export class DecodeRuntime {
       const perSlot = kvSlotBytes(this.config, cap, this.kvBytes);
       // Groups no session uses any more give their memory back before a new one is made.
       this.releaseEmptyGroups();
-      grp = this.createGroup(cap, kvGroupSlots(perSlot, this.opts.groupSlots, this.opts.groupBytes));
+      grp = await this.createGroup(cap, kvGroupSlots(perSlot, this.opts.groupSlots, this.opts.groupBytes));
     }
     const local = grp.free.pop()!;
     const old = slot.group;

@@ -12,7 +12,9 @@ import { loadWeights } from "../../model/weights.ts";
 import { openGpu } from "./device.ts";
 import { GpuEngine } from "./gpu_engine.ts";
 import {
+  type FailureEvent,
   type GenEvent,
+  type GpuFault,
   type InitReply,
   type Reply,
   type Request,
@@ -24,8 +26,18 @@ import { DecodeRuntime } from "./runtime.ts";
 let engine: GpuEngine | null = null;
 
 function wireError(e: unknown): WireError {
-  if (e instanceof CapsuleError) return { code: e.code, message: e.message };
+  if (e instanceof CapsuleError) return { code: e.code, message: e.message, details: e.details };
   return { code: "internal", message: e instanceof Error ? `${e.message}` : String(e) };
+}
+
+/**
+ * The wire form of the error a request failed with. A WebGPU call that throws ("Parent device is
+ * lost") may be the first sign of a lost device, whose loss Deno reports one event-loop turn
+ * later: after that turn, the device's failure (`gpu_failed`) is the answer instead.
+ */
+async function failureOf(e: unknown): Promise<WireError> {
+  if (!(e instanceof CapsuleError)) await new Promise((r) => setTimeout(r, 0));
+  return wireError(engine?.failure ?? e);
 }
 
 function reply(id: number, result: unknown): void {
@@ -59,7 +71,17 @@ async function handle(msg: Request): Promise<void> {
           msg.options,
         );
       }
-      engine = new GpuEngine(rt);
+      const eng = new GpuEngine(rt, {
+        onFailure: (e) => self.postMessage({ failed: wireError(e) } satisfies FailureEvent),
+      });
+      // An error no scope captured, or the loss of the device, means work recorded around it may
+      // not have run: the engine refuses everything from then on and delivers no result.
+      ctx.device.addEventListener("uncapturederror", (e) => {
+        const err = (e as GPUUncapturedErrorEvent).error;
+        eng.fail(`uncaptured ${err.constructor.name}: ${err.message}`);
+      });
+      ctx.device.lost.then((info) => eng.fail(`device lost (${info.reason}): ${info.message}`));
+      engine = eng;
       const r: InitReply = {
         adapter: ctx.adapterName,
         isFallback: ctx.isFallback,
@@ -72,15 +94,15 @@ async function handle(msg: Request): Promise<void> {
       return reply(msg.id, r);
     }
     case "alloc":
-      return reply(msg.id, need().alloc());
+      return reply(msg.id, await need().alloc());
     case "free":
-      need().free(msg.slot);
+      await need().free(msg.slot);
       return reply(msg.id, null);
     case "upload":
-      need().upload(msg.slot, msg.state);
+      await need().upload(msg.slot, msg.state);
       return reply(msg.id, null);
     case "uploadRows":
-      need().uploadRows(msg.slot, msg.layer, msg.which, msg.row, msg.data);
+      await need().uploadRows(msg.slot, msg.layer, msg.which, msg.row, msg.data);
       return reply(msg.id, msg.data); // the piece goes back to the backend for the next rows
     case "download":
       return reply(msg.id, await need().download(msg.slot, msg.fromRow));
@@ -88,24 +110,28 @@ async function handle(msg: Request): Promise<void> {
       return reply(msg.id, await need().forward(msg.req));
     case "generate": {
       const gen = msg.gen;
-      const done = need().generate(msg.req, (tokens) => self.postMessage({ gen, tokens } satisfies GenEvent));
+      // A generation that cannot start (no room for its KV rows, …) fails this request.
+      const { done } = await need().generate(
+        msg.req,
+        (tokens) => self.postMessage({ gen, tokens } satisfies GenEvent),
+      );
       reply(msg.id, null);
       try {
         const r = await done;
         self.postMessage({ gen, finish: r.finish, position: r.position } satisfies GenEvent);
       } catch (e) {
-        self.postMessage({ gen, error: wireError(e) } satisfies GenEvent);
+        self.postMessage({ gen, error: await failureOf(e) } satisfies GenEvent);
       }
       return;
     }
     case "abort":
-      need().abort(msg.slot);
+      await need().abort(msg.slot);
       return reply(msg.id, null);
     case "randomize":
-      need().randomize(msg.slot, msg.position, msg.capacity, msg.seed);
+      await need().randomize(msg.slot, msg.position, msg.capacity, msg.seed);
       return reply(msg.id, null);
     case "reserve":
-      need().reserve(msg.capacity, msg.count);
+      await need().reserve(msg.capacity, msg.count);
       return reply(msg.id, null);
     case "diagnose":
       return reply(msg.id, await need().diagnose(msg.slots, msg.steps, { profileSteps: msg.profileSteps }));
@@ -117,12 +143,35 @@ async function handle(msg: Request): Promise<void> {
       if (msg.chunkMs !== undefined) e.chunkMs = msg.chunkMs;
       return reply(msg.id, null);
     }
+    case "fault":
+      await injectFault(need(), msg.fault);
+      return reply(msg.id, null);
+  }
+}
+
+/**
+ * Tests only: inject a GPU fault (see {@link GpuFault}). Returns once the engine has seen it
+ * (a destroyed device's loss, or the uncaptured error, is reported a moment later).
+ */
+async function injectFault(e: GpuEngine, fault: GpuFault): Promise<void> {
+  const device = e.rt.device;
+  if (fault === "oom-next-kv-group") {
+    e.rt.oomNextGroup = true;
+  } else if (fault === "destroy-device") {
+    device.destroy();
+    await device.lost;
+  } else {
+    // MAP_READ may only be combined with COPY_DST: a validation error, outside any error scope.
+    device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE });
+    for (let waited = 0; !e.failure && waited < 1000; waited += 10) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
   }
 }
 
 self.onmessage = (e: MessageEvent<Request>) => {
   const msg = e.data;
-  handle(msg).catch((err) =>
-    self.postMessage({ id: msg.id, ok: false, error: wireError(err) } satisfies Reply)
+  handle(msg).catch(async (err) =>
+    self.postMessage({ id: msg.id, ok: false, error: await failureOf(err) } satisfies Reply)
   );
 };
