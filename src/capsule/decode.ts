@@ -5,7 +5,8 @@
  * including the exact section lengths its layer table implies → model (fingerprint, family,
  * geometry) → size limits → seal (key check, tenant tag) — all before the state is allocated. Then
  * the body streams into the state; each section's CRC-32C, the footer and the SHA-256 of the whole
- * capsule are checked before anything is returned, and the token ids last.
+ * capsule are checked before anything is returned, then the numerics profile's content, and the
+ * token ids last.
  * @module
  */
 import { CapsuleError } from "../errors.ts";
@@ -33,11 +34,13 @@ import {
   quantSpecOf,
   SEAL_TAG_BYTES,
   SECTION,
+  SECTION_NUMERICS,
   SECTION_OPTIONAL_BIT,
   type SectionEntry,
   storedBodySize,
   VERSION_MAJOR,
 } from "./format.ts";
+import { decodeNumerics, type NumericsProfile } from "./numerics.ts";
 import { ByteReader, type ByteSource } from "./reader.ts";
 import { deriveSealKeys, openFrame, sameBytes, sealAssociatedData, type SealOptions } from "./seal.ts";
 
@@ -53,6 +56,15 @@ export interface DecodeOptions {
    * (the decoded f32 state is at most ~8× this, for int4 KV). Default 4 GiB.
    */
   maxBytes?: number;
+}
+
+/** What {@link decodeCapsule} returns: the snapshot, and what the capsule says produced it. */
+export interface DecodedCapsule extends SessionSnapshot {
+  /**
+   * The numerics profile of the engine that produced the state (capsule version 1.1), or null when
+   * the capsule carries none. Exact resume holds only under an equal profile; the caller compares.
+   */
+  numerics: NumericsProfile | null;
 }
 
 /** Largest piece the body walker reads at once. */
@@ -283,6 +295,34 @@ export async function openSeal(
   return { aes: keys.aes, ad: sealAssociatedData(h.bytes, seal.tenant) };
 }
 
+/**
+ * Keeps the numerics section's payload (at most MAX_NUMERICS_BYTES: the header check bounds it)
+ * so it can be parsed once its CRC and the capsule's checksums hold.
+ */
+export class NumericsBytes {
+  /** Sized from the header, so an empty section is still seen (and refused). */
+  readonly #bytes: Uint8Array | null;
+  #at = 0;
+
+  constructor(h: CapsuleHeader) {
+    const s = h.sections.find((x) => x.type === SECTION_NUMERICS);
+    this.#bytes = s ? new Uint8Array(s.length) : null;
+  }
+
+  /** Take `bytes` when they belong to the numerics section; false otherwise. */
+  piece(s: SectionEntry, bytes: Uint8Array): boolean {
+    if (s.type !== SECTION_NUMERICS || this.#bytes === null) return false;
+    this.#bytes.set(bytes, this.#at);
+    this.#at += bytes.length;
+    return true;
+  }
+
+  /** The parsed profile (throws `capsule_corrupt`), or null when the capsule has no numerics section. */
+  profile(): NumericsProfile | null {
+    return this.#bytes === null ? null : decodeNumerics(this.#bytes);
+  }
+}
+
 /** Reinterpret bytes as a typed array, copying only when the view is misaligned. */
 function aligned(bytes: Uint8Array, align: number): Uint8Array {
   return bytes.byteOffset % align === 0 ? bytes : bytes.slice();
@@ -291,6 +331,7 @@ function aligned(bytes: Uint8Array, align: number): Uint8Array {
 /** Decodes sections into a freshly allocated state. */
 class StateSink implements SectionSink {
   readonly tokens: number[] = [];
+  readonly numerics: NumericsBytes;
   readonly state: SessionState;
   #filled = new Map<Float32Array, number>();
   #scratch: Float64Array;
@@ -300,6 +341,7 @@ class StateSink implements SectionSink {
   constructor(h: CapsuleHeader, config: ModelConfig) {
     const g = stateGeometry(config);
     this.#layers = h.layers;
+    this.numerics = new NumericsBytes(h);
     this.state = {
       position: h.position,
       layers: config.layerKinds.map((kind): LayerState =>
@@ -335,6 +377,7 @@ class StateSink implements SectionSink {
       for (const t of new Uint32Array(b.buffer, b.byteOffset, b.length / 4)) this.tokens.push(t);
       return;
     }
+    if (this.numerics.piece(s, bytes)) return;
     if (s.type & SECTION_OPTIONAL_BIT) return; // unknown optional data: checked (CRC), then ignored
     const l = this.#layers[s.layer];
     const st = this.state.layers[s.layer];
@@ -373,11 +416,11 @@ class StateSink implements SectionSink {
   }
 }
 
-/** Decode a capsule (stream or bytes) into a snapshot for the given model. */
+/** Decode a capsule (stream or bytes) into a snapshot for the given model, with its numerics profile. */
 export async function decodeCapsule(
   input: ReadableStream<Uint8Array> | Uint8Array,
   opts: DecodeOptions,
-): Promise<SessionSnapshot> {
+): Promise<DecodedCapsule> {
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
   if (!(maxBytes > 0)) throw new CapsuleError("invalid_argument", "maxBytes must be positive");
   if (input instanceof Uint8Array && input.length > maxBytes) {
@@ -457,6 +500,7 @@ export async function decodeCapsule(
         `unexpected bytes after the capsule's footer (at byte ${outer.consumed})`,
       );
     }
+    const numerics = sink.numerics.profile();
     const vocab = opts.config.vocabSize;
     const bad = sink.tokens.findIndex((t) => t >= vocab);
     if (bad >= 0) {
@@ -465,7 +509,7 @@ export async function decodeCapsule(
         `token ${bad} (${sink.tokens[bad]}) is outside the vocabulary (${vocab})`,
       );
     }
-    return { state: sink.state, tokens: sink.tokens, sampler: h.sampler };
+    return { state: sink.state, tokens: sink.tokens, sampler: h.sampler, numerics };
   } finally {
     await outer.cancel();
   }

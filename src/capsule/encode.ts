@@ -32,14 +32,17 @@ import {
   isValidChunkSize,
   type LayerDesc,
   layerDescs,
+  MINOR_NUMERICS,
   planSections,
   quantSpecOf,
   SECTION,
+  SECTION_NUMERICS,
   SECTION_OPTIONAL_BIT,
   type SectionEntry,
   storedBodySize,
   writeHeader,
 } from "./format.ts";
+import { encodeNumerics, type NumericsProfile } from "./numerics.ts";
 import { deriveSealKeys, sealAssociatedData, sealFrame, type SealOptions, tenantBytes } from "./seal.ts";
 import { fromHex } from "./sha256.ts";
 
@@ -63,6 +66,11 @@ export interface EncodeOptions {
    * not know a type skip it; this is how later minor versions add data without breaking v1.0 readers.
    */
   extraSections?: { type: number; bytes: Uint8Array }[];
+  /**
+   * The numerics profile of the engine that produced the state, stored in the numerics section
+   * (docs/capsule.md §3). Makes the capsule version 1.1; without it the bytes are those of 1.0.
+   */
+  numerics?: NumericsProfile;
 }
 
 /** Size of the pieces the encoder generates and of the unframed output chunks. */
@@ -102,6 +110,9 @@ export function validateSnapshot(snap: SessionSnapshot, config: ModelConfig): vo
 }
 
 interface Plan {
+  versionMinor: number;
+  /** Optional sections' payloads, in section order. */
+  extra: { type: number; bytes: Uint8Array }[];
   layers: LayerDesc[];
   sections: SectionEntry[];
   checksumOffset: number;
@@ -136,19 +147,48 @@ function planFor(snap: SessionSnapshot, opts: EncodeOptions): Plan {
     );
   }
   validateSnapshot(snap, opts.config);
-  const extra = (opts.extraSections ?? []).map((x) => {
+  const extra = optionalSections(opts);
+  const layers = layerDescs(opts.config, snap.state.position, stateCodec, kvCodec);
+  const { sections, checksumOffset, plainBodySize } = planSections(
+    layers,
+    snap.tokens.length,
+    extra.map((x) => ({ type: x.type, length: x.bytes.length })),
+  );
+  const flags = (opts.seal ? FLAG_SEALED : 0) | (compress === "deflate" ? FLAG_DEFLATE : 0);
+  const versionMinor = opts.numerics !== undefined ? MINOR_NUMERICS : 0;
+  return {
+    versionMinor,
+    extra,
+    layers,
+    sections,
+    checksumOffset,
+    plainBodySize,
+    flags,
+    chunkSize,
+    fingerprint,
+  };
+}
+
+/** The optional sections to write: the numerics profile first (when given), then `extraSections`. */
+function optionalSections(opts: Pick<EncodeOptions, "extraSections" | "numerics">): Plan["extra"] {
+  const extra: Plan["extra"] = [];
+  if (opts.numerics !== undefined) {
+    extra.push({ type: SECTION_NUMERICS, bytes: encodeNumerics(opts.numerics) });
+  }
+  for (const x of opts.extraSections ?? []) {
     if (!Number.isInteger(x.type) || x.type < SECTION_OPTIONAL_BIT || x.type > 0xffff) {
       throw new CapsuleError(
         "invalid_argument",
         `extra section type ${x.type} must have bit 15 set (0x8000..0xffff)`,
       );
     }
-    return { type: x.type, length: x.bytes.length };
-  });
-  const layers = layerDescs(opts.config, snap.state.position, stateCodec, kvCodec);
-  const { sections, checksumOffset, plainBodySize } = planSections(layers, snap.tokens.length, extra);
-  const flags = (opts.seal ? FLAG_SEALED : 0) | (compress === "deflate" ? FLAG_DEFLATE : 0);
-  return { layers, sections, checksumOffset, plainBodySize, flags, chunkSize, fingerprint };
+    if (x.type === SECTION_NUMERICS) {
+      // Only the checked, canonical profile may go there.
+      throw new CapsuleError("invalid_argument", "the numerics section is written from the numerics option");
+    }
+    extra.push(x);
+  }
+  return extra;
 }
 
 function bytesOf(a: Float32Array | Uint32Array | Uint16Array): Uint8Array {
@@ -227,9 +267,9 @@ function* sectionPieces(
 }
 
 /** The plain body as pieces (views into scratch or the state: consume each before pulling the next). */
-function* plainBody(snap: SessionSnapshot, plan: Plan, opts: EncodeOptions): Generator<Uint8Array> {
+function* plainBody(snap: SessionSnapshot, plan: Plan): Generator<Uint8Array> {
   const crcs = new Uint32Array(plan.sections.length);
-  const extra = (opts.extraSections ?? []).map((x) => x.bytes);
+  const extra = plan.extra.map((x) => x.bytes);
   let at = 0;
   for (let i = 0; i < plan.sections.length; i++) {
     const s = plan.sections[i];
@@ -325,6 +365,7 @@ async function* capsuleChunks(
     sealBlock = { salt, keyCheck: keys.keyCheck, tenantTag: keys.tenantTag };
   }
   const header = writeHeader({
+    versionMinor: plan.versionMinor,
     flags: plan.flags,
     plainBodySize: plan.plainBodySize,
     fingerprint: plan.fingerprint,
@@ -346,10 +387,10 @@ async function* capsuleChunks(
   };
   yield emit(header);
   if (plan.chunkSize === 0) {
-    for (const block of coalesce(plainBody(snap, plan, opts), BLOCK)) yield emit(block);
+    for (const block of coalesce(plainBody(snap, plan), BLOCK)) yield emit(block);
   } else {
     let stream: AsyncIterable<Uint8Array> = toAsync(
-      coalesce(plainBody(snap, plan, opts), Math.min(BLOCK, plan.chunkSize)),
+      coalesce(plainBody(snap, plan), Math.min(BLOCK, plan.chunkSize)),
     );
     if (plan.flags & FLAG_DEFLATE) {
       stream = ReadableStream.from(stream).pipeThrough(
@@ -424,6 +465,8 @@ export interface SizeCodecs {
   chunkSize?: number;
   /** Whether a pending (not yet consumed) token follows the `tokens` consumed ones. */
   pending?: boolean;
+  /** The numerics profile the capsule will carry (its section adds a few dozen bytes). */
+  numerics?: NumericsProfile;
 }
 
 /**
@@ -435,7 +478,9 @@ export function capsuleSizeEstimate(config: ModelConfig, tokens: number, codecs:
     throw new CapsuleError("invalid_argument", "tokens must be a non-negative integer");
   }
   const layers = layerDescs(config, tokens, codecs.stateCodec ?? "f32", codecs.kvCodec ?? "raw");
-  const { sections, plainBodySize } = planSections(layers, tokens + (codecs.pending ? 1 : 0));
+  const extra = optionalSections({ numerics: codecs.numerics })
+    .map((x) => ({ type: x.type, length: x.bytes.length }));
+  const { sections, plainBodySize } = planSections(layers, tokens + (codecs.pending ? 1 : 0), extra);
   const sealed = codecs.sealed ?? false;
   const chunk = codecs.chunkSize ?? DEFAULT_CHUNK_BYTES;
   if (sealed && !isValidChunkSize(chunk)) {

@@ -8,6 +8,7 @@ import { CapsuleError } from "../errors.ts";
 import type { Family, ModelConfig } from "../model/config.ts";
 import { stateGeometry } from "../engine/state.ts";
 import { crc32c } from "./crc32c.ts";
+import { MAX_NUMERICS_BYTES } from "./numerics.ts";
 import {
   CODEC_ID,
   defaultQuantSpec,
@@ -23,9 +24,15 @@ import {
 export const MAGIC: Uint8Array = Uint8Array.of(0x89, 0x43, 0x41, 0x50, 0x53, 0x55, 0x4c, 0x45);
 /** `\x89CAPSEND`: first 8 bytes of the footer. */
 export const FOOTER_MAGIC: Uint8Array = Uint8Array.of(0x89, 0x43, 0x41, 0x50, 0x53, 0x45, 0x4e, 0x44);
-/** Format version written by this code. Readers accept any minor version of their major version. */
+/**
+ * Newest format version this code reads with full understanding. Readers accept any minor version
+ * of their major version. The writer writes the lowest minor version whose features a capsule uses
+ * (1.0 without a numerics profile), so older readers keep reading what they can.
+ */
 export const VERSION_MAJOR = 1;
-export const VERSION_MINOR = 0;
+export const VERSION_MINOR = 1;
+/** The minor version that introduced the numerics section. */
+export const MINOR_NUMERICS = 1;
 
 export const FIXED_HEADER_BYTES = 128;
 export const SEAL_BLOCK_BYTES = 64;
@@ -56,6 +63,8 @@ const KNOWN_REQUIRED_FLAGS = FLAG_SEALED | FLAG_DEFLATE;
 /** Section types. Types with bit 15 set are optional: readers that do not know them skip them. */
 export const SECTION = { tokens: 1, conv: 2, recurrent: 3, keys: 4, values: 5 } as const;
 export const SECTION_OPTIONAL_BIT = 0x8000;
+/** Optional section (since 1.1): the numerics profile of the engine that produced the state, as canonical JSON. */
+export const SECTION_NUMERICS = SECTION_OPTIONAL_BIT | 1;
 export const NO_LAYER = 0xffffffff;
 
 /** Family ids in the header. */
@@ -249,6 +258,8 @@ export function storedBodySize(plain: number, sealed: boolean, chunkSize: number
 
 /** Inputs of {@link writeHeader}. */
 export interface HeaderFields {
+  /** The minor version written (major is always {@link VERSION_MAJOR}). */
+  versionMinor: number;
   flags: number;
   plainBodySize: number;
   fingerprint: Uint8Array;
@@ -270,7 +281,7 @@ export function writeHeader(h: HeaderFields): Uint8Array {
   const v = new DataView(out.buffer);
   out.set(MAGIC, 0);
   v.setUint16(8, VERSION_MAJOR, true);
-  v.setUint16(10, VERSION_MINOR, true);
+  v.setUint16(10, h.versionMinor, true);
   v.setUint32(12, size, true);
   v.setUint32(20, h.flags, true);
   v.setBigUint64(24, BigInt(h.plainBodySize), true);
@@ -603,7 +614,8 @@ function parseLayer(
 
 /**
  * Check the section table against the canonical packing implied by the layer table: required
- * sections in order with exact lengths, optional ones (bit 15) anywhere, every offset packed.
+ * sections in order with exact lengths, optional ones (bit 15) anywhere, every offset packed; at
+ * most one numerics section, layer-less and at most {@link MAX_NUMERICS_BYTES} long.
  * Returns the checksum table's offset.
  */
 function checkSections(
@@ -615,9 +627,21 @@ function checkSections(
   const expected = planSections(layers, tokenCount).sections;
   let at = 0;
   let k = 0;
+  let numerics = -1;
   sections.forEach((s, i) => {
     if (s.offset !== at) throw corrupt(`section ${i} starts at ${s.offset}, expected ${at}`, { section: i });
-    if (s.type & SECTION_OPTIONAL_BIT) {
+    if (s.type === SECTION_NUMERICS) {
+      // Bounded here, from the header, so a reader never buffers more than this for it.
+      if (numerics >= 0) throw corrupt(`numerics section appears twice (sections ${numerics} and ${i})`);
+      if (s.layer !== NO_LAYER) throw corrupt(`numerics section (section ${i}) names layer ${s.layer}`);
+      if (s.length > MAX_NUMERICS_BYTES) {
+        throw corrupt(
+          `numerics section (section ${i}) declares ${s.length} bytes, at most ${MAX_NUMERICS_BYTES} are allowed`,
+          { section: i },
+        );
+      }
+      numerics = i;
+    } else if (s.type & SECTION_OPTIONAL_BIT) {
       if (s.layer !== NO_LAYER && s.layer >= layers.length) {
         throw corrupt(`section ${i} names layer ${s.layer}`);
       }

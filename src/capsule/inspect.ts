@@ -13,11 +13,21 @@ import {
   parseHeader,
   SEAL_TAG_BYTES,
   SECTION,
+  SECTION_NUMERICS,
   SECTION_OPTIONAL_BIT,
   type SectionEntry,
 } from "./format.ts";
 import { ByteReader } from "./reader.ts";
-import { openSeal, plainBodyReader, readFooter, readHeader, walkBody } from "./decode.ts";
+import {
+  NumericsBytes,
+  openSeal,
+  plainBodyReader,
+  readFooter,
+  readHeader,
+  type SectionSink,
+  walkBody,
+} from "./decode.ts";
+import type { NumericsProfile } from "./numerics.ts";
 import type { SealOptions } from "./seal.ts";
 
 const CODEC_NAMES: Record<number, string> = { 0: "f32", 1: "f16", 2: "bf16", 3: "int8", 4: "int4" };
@@ -27,6 +37,7 @@ const SECTION_NAMES: Record<number, string> = {
   [SECTION.recurrent]: "recurrent",
   [SECTION.keys]: "keys",
   [SECTION.values]: "values",
+  [SECTION_NUMERICS]: "numerics",
 };
 
 /** A verdict: true (holds), false (does not), null (could not be checked). */
@@ -70,6 +81,11 @@ export interface CapsuleInfo {
   position: number;
   tokenCount: number;
   sampler: { seed: number; draws: number } | null;
+  /**
+   * The numerics profile of the engine that produced the state; null when the capsule has none, or
+   * when it could not be read (sealed without a key, damaged: see `checks`).
+   */
+  numerics: NumericsProfile | null;
   sealed: boolean;
   compression: "none" | "deflate";
   chunkSize: number;
@@ -116,8 +132,13 @@ function sectionType(type: number): string {
     `${type & SECTION_OPTIONAL_BIT ? "optional" : "unknown"}-0x${type.toString(16)}`;
 }
 
-/** Only checksums: every byte of every section goes to the CRC in the walker, nothing is kept. */
-const NULL_SINK = { unit: (_s: SectionEntry) => 1, piece: (_s: SectionEntry, _b: Uint8Array) => {} };
+/** Only checksums (every byte of every section goes to the CRC in the walker) and the numerics section. */
+function checksumSink(numerics: NumericsBytes): SectionSink {
+  return {
+    unit: (_s: SectionEntry) => 1,
+    piece: (s: SectionEntry, b: Uint8Array) => void numerics.piece(s, b),
+  };
+}
 
 /**
  * Describe a capsule and verify what can be verified without the model: the header CRC, each
@@ -155,6 +176,8 @@ export async function inspectCapsule(
   let sectionCrcs = null as Verdict;
   let shaOk = null as Verdict;
   let trailing = 0;
+  let numerics: NumericsProfile | null = null;
+  const collected = new NumericsBytes(h);
   let error: CapsuleInfo["checks"]["error"] = null;
   try {
     if (headerCrc === false) {
@@ -166,7 +189,7 @@ export async function inspectCapsule(
       const seal = await openSeal(h, opts.seal);
       const plain = plainBodyReader(outer, h, seal);
       try {
-        const crc = await walkBody(h, plain, NULL_SINK);
+        const crc = await walkBody(h, plain, checksumSink(collected));
         if (plain !== outer && !(await plain.atEnd())) {
           throw new CapsuleError("capsule_corrupt", "the body holds more bytes than its declared size");
         }
@@ -184,6 +207,9 @@ export async function inspectCapsule(
     const footer = await readFooter(outer, sha);
     shaOk = footer.shaOk;
     trailing = input.length - outer.consumed;
+    // Parsed last, and only when its own CRC holds: damage reads as damage, not as a malformed profile.
+    const at = h.sections.findIndex((s) => s.type === SECTION_NUMERICS);
+    if (at >= 0 && sections[at].crcOk) numerics = collected.profile();
   } catch (e) {
     if (!(e instanceof CapsuleError)) throw e;
     error = { code: e.code, message: e.message };
@@ -199,6 +225,7 @@ export async function inspectCapsule(
     position: h.position,
     tokenCount: h.tokenCount,
     sampler: h.sampler,
+    numerics,
     sealed: h.sealed,
     compression: h.deflate ? "deflate" : "none",
     chunkSize: h.chunkSize,

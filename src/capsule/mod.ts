@@ -14,7 +14,17 @@ export {
   type SizeCodecs,
   validateSnapshot,
 } from "./encode.ts";
-export { decodeCapsule, type DecodeOptions } from "./decode.ts";
+export { decodeCapsule, type DecodedCapsule, type DecodeOptions } from "./decode.ts";
+export {
+  diffNumerics,
+  MAX_NUMERICS_BYTES,
+  MAX_NUMERICS_ENTRIES,
+  MAX_NUMERICS_KEY_CHARS,
+  type NumericsDiff,
+  numericsJson,
+  type NumericsProfile,
+  validateNumerics,
+} from "./numerics.ts";
 export {
   type CapsuleInfo,
   inspectCapsule,
@@ -23,4 +33,10 @@ export {
   type Verdict,
 } from "./inspect.ts";
 export { importSealKey, type SealOptions } from "./seal.ts";
-export { DEFAULT_CHUNK_BYTES, DEFAULT_MAX_BYTES, VERSION_MAJOR, VERSION_MINOR } from "./format.ts";
+export {
+  DEFAULT_CHUNK_BYTES,
+  DEFAULT_MAX_BYTES,
+  SECTION_NUMERICS,
+  VERSION_MAJOR,
+  VERSION_MINOR,
+} from "./format.ts";

@@ -36,6 +36,19 @@ Deno.test("capsule CLI: inspect and verify a capsule of a fixture model, and ref
     const ins = await run("inspect", file);
     assertEquals([ins.code, ins.last.ok, ins.last.fingerprint, ins.last.position], [0, true, fingerprint, 7]);
     assert(ins.stdout.includes("keys") && ins.stdout.includes("int8"));
+    assertEquals([ins.last.version, ins.last.numerics], ["1.0", null]);
+
+    // A 1.1 capsule shows its numerics profile (and its section).
+    const numerics = { backend: "cpu", kv: "f32" };
+    await Deno.writeFile(file, await encodeCapsuleBytes(snap, { fingerprint, config, numerics }));
+    const withProfile = await run("inspect", file);
+    assertEquals([withProfile.code, withProfile.last.version, withProfile.last.numerics], [
+      0,
+      "1.1",
+      numerics,
+    ]);
+    assert(withProfile.stdout.includes("numerics"));
+    await Deno.writeFile(file, bytes);
 
     const ok = await run("verify", file, "--model", model);
     assertEquals([ok.code, ok.last.ok, ok.last.tokens], [0, true, 8]);

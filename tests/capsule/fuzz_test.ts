@@ -10,6 +10,7 @@ import fc from "fast-check";
 import { createHash } from "node:crypto";
 import {
   decodeCapsule,
+  type DecodedCapsule,
   encodeCapsuleBytes,
   type EncodeOptions,
   inspectCapsule,
@@ -18,7 +19,6 @@ import { validateSnapshot } from "../../src/capsule/encode.ts";
 import { crc32c } from "../../src/capsule/crc32c.ts";
 import { CapsuleError } from "../../src/errors.ts";
 import { fakeFingerprint, fixtureConfig, randomSnapshot, rng, snapshotDiff } from "./helpers.ts";
-import type { SessionSnapshot } from "../../src/capsule/snapshot.ts";
 import type { ModelConfig } from "../../src/model/config.ts";
 
 const KEY = new Uint8Array(32).fill(3);
@@ -27,7 +27,7 @@ interface Base {
   name: string;
   bytes: Uint8Array;
   /** What the unmodified capsule decodes to (lossy codecs: the dequantised snapshot). */
-  snap: SessionSnapshot;
+  snap: DecodedCapsule;
   config: ModelConfig;
   fingerprint: string;
   seal?: { key: Uint8Array; tenant: string };
@@ -56,6 +56,10 @@ const BASES: Base[] = [
   await base("bf16/int4", "kimi_linear-tiny", 9, { stateCodec: "bf16", kvCodec: "int4" }),
   await base("deflate", "qwen3_next-tiny", 4, { compress: "deflate", kvCodec: "int8" }),
   await base("sealed", "qwen3_5-tiny", 3, { seal: { key: KEY, tenant: "t" }, stateCodec: "f16" }),
+  await base("numerics (v1.1)", "qwen3_5-tiny", 2, {
+    kvCodec: "int4",
+    numerics: { backend: "webgpu", adapter: "NVIDIA H200", kv: "f32" },
+  }),
 ];
 
 /** Recompute the header CRC and the footer's length and SHA-256 (a forger's last step). */
@@ -186,7 +190,7 @@ Deno.test("thousands of random mutations are refused with a CapsuleError or deco
           const mutated = apply(b.bytes, m);
           if (forge && m.kind !== "same") resign(mutated);
           const unchanged = equalBytes(mutated, b.bytes);
-          let snap: SessionSnapshot;
+          let snap: DecodedCapsule;
           try {
             snap = await decodeCapsule(asStream ? cut(mutated, seed) : mutated, {
               fingerprint: b.fingerprint,
@@ -213,8 +217,10 @@ Deno.test("thousands of random mutations are refused with a CapsuleError or deco
           }
           stats.accepted++;
           // Accepted: the bytes did not change, or a forger re-signed a capsule that is still consistent.
-          if (unchanged) assertEquals(snapshotDiff(snap, b.snap), null);
-          else {assert(
+          if (unchanged) {
+            assertEquals(snapshotDiff(snap, b.snap), null);
+            assertEquals(snap.numerics, b.snap.numerics);
+          } else {assert(
               forge,
               `${b.name}: changed bytes were accepted without a re-signed SHA-256 (${m.kind})`,
             );}

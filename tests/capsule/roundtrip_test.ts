@@ -226,12 +226,12 @@ Deno.test("optional sections from newer writers are skipped (and checksummed) by
   const config = fixtureConfig("qwen3_5-tiny");
   const fingerprint = fakeFingerprint("extra");
   const snap = randomSnapshot(config, 5, rng(6), { sampler: true });
-  const extra = { type: 0x8001, bytes: new TextEncoder().encode("a note from the future") };
+  const extra = { type: 0x80ff, bytes: new TextEncoder().encode("a note from the future") };
   const bytes = await encodeCapsuleBytes(snap, { fingerprint, config, extraSections: [extra] });
   assertEquals(snapshotDiff(snap, await decodeCapsule(bytes, { fingerprint, config })), null);
   const info = await inspectCapsule(bytes);
   assert(info.ok);
-  assertEquals(info.sections.at(-1)?.type, "optional-0x8001");
+  assertEquals(info.sections.at(-1)?.type, "optional-0x80ff");
   assertEquals(info.sections.at(-1)?.length, extra.bytes.length);
 });
 

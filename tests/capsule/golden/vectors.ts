@@ -1,7 +1,8 @@
 /**
- * The format-freeze vectors: deterministic v1.0 capsules committed under tests/capsule/golden/.
- * Every later reader must decode them (docs/capsule.md §8). Run this file to (re)write them — only
- * ever when adding a vector, never to "fix" a failing compatibility test.
+ * The format-freeze vectors: deterministic capsules (v1.0, and v1.1 with a numerics profile)
+ * committed under tests/capsule/golden/. Every later reader must decode them (docs/capsule.md §8).
+ * Run this file to write the vectors that are missing — only ever when adding a vector, never to
+ * "fix" a failing compatibility test (existing files are left alone: the sealed one has a random salt).
  *
  *   deno run -A tests/capsule/golden/vectors.ts
  * @module
@@ -88,10 +89,29 @@ export const VECTORS: {
     opts: { stateCodec: "f16", kvCodec: "int8", compress: "deflate", seal: GOLDEN_SEAL, chunkSize: 4096 },
     deterministic: false, // the seal draws a random salt
   },
+  {
+    file: "v1.1-qwen3_5-f16-int8-numerics.capsule",
+    family: "qwen3_5-tiny",
+    position: 1,
+    opts: {
+      stateCodec: "f16",
+      kvCodec: "int8",
+      numerics: {
+        backend: "webgpu",
+        adapter: "NVIDIA H200",
+        driver: "570.86.15",
+        weights: "f16",
+        kv: "f32",
+        kernels: "3",
+      },
+    },
+    deterministic: true,
+  },
 ];
 
 if (import.meta.main) {
   for (const v of VECTORS) {
+    if (await Deno.stat(`${GOLDEN_DIR}${v.file}`).then(() => true, () => false)) continue;
     const config = goldenConfig(v.family);
     const bytes = await encodeCapsuleBytes(goldenSnapshot(config, v.position), {
       fingerprint: GOLDEN_FINGERPRINT,
