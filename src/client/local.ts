@@ -11,7 +11,7 @@ import type { Session } from "../engine/session.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { encodeCapsule, encodeCapsuleBytes, type EncodeOptions } from "../capsule/encode.ts";
-import { decodeCapsule } from "../capsule/decode.ts";
+import { decodeCapsule, type DecodedCapsule } from "../capsule/decode.ts";
 import type { SealOptions } from "../capsule/seal.ts";
 import type { SessionSnapshot } from "../capsule/snapshot.ts";
 import { CapsuleError } from "../errors.ts";
@@ -168,19 +168,33 @@ export class Capsule {
     return new LocalSession(this, this.engine.restore(snap, { adoptResidency: opts.adoptResidency }));
   }
 
-  /** Decodes a capsule into a snapshot for this model (all checks included). */
+  /**
+   * Decodes a capsule into a snapshot for this model (all checks included), with the numerics it
+   * records (compare with `engine.numerics`: equal ones continue bit-exactly).
+   */
   readCapsule(
     from: Uint8Array | ReadableStream<Uint8Array>,
     opts: CapsuleReadOptions = {},
-  ): Promise<SessionSnapshot> {
+  ): Promise<DecodedCapsule> {
     const m = this.engine.model;
     return decodeCapsule(from, { fingerprint: m.fingerprint, config: m.config, ...opts });
   }
 
-  /** Encodes a snapshot as a capsule of this model. */
+  /**
+   * Encodes a snapshot as a capsule of this model. It records the numerics that produced the
+   * state: `opts.numerics`, else those of a snapshot read from a capsule ({@link readCapsule}),
+   * else this engine's.
+   */
   writeCapsule(snapshot: SessionSnapshot, opts: CapsuleWriteOptions = {}): Promise<Uint8Array> {
     const m = this.engine.model;
-    return encodeCapsuleBytes(snapshot, { ...opts, fingerprint: m.fingerprint, config: m.config });
+    const read = (snapshot as Partial<DecodedCapsule>).numerics;
+    const numerics = opts.numerics ?? (read !== undefined ? read : this.engine.numerics);
+    return encodeCapsuleBytes(snapshot, {
+      ...opts,
+      ...(numerics ? { numerics } : {}),
+      fingerprint: m.fingerprint,
+      config: m.config,
+    });
   }
 
   /** The store given to {@link Capsule.load}; `invalid_argument` when none was. */
@@ -375,6 +389,11 @@ export class LocalSession {
   capsuleStream(opts: CapsuleWriteOptions = {}): ReadableStream<Uint8Array> {
     if (this.#busy) throw new CapsuleError("invalid_argument", "the session is busy with another operation");
     const m = this.capsule.engine.model;
-    return encodeCapsule(this.#session.snapshot(), { ...opts, fingerprint: m.fingerprint, config: m.config });
+    return encodeCapsule(this.#session.snapshot(), {
+      numerics: this.capsule.engine.numerics,
+      ...opts,
+      fingerprint: m.fingerprint,
+      config: m.config,
+    });
   }
 }

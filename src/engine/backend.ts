@@ -10,6 +10,7 @@ import { type ForwardOptions, type ForwardResult, ReferenceModel } from "./forwa
 import type { SamplingParams } from "./sampling.ts";
 import type { FinishReason } from "./session.ts";
 import type { CapsuleError } from "../errors.ts";
+import type { NumericsProfile } from "../capsule/numerics.ts";
 
 /** Names of the available backends. */
 export type BackendName = "cpu" | "webgpu";
@@ -51,7 +52,19 @@ export interface InferenceBackend {
    * itself not ready.
    */
   failure?(): CapsuleError | null;
+  /**
+   * What decides this backend's arithmetic, bit for bit: capsules record it, and a session resumed
+   * under an equal profile continues with exactly the tokens it would have produced where it was.
+   * Absent: `{ backend: name }`.
+   */
+  numerics?(): NumericsProfile;
 }
+
+/**
+ * Version of the CPU reference's arithmetic (operation order of src/engine/forward.ts and
+ * src/backends/cpu): raise it with any change that can alter a result bit.
+ */
+export const CPU_NUMERICS_VERSION = "1";
 
 /** Device memory and residency of a backend with a device ({@link InferenceBackend.deviceStats}). */
 export interface DeviceStats {
@@ -79,4 +92,8 @@ export class CpuBackend implements InferenceBackend {
   }
 
   dispose(): void {}
+
+  numerics(): NumericsProfile {
+    return { backend: "cpu", arithmetic: "f32", version: CPU_NUMERICS_VERSION };
+  }
 }

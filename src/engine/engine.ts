@@ -6,6 +6,7 @@ import { loadFolderWeights, loadModelFolder, type ModelFolder } from "../model/f
 import { type BackendName, CpuBackend, type InferenceBackend } from "./backend.ts";
 import { Session } from "./session.ts";
 import type { SessionSnapshot } from "../capsule/snapshot.ts";
+import { type NumericsProfile, validateNumerics } from "../capsule/numerics.ts";
 import { CapsuleError } from "../errors.ts";
 import { Checkpoint } from "../model/safetensors.ts";
 import { requestAdapter } from "../util/gpu.ts";
@@ -38,9 +39,13 @@ export class Engine {
   readonly model: ModelFolder;
   readonly backend: InferenceBackend;
 
+  /** The arithmetic this engine's states come from (see {@link InferenceBackend.numerics}). */
+  readonly numerics: NumericsProfile;
+
   private constructor(model: ModelFolder, backend: InferenceBackend) {
     this.model = model;
     this.backend = backend;
+    this.numerics = validateNumerics(backend.numerics?.() ?? { backend: backend.name });
   }
 
   /** Load a model folder onto a backend. */

@@ -14,6 +14,7 @@ import type { Engine } from "../engine/engine.ts";
 import type { SessionStore } from "../store/types.ts";
 import { CapsuleError } from "../errors.ts";
 import { importSealKey, type SealOptions } from "../capsule/seal.ts";
+import type { NumericsDiff } from "../capsule/numerics.ts";
 import { Auth } from "./auth.ts";
 import { readBodyBytes, readJson } from "./body.ts";
 import { type Clock, Deadline, monotonic } from "./deadline.ts";
@@ -77,6 +78,14 @@ export interface AppDeps {
 /** The response body of create, append and fork. */
 export function sessionBody(rec: SessionRecord): { id: string; version: number; tokens: number } {
   return { id: rec.id, version: rec.version, tokens: rec.meta.tokens };
+}
+
+/**
+ * `numerics_changed` for a response whose session came from a capsule produced under other
+ * numerics than this node's (see LoadedSession.numericsChanged); nothing when they are equal.
+ */
+export function numericsBody(diff: NumericsDiff | null): { numerics_changed?: NumericsDiff } {
+  return diff ? { numerics_changed: diff } : {};
 }
 
 function intParam(value: string | undefined, name: string): number | undefined {
@@ -296,7 +305,7 @@ export function createApp(opts: AppOptions): Hono<AppEnv> {
     const r = await runner.run({ base: loaded.snapshot, input: ids, deadline });
     deadline.check();
     const rec = await service.commit(tenant, id, r.snapshot, loaded.record);
-    return c.json(sessionBody(rec));
+    return c.json({ ...sessionBody(rec), ...numericsBody(loaded.numericsChanged) });
   });
 
   app.post("/v1/sessions/:id/generate", async (c) => {
@@ -320,6 +329,7 @@ export function createApp(opts: AppOptions): Hono<AppEnv> {
     const started = performance.now();
     const finish = (r: TurnResult, rec: SessionRecord) => ({
       ...sessionBody(rec),
+      ...numericsBody(loaded.numericsChanged),
       output_ids: r.outputIds,
       ...(r.text !== null ? { text: r.text } : {}),
       finish_reason: r.finishReason,
@@ -391,7 +401,11 @@ export function createApp(opts: AppOptions): Hono<AppEnv> {
     }
     const seal = await d.sealFor(tenant);
     let bytes = got.capsule;
-    if (seal) bytes = await service.encode(await service.decodeStored(got.capsule, id), seal);
+    if (seal) {
+      // Re-sealed for export, the capsule keeps the numerics of the node that produced its state.
+      const stored = await service.decodeStored(got.capsule, id);
+      bytes = await service.encode(stored.snapshot, seal, stored.numerics);
+    }
     metrics.capsuleBytes.observe({ op: "export" }, bytes.length);
     return c.body(bytes as Uint8Array<ArrayBuffer>, 200, {
       ...headers,
@@ -411,7 +425,7 @@ export function createApp(opts: AppOptions): Hono<AppEnv> {
     }
     metrics.capsuleBytes.observe({ op: "import" }, bytes.length);
     const seal = await d.sealFor(tenant);
-    const snapshot = await service.decodeUpload(bytes, seal ?? undefined);
+    const { snapshot, numerics, numericsChanged } = await service.decodeUpload(bytes, seal ?? undefined);
     const current = await store.head(tenant, id);
     if (ifMatch !== undefined && current?.version !== ifMatch) {
       metrics.conflicts.inc();
@@ -422,8 +436,12 @@ export function createApp(opts: AppOptions): Hono<AppEnv> {
       );
     }
     // Sealed uploads are stored opened (the store is trusted); unsealed ones exactly as sent.
-    const rec = await service.commit(tenant, id, snapshot, current, seal ? {} : { capsule: bytes });
-    return c.json(sessionBody(rec), current ? 200 : 201, current ? {} : { location: `/v1/sessions/${id}` });
+    const rec = await service.commit(tenant, id, snapshot, current, seal ? { numerics } : { capsule: bytes });
+    return c.json(
+      { ...sessionBody(rec), ...numericsBody(numericsChanged) },
+      current ? 200 : 201,
+      current ? {} : { location: `/v1/sessions/${id}` },
+    );
   });
 
   registerOpenAiRoutes(app, d);

@@ -39,6 +39,8 @@ export class Metrics {
   readonly capsuleBytes: Histogram<"op">;
   /** Sessions resumed for a request, by where their state came from (cache or store). */
   readonly resumes: Counter<"source">;
+  /** Sessions resumed from a capsule whose numerics differ from this node's, by source. */
+  readonly numericsChanges: Counter<"source">;
   /** Requests refused with 409 version_conflict. */
   readonly conflicts: Counter;
   /** Requests that ran past their deadline. */
@@ -101,6 +103,14 @@ export class Metrics {
     this.resumes = new Counter({
       name: "capsule_session_resumes_total",
       help: "Sessions resumed for a request, by source of the state (cache, store).",
+      labelNames: ["source"],
+      registers,
+    });
+    this.numericsChanges = new Counter({
+      name: "capsule_numerics_changes_total",
+      help: "Sessions resumed from a capsule produced under other numerics than this node's " +
+        "(backend, adapter, formats, kernels), by source (store, import): their continuation is not " +
+        "bit-identical to the original node's.",
       labelNames: ["source"],
       registers,
     });

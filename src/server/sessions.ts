@@ -9,6 +9,7 @@ import type { Engine } from "../engine/engine.ts";
 import type { SessionSnapshot } from "../capsule/snapshot.ts";
 import { encodeCapsuleBytes } from "../capsule/encode.ts";
 import { decodeCapsule } from "../capsule/decode.ts";
+import { diffNumerics, type NumericsDiff, type NumericsProfile } from "../capsule/numerics.ts";
 import type { SealOptions } from "../capsule/seal.ts";
 import type { SessionMeta, SessionRecord, SessionStore } from "../store/types.ts";
 import { ifVersionConflict, NAME_PATTERN, sessionNotFound } from "../store/validate.ts";
@@ -22,6 +23,19 @@ import type { Metrics } from "./metrics.ts";
 export interface LoadedSession {
   record: SessionRecord;
   snapshot: SessionSnapshot;
+  /**
+   * How the arithmetic that produced this state differs from this node's (`[capsule, node]` per
+   * key; the capsule side null for a capsule that records none), or null when they are equal: then
+   * the session continues with exactly the tokens it would have produced where it was.
+   */
+  numericsChanged: NumericsDiff | null;
+}
+
+/** A decoded capsule's state and how its numerics differ from this node's. */
+export interface DecodedSession {
+  snapshot: SessionSnapshot;
+  numerics: NumericsProfile | null;
+  numericsChanged: NumericsDiff | null;
 }
 
 /** Random session ids: `ses_` and 24 base-32 characters (120 bits). */
@@ -48,6 +62,11 @@ export class SessionService {
   readonly #metrics: Metrics;
   readonly #cache: SnapshotCache;
   readonly #maxCapsuleBytes: number;
+  /**
+   * Numerics differences of states decoded from other nodes' capsules, kept with the cached
+   * snapshot until this node commits a state of its own.
+   */
+  readonly #changed = new WeakMap<SessionSnapshot, NumericsDiff>();
 
   constructor(opts: SessionServiceOptions) {
     this.engine = opts.engine;
@@ -85,7 +104,7 @@ export class SessionService {
       const snapshot = this.#cache.get(tenant, id, record);
       if (snapshot) {
         this.#metrics.resumes.inc({ source: "cache" });
-        return { record, snapshot };
+        return { record, snapshot, numericsChanged: this.#changed.get(snapshot) ?? null };
       }
     }
     const got = await this.store.get(tenant, id);
@@ -94,10 +113,10 @@ export class SessionService {
       this.#metrics.conflicts.inc();
       throw ifVersionConflict(id, ifVersion, got.record.version);
     }
-    const snapshot = await this.decodeStored(got.capsule, id);
+    const { snapshot, numericsChanged } = await this.decodeStored(got.capsule, id);
     this.#cache.put(tenant, id, got.record, snapshot, got.capsule.length);
     this.#metrics.resumes.inc({ source: "store" });
-    return { record: got.record, snapshot };
+    return { record: got.record, snapshot, numericsChanged };
   }
 
   /** The stored capsule bytes of the current version. */
@@ -108,21 +127,43 @@ export class SessionService {
     return got;
   }
 
-  /** Encodes a snapshot as this node stores it: exact f32 state, unsealed (the store is trusted). */
-  encode(snapshot: SessionSnapshot, seal?: SealOptions): Promise<Uint8Array> {
+  /**
+   * Encodes a snapshot as this node stores it: exact f32 state, unsealed (the store is trusted),
+   * recording the numerics that produced it (this node's unless `numerics` says otherwise, e.g. a
+   * stored capsule re-sealed for export; null records none).
+   */
+  encode(
+    snapshot: SessionSnapshot,
+    seal?: SealOptions,
+    numerics: NumericsProfile | null = this.engine.numerics,
+  ): Promise<Uint8Array> {
     const m = this.engine.model;
     return encodeCapsuleBytes(snapshot, {
       fingerprint: m.fingerprint,
       config: m.config,
       ...(seal ? { seal } : {}),
+      ...(numerics ? { numerics } : {}),
     });
   }
 
+  /** How `numerics` (a capsule's; null when it records none) differs from this node's. */
+  #compare(numerics: NumericsProfile | null, source: "store" | "import"): NumericsDiff | null {
+    const diff = diffNumerics(numerics ?? {}, this.engine.numerics);
+    if (diff) this.#metrics.numericsChanges.inc({ source });
+    return diff;
+  }
+
   /** Decodes a capsule from the store; a capsule this model cannot resume is reported, not hidden. */
-  async decodeStored(capsule: Uint8Array, id: string): Promise<SessionSnapshot> {
+  async decodeStored(capsule: Uint8Array, id: string): Promise<DecodedSession> {
     const m = this.engine.model;
     try {
-      return await decodeCapsule(capsule, { fingerprint: m.fingerprint, config: m.config });
+      const { numerics, ...snapshot } = await decodeCapsule(capsule, {
+        fingerprint: m.fingerprint,
+        config: m.config,
+      });
+      const numericsChanged = this.#compare(numerics, "store");
+      if (numericsChanged) this.#changed.set(snapshot, numericsChanged);
+      return { snapshot, numerics, numericsChanged };
     } catch (e) {
       if (isCapsuleError(e) && e.code === "capsule_model_mismatch") {
         throw new CapsuleError(
@@ -138,16 +179,18 @@ export class SessionService {
    * Decodes a capsule a client uploaded: every capsule check, then the engine's own check that the
    * state can be resumed. `seal` is required when the node seals capsules.
    */
-  async decodeUpload(capsule: Uint8Array, seal?: SealOptions): Promise<SessionSnapshot> {
+  async decodeUpload(capsule: Uint8Array, seal?: SealOptions): Promise<DecodedSession> {
     const m = this.engine.model;
-    const snapshot = await decodeCapsule(capsule, {
+    const { numerics, ...snapshot } = await decodeCapsule(capsule, {
       fingerprint: m.fingerprint,
       config: m.config,
       maxBytes: this.#maxCapsuleBytes,
       ...(seal ? { seal } : {}),
     });
     this.engine.restore(snapshot); // throws state_mismatch / invalid_token_id on a state it cannot run
-    return snapshot;
+    const numericsChanged = this.#compare(numerics, "import");
+    if (numericsChanged) this.#changed.set(snapshot, numericsChanged);
+    return { snapshot, numerics, numericsChanged };
   }
 
   /**
@@ -159,9 +202,9 @@ export class SessionService {
     id: string,
     snapshot: SessionSnapshot,
     base: SessionRecord | null,
-    extra: { parent?: string; capsule?: Uint8Array } = {},
+    extra: { parent?: string; capsule?: Uint8Array; numerics?: NumericsProfile | null } = {},
   ): Promise<SessionRecord> {
-    const bytes = extra.capsule ?? await this.encode(snapshot);
+    const bytes = extra.capsule ?? await this.encode(snapshot, undefined, extra.numerics);
     const now = new Date().toISOString();
     const meta: SessionMeta = {
       model: this.engine.model.fingerprint,

@@ -64,6 +64,20 @@ Deno.test("capsule streams and compressed, quantised capsules restore too", asyn
   assertEquals(lossy.tokens, s.tokens);
 });
 
+Deno.test("capsules written by the library record the engine's numerics; rewriting a read capsule keeps its own", async () => {
+  const cap = await testCapsule();
+  const s = await cap.createSession(PROMPT);
+  const bytes = await s.toCapsule();
+  const read = await cap.readCapsule(bytes);
+  assertEquals(read.numerics, cap.engine.numerics);
+  const foreign = { ...read, numerics: { backend: "webgpu", kv: "f16" } };
+  const rewritten = await cap.readCapsule(await cap.writeCapsule(foreign));
+  assertEquals(rewritten.numerics, { backend: "webgpu", kv: "f16" });
+  // A streamed capsule records them too.
+  const streamed = await cap.readCapsule(s.capsuleStream());
+  assertEquals(streamed.numerics, cap.engine.numerics);
+});
+
 Deno.test("a fork is independent of its parent", async () => {
   const cap = await testCapsule();
   const parent = await cap.createSession(PROMPT);

@@ -185,6 +185,11 @@ export class WebGpuBackend implements InferenceBackend {
     return this.#failure;
   }
 
+  /** What decides this node's results bit for bit (the worker's GpuEngine.numerics). */
+  numerics(): Record<string, string> {
+    return { ...this.info.numerics };
+  }
+
   /**
    * Tests only (tests/webgpu/gpu_failure_test.ts): inject a GPU fault into the worker (see
    * {@link GpuFault}); resolves once the worker has seen it.

@@ -21,7 +21,15 @@ import {
   type KernelStepStat,
   stepBreakdown,
 } from "./profile.ts";
-import { type DecodeRuntime, PassRecorder, SH, type Slot, SLOT_WORDS, writeArray } from "./runtime.ts";
+import {
+  type DecodeRuntime,
+  PassRecorder,
+  SH,
+  type Slot,
+  SLOT_WORDS,
+  WEBGPU_NUMERICS_VERSION,
+  writeArray,
+} from "./runtime.ts";
 
 /** Why a generation ended (mirrors `FinishReason` of the session). */
 export type GenFinish = "stop" | "length" | "abort";
@@ -299,6 +307,27 @@ export class GpuEngine {
       pipelines: this.rt.cache.size + this.prefill.ctx.pipelineCount,
       bytesAllocated: this.rt.bytesAllocated,
       kvGroups: this.rt.groups.length,
+    };
+  }
+
+  /**
+   * What decides this engine's results bit for bit (capsules record it; see
+   * InferenceBackend.numerics): the adapter, the storage formats, the GEMV lane split, how
+   * multi-token inputs run, and the kernels' arithmetic version. Batch sizes, KV groups, prefetch
+   * depths and workgroup sizes are left out: results do not depend on them (tested).
+   */
+  numerics(): Record<string, string> {
+    const o = this.rt.opts;
+    return {
+      backend: "webgpu",
+      adapter: this.rt.ctx.adapterName || "unknown",
+      weights: o.weights,
+      kv: o.kvCache,
+      lanes: `${o.gemvChunksPerThread}/${o.gemvMaxThreadsPerRow}`,
+      prefill: this.prefillMode === "chunked"
+        ? `chunked/${Math.max(1, o.prefillMinTokens)}/${this.prefill.maxPiece}`
+        : "recurrent",
+      version: WEBGPU_NUMERICS_VERSION,
     };
   }
 

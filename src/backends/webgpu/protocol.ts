@@ -27,6 +27,8 @@ export interface InitReply {
   bytesAllocated: number;
   /** How multi-token inputs run (decode steps when the prefill kernels cannot run this model). */
   prefillMode: "chunked" | "recurrent";
+  /** What decides the results bit for bit (GpuEngine.numerics). */
+  numerics: Record<string, string>;
 }
 
 /**

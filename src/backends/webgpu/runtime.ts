@@ -182,6 +182,12 @@ export interface RuntimeOptions {
   kvCache: KvCacheFormat;
 }
 
+/**
+ * Version of the WebGPU kernels' arithmetic (what each sum adds, in which order): raise it with
+ * any kernel change that can alter a result bit, so capsules tell such nodes apart.
+ */
+export const WEBGPU_NUMERICS_VERSION = "1";
+
 /** Storage format of the device KV cache ({@link RuntimeOptions.kvCache}). */
 export type KvCacheFormat = "f32" | "f16";
 

@@ -90,6 +90,7 @@ async function handle(msg: Request): Promise<void> {
         maxBatch: rt.opts.maxBatch,
         bytesAllocated: rt.bytesAllocated,
         prefillMode: engine.prefillMode,
+        numerics: engine.numerics(),
       };
       return reply(msg.id, r);
     }
