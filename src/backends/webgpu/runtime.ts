@@ -103,11 +103,15 @@ export function kvGroupSlots(bytesPerSlot: number, groupSlots: number, groupByte
   return Math.max(1, Math.min(groupSlots, Math.floor(groupBytes / bytesPerSlot)));
 }
 
+/** Global-attention layers of `c`: the layers with KV rows. */
+export function attentionLayerCount(c: ModelConfig): number {
+  return c.layerKinds.filter((k) => k === "attention").length;
+}
+
 /** Bytes of KV rows one slot of capacity `cap` holds over all attention layers (keys and values). */
 export function kvSlotBytes(c: ModelConfig, cap: number, valueBytes: number): number {
   const g = geometry(c);
-  const nAttn = c.layerKinds.filter((k) => k === "attention").length;
-  return nAttn * roundUp(Math.max(cap, 1), RPCMAX) * (g.keyRow + g.valueRow) * valueBytes;
+  return attentionLayerCount(c) * roundUp(Math.max(cap, 1), RPCMAX) * (g.keyRow + g.valueRow) * valueBytes;
 }
 
 /** Options of the runtime. */
@@ -1902,7 +1906,7 @@ export class DecodeRuntime {
   /** Make a group's buffers and bind groups (inside {@link createGroup}'s error scopes). */
   #allocGroup(grp: KvGroup): void {
     const g = this.geo, a = this.config.attention, vb = this.kvBytes, { index, cap, nslots } = grp;
-    const nAttn = this.config.layerKinds.filter((k) => k === "attention").length;
+    const nAttn = attentionLayerCount(this.config);
     for (let i = 0; i < nAttn; i++) {
       grp.keys.push(this.buffer(`kv${index}.K${i}`, nslots * cap * g.keyRow * vb));
       grp.values.push(this.buffer(`kv${index}.V${i}`, nslots * cap * g.valueRow * vb));
@@ -2020,7 +2024,7 @@ export class DecodeRuntime {
    * (empty groups released to make room stay released; no session held them).
    */
   async ensureCapacity(slot: Slot, rows: number, exact = false): Promise<void> {
-    const nAttn = this.config.layerKinds.filter((k) => k === "attention").length;
+    const nAttn = attentionLayerCount(this.config);
     if (nAttn === 0) return;
     if (slot.group && slot.group.cap >= rows) return;
     let grp = this.groups.filter((g) => g.cap >= rows && g.free.length > 0).sort((a, b) => a.cap - b.cap)[0];
