@@ -5,16 +5,14 @@
  * hostile writer would, so that the structural checks themselves are exercised.
  */
 import { assert, assertEquals, assertRejects } from "@std/assert";
-import { createHash } from "node:crypto";
 import {
   decodeCapsule,
   type DecodeOptions,
   encodeCapsuleBytes,
   inspectCapsule,
 } from "../../src/capsule/mod.ts";
-import { crc32c } from "../../src/capsule/crc32c.ts";
 import { CapsuleError, type ErrorCode } from "../../src/errors.ts";
-import { fakeFingerprint, fixtureConfig, randomSnapshot, rng } from "./helpers.ts";
+import { fakeFingerprint, fixtureConfig, randomSnapshot, resign, rng } from "./helpers.ts";
 
 const config = fixtureConfig("qwen3_5-tiny");
 const fingerprint = fakeFingerprint("bad-input");
@@ -43,20 +41,6 @@ function forge(bytes: Uint8Array, edit: (v: DataView, b: Uint8Array) => void): U
   edit(v, b);
   resign(b);
   return b;
-}
-
-/** Recompute the header CRC (when the header size field is sane) and the footer's length and SHA-256. */
-function resign(b: Uint8Array): void {
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const hs = headerSize(b);
-  if (hs <= b.length - 48) {
-    const h = b.slice(0, hs);
-    h.fill(0, 16, 20);
-    v.setUint32(16, crc32c(h), true);
-  }
-  const end = b.length - 48;
-  v.setBigUint64(end + 8, BigInt(end), true);
-  b.set(createHash("sha256").update(b.subarray(0, end)).digest(), end + 16);
 }
 
 const sectionTable = (v: DataView) => v.getUint32(116, true);

@@ -7,7 +7,6 @@
  */
 import { assert, assertEquals } from "@std/assert";
 import fc from "fast-check";
-import { createHash } from "node:crypto";
 import {
   decodeCapsule,
   type DecodedCapsule,
@@ -16,9 +15,8 @@ import {
   inspectCapsule,
 } from "../../src/capsule/mod.ts";
 import { validateSnapshot } from "../../src/capsule/encode.ts";
-import { crc32c } from "../../src/capsule/crc32c.ts";
 import { CapsuleError } from "../../src/errors.ts";
-import { fakeFingerprint, fixtureConfig, randomSnapshot, rng, snapshotDiff } from "./helpers.ts";
+import { fakeFingerprint, fixtureConfig, randomSnapshot, resign, rng, snapshotDiff } from "./helpers.ts";
 import type { ModelConfig } from "../../src/model/config.ts";
 
 const KEY = new Uint8Array(32).fill(3);
@@ -61,21 +59,6 @@ const BASES: Base[] = [
     numerics: { backend: "webgpu", adapter: "NVIDIA H200", kv: "f32" },
   }),
 ];
-
-/** Recompute the header CRC and the footer's length and SHA-256 (a forger's last step). */
-function resign(b: Uint8Array): void {
-  if (b.length < 64) return;
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const hs = v.getUint32(12, true);
-  if (hs >= 128 && hs <= b.length - 48) {
-    const h = b.slice(0, hs);
-    h.fill(0, 16, 20);
-    v.setUint32(16, crc32c(h), true);
-  }
-  const end = b.length - 48;
-  v.setBigUint64(end + 8, BigInt(end), true);
-  b.set(createHash("sha256").update(b.subarray(0, end)).digest(), end + 16);
-}
 
 type Mutation =
   | { kind: "truncate"; at: number }

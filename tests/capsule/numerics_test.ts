@@ -6,7 +6,6 @@
  */
 import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "@std/assert";
 import fc from "fast-check";
-import { createHash } from "node:crypto";
 import {
   capsuleSizeEstimate,
   decodeCapsule,
@@ -19,9 +18,8 @@ import {
   SECTION_NUMERICS,
   validateNumerics,
 } from "../../src/capsule/mod.ts";
-import { crc32c } from "../../src/capsule/crc32c.ts";
 import { CapsuleError } from "../../src/errors.ts";
-import { fakeFingerprint, fixtureConfig, randomSnapshot, rng, snapshotDiff } from "./helpers.ts";
+import { fakeFingerprint, fixtureConfig, randomSnapshot, resign, rng, snapshotDiff } from "./helpers.ts";
 
 const config = fixtureConfig("qwen3_5-tiny");
 const fingerprint = fakeFingerprint("numerics");
@@ -39,18 +37,6 @@ const H200: NumericsProfile = {
 const SPARE = 0x80ff;
 const utf8 = (s: string) => new TextEncoder().encode(s);
 const minor = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset).getUint16(10, true);
-
-/** Recompute the header CRC and the footer's length and SHA-256 (a forger's last step). */
-function resign(b: Uint8Array): void {
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const hs = v.getUint32(12, true);
-  const h = b.slice(0, hs);
-  h.fill(0, 16, 20);
-  v.setUint32(16, crc32c(h), true);
-  const end = b.length - 48;
-  v.setBigUint64(end + 8, BigInt(end), true);
-  b.set(createHash("sha256").update(b.subarray(0, end)).digest(), end + 16);
-}
 
 /** Section table entries (offset in the file) of the sections of `type`. */
 function entriesOf(b: Uint8Array, type: number): number[] {
