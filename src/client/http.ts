@@ -100,8 +100,13 @@ function summaryOf(d: z.infer<typeof SessionDetailsSchema>): SessionDetails {
   };
 }
 
-function infoOf(d: SessionInfo): SessionInfo {
-  return { id: d.id, version: d.version, tokens: d.tokens };
+function infoOf(d: z.infer<typeof SessionInfoSchema>): SessionInfo {
+  return {
+    id: d.id,
+    version: d.version,
+    tokens: d.tokens,
+    ...(d.numerics_changed !== undefined ? { numericsChanged: d.numerics_changed } : {}),
+  };
 }
 
 function checkpointOf(c: z.infer<typeof CheckpointSchema>): CheckpointSummary {
@@ -474,7 +479,8 @@ export class CapsuleClient implements MemoryApi {
 
   /** Branch: {@link fork}. */
   async branch(id: string, opts: CallOptions & IfVersion = {}): Promise<SessionInfo> {
-    return infoOf(await this.fork(id, opts));
+    const { id: forked, version, tokens } = await this.fork(id, opts);
+    return { id: forked, version, tokens };
   }
 
   /** `PUT /v1/sessions/{id}/checkpoints/{name}` (sidecar): saves the current version under `name`. */

@@ -11,6 +11,8 @@
  * @module
  */
 import type { SessionSnapshot } from "../capsule/snapshot.ts";
+import type { DecodedCapsule } from "../capsule/decode.ts";
+import { diffNumerics, type NumericsDiff } from "../capsule/numerics.ts";
 import { CapsuleError } from "../errors.ts";
 import type { SessionMeta, SessionRecord, SessionStore } from "../store/types.ts";
 import { ifVersionConflict, NAME_PATTERN, sessionNotFound } from "../store/validate.ts";
@@ -77,7 +79,10 @@ export class Memory implements MemoryApi {
   }
 
   /** The session's current version, decoded, from this process's cache when it holds that version. */
-  async #load(id: string, ifVersion?: number): Promise<{ record: SessionRecord; snapshot: SessionSnapshot }> {
+  async #load(
+    id: string,
+    ifVersion?: number,
+  ): Promise<{ record: SessionRecord; snapshot: SessionSnapshot; numericsChanged: NumericsDiff | null }> {
     this.#checkId(id);
     const cache = this.capsule.snapshotCache(this.store);
     if (cache.has(this.tenant, id)) {
@@ -87,13 +92,24 @@ export class Memory implements MemoryApi {
         throw ifVersionConflict(id, ifVersion, record.version);
       }
       const snapshot = cache.get(this.tenant, id, record);
-      if (snapshot) return { record: this.#sameModel(record), snapshot };
+      if (snapshot) {
+        return { record: this.#sameModel(record), snapshot, numericsChanged: this.#changed(snapshot) };
+      }
     }
     const got = await this.#get(id, ifVersion);
     this.#sameModel(got.record);
     const snapshot = await this.capsule.readCapsule(got.capsule);
     cache.put(this.tenant, id, got.record, snapshot, got.capsule.length);
-    return { record: got.record, snapshot };
+    return { record: got.record, snapshot, numericsChanged: this.#changed(snapshot) };
+  }
+
+  /**
+   * How the numerics that produced a loaded state differ from this engine's. A snapshot read from
+   * a capsule carries them (null: the capsule records none); one this process committed does not.
+   */
+  #changed(snapshot: SessionSnapshot): NumericsDiff | null {
+    if (!("numerics" in snapshot)) return null;
+    return diffNumerics((snapshot as DecodedCapsule).numerics ?? {}, this.capsule.engine.numerics);
   }
 
   #sameModel(record: SessionRecord): SessionRecord {
@@ -177,12 +193,13 @@ export class Memory implements MemoryApi {
 
   /** Appends input (prefill only) and commits. */
   async remember(id: string, input: Input, opts: IfVersion = {}): Promise<SessionInfo> {
-    const { record, snapshot } = await this.#load(id, opts.ifVersion);
+    const { record, snapshot, numericsChanged } = await this.#load(id, opts.ifVersion);
     const ids = inputToIds(this.capsule.tokenizer, input, snapshot.tokens.length === 0);
     if (ids.length === 0) return sessionInfo(record);
     const s = await this.capsule.restore(snapshot, { adoptResidency: true });
     await s.append(ids);
-    return sessionInfo(await this.#commit(id, s.snapshot({ moveResidency: true }), record));
+    const rec = await this.#commit(id, s.snapshot({ moveResidency: true }), record);
+    return { ...sessionInfo(rec), ...(numericsChanged ? { numericsChanged } : {}) };
   }
 
   /**
@@ -194,7 +211,7 @@ export class Memory implements MemoryApi {
   }
 
   async *#recall(id: string, opts: GenerateOptions & IfVersion): AsyncGenerator<TokenDelta, RecallResult> {
-    const { record, snapshot } = await this.#load(id, opts.ifVersion);
+    const { record, snapshot, numericsChanged } = await this.#load(id, opts.ifVersion);
     if (snapshot.tokens.length === 0 && (opts.maxTokens ?? 16) > 0) {
       throw new CapsuleError(
         "invalid_argument",
@@ -207,7 +224,13 @@ export class Memory implements MemoryApi {
     for await (const t of stream) yield t;
     const r: GenerationResult = await stream.result;
     const rec = await this.#commit(id, s.snapshot({ moveResidency: true }), record);
-    return { ...sessionInfo(rec), outputIds: r.outputIds, text: r.text, finishReason: r.finishReason };
+    return {
+      ...sessionInfo(rec),
+      ...(numericsChanged ? { numericsChanged } : {}),
+      outputIds: r.outputIds,
+      text: r.text,
+      finishReason: r.finishReason,
+    };
   }
 
   /** A new session (random id) holding the same capsule, with `parent` = `id`. No engine work. */

@@ -11,7 +11,13 @@ const count = z.int().min(0);
 const version = z.int().min(1);
 
 /** `{id, version, tokens}`: create, append, fork, PUT capsule, open, rewind. */
-export const SessionInfoSchema = z.looseObject({ id: z.string().min(1), version, tokens: count });
+export const SessionInfoSchema = z.looseObject({
+  id: z.string().min(1),
+  version,
+  tokens: count,
+  /** Keys whose numerics differ, `[capsule's, node's]` (docs/api.md "Numerics"). */
+  numerics_changed: z.record(z.string(), z.tuple([z.string().nullable(), z.string().nullable()])).optional(),
+});
 
 /** POST …/fork adds the parent. */
 export const ForkSchema = SessionInfoSchema.extend({ parent: z.string().optional() });

@@ -5,6 +5,7 @@
  */
 import type { ChatMessage } from "../model/tokenizer.ts";
 import type { TokenStream } from "./stream.ts";
+import type { NumericsDiff } from "../capsule/numerics.ts";
 
 export type { ChatMessage } from "../model/tokenizer.ts";
 
@@ -60,6 +61,12 @@ export interface SessionInfo {
   version: number;
   /** Tokens in the session. */
   tokens: number;
+  /**
+   * Present when this call resumed a state produced under other numerics than the node's
+   * (`[capsule's, node's]` per differing key; docs/api.md "Numerics"): the continuation is then
+   * not bit-identical to what the producing node would have computed.
+   */
+  numericsChanged?: NumericsDiff;
 }
 
 /** The outcome of a generation against a stored session. */

@@ -11,6 +11,9 @@ import { MemoryStore } from "../../src/store/mod.ts";
 import { call, testApp, testEngine } from "./helpers.ts";
 import { makeTestModelDir, removeTestModelDir } from "../support/model.ts";
 import { hasGpu } from "../webgpu/helpers.ts";
+import { CapsuleClient } from "../../src/client/http.ts";
+import { Capsule } from "../../src/client/local.ts";
+import type { NumericsDiff } from "../../src/capsule/numerics.ts";
 
 const GEN = { max_tokens: 3, temperature: 0, ignore_eos: true };
 
@@ -113,3 +116,53 @@ Deno.test({
     }
   },
 });
+
+Deno.test("the HTTP client and the in-process memory report numericsChanged when they resume another node's state", async () => {
+  const engine = await testEngine(true);
+  const store = new MemoryStore();
+  const { app } = await testApp({ engine, store });
+  const m = engine.model;
+  // A session stored as another kind of node would have written it.
+  const origin = engine.newSession();
+  await origin.append([21, 22, 23]);
+  const foreign = { backend: "webgpu", kv: "f16" };
+  const bytes = await encodeCapsuleBytes(origin.snapshot(), {
+    fingerprint: m.fingerprint,
+    config: m.config,
+    numerics: foreign,
+  });
+  const want = diffFor(foreign, engine.numerics);
+
+  const client = new CapsuleClient({
+    baseUrl: "http://capsule.test/",
+    fetch: async (req) => await app.fetch(req),
+  });
+  const put = await client.putCapsule("ses_http", bytes);
+  assertEquals(put.numericsChanged, want);
+  const first = await client.generate("ses_http", { maxTokens: 2, temperature: 0, ignoreEos: true });
+  assertEquals(first.numericsChanged, want);
+  const second = await client.append("ses_http", [24]);
+  assertEquals(second.numericsChanged, undefined);
+
+  await store.commit("default", "ses_mem", bytes, {
+    model: m.fingerprint,
+    tokens: 3,
+    createdAt: "",
+    updatedAt: "",
+  }, null);
+  const memory = Capsule.fromEngine(engine, { store }).memory();
+  const recalled = await memory.recall("ses_mem", { maxTokens: 2, temperature: 0, ignoreEos: true }).result;
+  assertEquals(recalled.numericsChanged, want);
+  const again = await memory.remember("ses_mem", [25]);
+  assertEquals(again.numericsChanged, undefined);
+});
+
+/** The expected diff: `[capsule's, node's]` for every key that differs. */
+function diffFor(capsule: Record<string, string>, node: Record<string, string>): NumericsDiff {
+  const keys = [...new Set([...Object.keys(capsule), ...Object.keys(node)])].sort();
+  return Object.fromEntries(
+    keys.filter((k) => capsule[k] !== node[k]).map((
+      k,
+    ) => [k, [capsule[k] ?? null, node[k] ?? null] as const]),
+  );
+}
