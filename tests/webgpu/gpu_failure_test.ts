@@ -126,6 +126,59 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "buffers a request needs for a moment (a forward's outputs, a state download) that the GPU cannot back fail that request with gpu_out_of_memory; the node serves on and the session continues exactly",
+  ignore: !hasGpu,
+  fn: async () => {
+    const { backend, config } = await openFixture("qwen3_5-tiny");
+    const { backend: reference } = await openFixture("qwen3_5-tiny");
+    try {
+      const V = config.vocabSize;
+      const ids = randomIds(rng(21), 30, V), more = randomIds(rng(22), 9, V);
+      const s = createState(config), r = createState(config);
+      await backend.forward(s, ids, { logits: "none" });
+      await reference.forward(r, ids, { logits: "none" });
+      const before = await held(backend);
+
+      // A forward whose outputs cannot be allocated runs nothing: same position, same group.
+      await backend.injectFaultForTests("oom-next-transfer");
+      const oom = await rejectsWith(() => backend.forward(s, more, { logits: "last" }), "gpu_out_of_memory");
+      assertMatch(oom.message, /forward pass's outputs \(\d+ bytes\)/);
+      assert((oom.details?.requestedBytes as number) > 0);
+      assertEquals(s.position, ids.length);
+      assertEquals(await held(backend), before, "nothing held after the failed allocation");
+      assertEquals(backend.failure(), null, "an out-of-memory request does not fail the node");
+      const got = await backend.forward(s, more, { logits: "last" });
+      const want = await reference.forward(r, more, { logits: "last" });
+      assertEquals([...got.logits], [...want.logits], "the retried forward equals the reference's");
+
+      // Generated tokens stay on the device until the state is downloaded: that download fails
+      // alone, and a later one brings the same state as the reference's.
+      const last = more[more.length - 1];
+      assertEquals(
+        await greedy(backend, s, last, ids.length + more.length, 5),
+        await greedy(reference, r, last, ids.length + more.length, 5),
+      );
+      await backend.injectFaultForTests("oom-next-transfer");
+      const down = await rejectsWith(() => backend.syncState(s), "gpu_out_of_memory");
+      assertMatch(down.message, /state download/);
+      await backend.syncState(s);
+      await reference.syncState(r);
+      assertEquals(s.position, r.position);
+      for (const [i, l] of s.layers.entries()) {
+        const w = r.layers[i];
+        if (l.kind === "linear" && w.kind === "linear") {
+          assertEquals([...l.recurrent], [...w.recurrent], `layer ${i}: recurrent state`);
+        }
+      }
+    } finally {
+      backend.dispose();
+      reference.dispose();
+    }
+  },
+});
+
+Deno.test({
   name: "an uncaptured GPU error fails the backend: every later call rejects with gpu_failed",
   ignore: !hasGpu,
   fn: async () => {

@@ -106,6 +106,26 @@ interface Readback {
 }
 
 /** A chunk (or a lone readback) recorded and not yet submitted. */
+/**
+ * One tensor of a state download. `f16`: the copy holds f16 values (an f16 KV cache), widened
+ * exactly to f32 when parsed; `kv`: KV rows (the bulk of a long state).
+ */
+interface DownloadCopy {
+  src: GPUBuffer;
+  off: number;
+  bytes: number;
+  f16?: boolean;
+  kv?: boolean;
+}
+
+/** A mappable staging buffer for `bytes` of downloads. */
+function stagingDescriptor(bytes: number): GPUBufferDescriptor {
+  return {
+    size: Math.max(16, Math.ceil(bytes / 4) * 4),
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  };
+}
+
 interface Recorded extends Readback {
   cb: GPUCommandBuffer;
 }
@@ -446,35 +466,34 @@ export class GpuEngine {
 
   /** Download a slot's state (KV rows from `fromRow`). */
   async download(id: number, fromRow: number): Promise<WireState> {
-    const parse = await this.#inOrder(() => {
+    const parse = await this.#inOrder(async () => {
       const s = this.#slot(id);
       if (this.#generating(s)) throw new CapsuleError("state_mismatch", "cannot download a generating slot");
+      const [staging] = await this.rt.createTransferBuffers(
+        [stagingDescriptor(this.#downloadCopies(s, fromRow, [], s.pos).total)],
+        "a state download",
+      );
       const enc = this.rt.device.createCommandEncoder();
-      const parse = this.#recordDownload(enc, s, fromRow);
+      const parse = this.#recordDownload(enc, s, fromRow, [], staging);
       this.rt.device.queue.submit([enc.finish()]);
       return parse;
     });
     return await this.#readback(parse());
   }
 
-  /** Record copies of a slot's state into a staging buffer; returns the parser to await. */
-  #recordDownload(
-    enc: GPUCommandEncoder,
+  /**
+   * What a download of slot `s` at position `P` copies: `extra` buffers first, then (unless
+   * `fromRow` is null) every layer's state, KV rows from `fromRow`; and the bytes in all.
+   */
+  #downloadCopies(
     s: Slot,
     fromRow: number | null,
-    extra: { src: GPUBuffer; bytes: number }[] = [],
-  ): () => Promise<WireState & { extra: Float32Array[] }> {
-    const rt = this.rt, c = rt.config, g = rt.geo, P = s.pos, K = c.linear.convKernel, C = g.C;
+    extra: { src: GPUBuffer; bytes: number }[],
+    P: number,
+  ): { copies: DownloadCopy[]; total: number; from: number; rows: number } {
+    const rt = this.rt, c = rt.config, g = rt.geo, K = c.linear.convKernel, C = g.C;
     const vb = rt.kvBytes;
-    // `f16`: the copy holds f16 values (an f16 KV cache), widened exactly to f32 when parsed.
-    // `kv`: KV rows (the bulk of a long state).
-    const copies: { src: GPUBuffer; off: number; bytes: number; f16?: boolean; kv?: boolean }[] = extra.map((
-      e,
-    ) => ({
-      src: e.src,
-      off: 0,
-      bytes: e.bytes,
-    }));
+    const copies: DownloadCopy[] = extra.map((e) => ({ src: e.src, off: 0, bytes: e.bytes }));
     const recBytes = c.linear.numValueHeads * c.linear.keyHeadDim * c.linear.valueHeadDim * 4;
     const withState = fromRow !== null;
     const from = fromRow ?? P;
@@ -503,11 +522,27 @@ export class GpuEngine {
         });
       }
     });
-    const total = copies.reduce((n, x) => n + x.bytes, 0);
-    const staging = rt.device.createBuffer({
-      size: Math.max(16, total),
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
+    return { copies, total: copies.reduce((n, x) => n + x.bytes, 0), from, rows };
+  }
+
+  /**
+   * Record copies of a slot's state into `staging` (made by the caller through the checked
+   * {@link DecodeRuntime.createTransferBuffers}, sized by {@link #downloadCopies}); returns the
+   * parser to await.
+   */
+  #recordDownload(
+    enc: GPUCommandEncoder,
+    s: Slot,
+    fromRow: number | null,
+    extra: { src: GPUBuffer; bytes: number }[],
+    staging: GPUBuffer,
+  ): () => Promise<WireState & { extra: Float32Array[] }> {
+    const rt = this.rt, c = rt.config, g = rt.geo, P = s.pos, K = c.linear.convKernel, C = g.C;
+    const withState = fromRow !== null;
+    const { copies, total, from, rows } = this.#downloadCopies(s, fromRow, extra, P);
+    if (staging.size < total) {
+      throw new CapsuleError("internal", `download staging of ${staging.size} bytes for ${total} bytes`);
+    }
     let off = 0;
     const offsets = copies.map((x) => {
       if (x.bytes > 0) enc.copyBufferToBuffer(x.src, x.off, staging, off, x.bytes);
@@ -579,28 +614,31 @@ export class GpuEngine {
     }
     await rt.ensureCapacity(s, s.pos + T);
     const nLogits = req.logits === "all" ? T : req.logits === "last" ? 1 : 0;
+    const logitBytes = nLogits * V * 4, hiddenBytes = req.captureHidden ? (L + 1) * T * H * 4 : 0;
+    // Every buffer this request needs, checked before anything is recorded (see createTransferBuffers).
+    const out = { usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC };
+    const stateBytes = this.#downloadCopies(s, req.download, [], s.pos + T).total;
+    const made = await rt.createTransferBuffers([
+      ...(logitBytes ? [{ ...out, size: logitBytes }] : []),
+      ...(hiddenBytes ? [{ ...out, size: hiddenBytes }] : []),
+      stagingDescriptor(logitBytes + hiddenBytes + stateBytes),
+    ], "a forward pass's outputs");
+    const outLogits = logitBytes ? made[0] : null;
+    const hidden = hiddenBytes ? made[logitBytes ? 1 : 0] : null;
+    const staging = made[made.length - 1];
     const temps: GPUBuffer[] = [];
-    const outLogits = nLogits
-      ? dev.createBuffer({ size: nLogits * V * 4, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC })
-      : null;
-    const hidden = req.captureHidden
-      ? dev.createBuffer({
-        size: (L + 1) * T * H * 4,
-        usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
-      })
-      : null;
     if (outLogits) temps.push(outLogits);
     if (hidden) temps.push(hidden);
     const extra: { src: GPUBuffer; bytes: number }[] = [];
-    if (outLogits) extra.push({ src: outLogits, bytes: nLogits * V * 4 });
-    if (hidden) extra.push({ src: hidden, bytes: (L + 1) * T * H * 4 });
+    if (outLogits) extra.push({ src: outLogits, bytes: logitBytes });
+    if (hidden) extra.push({ src: hidden, bytes: hiddenBytes });
     if (this.#chunked(T)) {
       let parse!: () => Promise<WireState & { extra: Float32Array[] }>;
       this.prefill.record(
         s,
         req.ids,
         { logits: req.logits, logitsBuf: outLogits, hiddenBuf: hidden },
-        (enc) => parse = this.#recordDownload(enc, s, req.download, extra),
+        (enc) => parse = this.#recordDownload(enc, s, req.download, extra, staging),
       );
       rt.writeHeader(s, { POS: s.pos, DONE: 0, FEED: 0 });
       return async () => this.#reply(req, await this.#readback(parse()), temps, !!outLogits, L, T, H);
@@ -642,7 +680,7 @@ export class GpuEngine {
     }
     rec.endPass();
     s.pos += T;
-    const parse = this.#recordDownload(rec.encoder, s, req.download, extra);
+    const parse = this.#recordDownload(rec.encoder, s, req.download, extra, staging);
     dev.queue.submit([rec.finish()]);
     rt.writeHeader(s, { FEED: 0 });
     this.#stats.stepsSubmitted += T;

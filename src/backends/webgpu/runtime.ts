@@ -1903,6 +1903,48 @@ export class DecodeRuntime {
    */
   oomNextGroup = false;
 
+  /**
+   * Tests only, like {@link oomNextGroup}: the next {@link createTransferBuffers} reports
+   * out-of-memory.
+   */
+  oomNextTransfer = false;
+
+  /**
+   * Buffers one request needs for a moment (a state download's staging, a forward's logits and
+   * hidden states), made inside out-of-memory and validation error scopes that are checked before
+   * any of them is used: a device short of memory fails that request with `gpu_out_of_memory`
+   * instead of leaving invalid buffers in recorded work (which would fail the whole node).
+   * On failure every buffer made is destroyed.
+   */
+  async createTransferBuffers(descs: GPUBufferDescriptor[], what: string): Promise<GPUBuffer[]> {
+    const dev = this.device;
+    // Push, create and pop without an await between, so only these calls land in the scopes.
+    dev.pushErrorScope("out-of-memory");
+    dev.pushErrorScope("validation");
+    const made = descs.map((d) => dev.createBuffer(d));
+    const validation = dev.popErrorScope(), oom = dev.popErrorScope();
+    const [invalid, outOfMemory] = await Promise.all([validation, oom]);
+    const injected = this.oomNextTransfer;
+    this.oomNextTransfer = false;
+    if (outOfMemory || injected || invalid) {
+      for (const b of made) b.destroy();
+      const bytes = descs.reduce((n, d) => n + d.size, 0);
+      if (invalid && !outOfMemory && !injected) {
+        throw new CapsuleError(
+          "internal",
+          `creating ${what} buffers (${bytes} bytes) failed: ${invalid.message}`,
+        );
+      }
+      throw new CapsuleError(
+        "gpu_out_of_memory",
+        `the GPU has no room for ${what} (${bytes} bytes) right now: retry, or hold fewer resident ` +
+          `sessions on this node`,
+        { requestedBytes: bytes },
+      );
+    }
+    return made;
+  }
+
   /** Make a group's buffers and bind groups (inside {@link createGroup}'s error scopes). */
   #allocGroup(grp: KvGroup): void {
     const g = this.geo, a = this.config.attention, vb = this.kvBytes, { index, cap, nslots } = grp;

@@ -158,6 +158,8 @@ async function injectFault(e: GpuEngine, fault: GpuFault): Promise<void> {
   const device = e.rt.device;
   if (fault === "oom-next-kv-group") {
     e.rt.oomNextGroup = true;
+  } else if (fault === "oom-next-transfer") {
+    e.rt.oomNextTransfer = true;
   } else if (fault === "destroy-device") {
     device.destroy();
     await device.lost;
