@@ -47,6 +47,11 @@ function printInfo(file: string, info: CapsuleInfo): void {
   out.push(`model     ${info.fingerprint} (${info.family})`);
   const sampler = info.sampler ? `seed ${info.sampler.seed}, ${info.sampler.draws} draws` : "none";
   out.push(`session   position ${info.position}, ${info.tokenCount} tokens, sampler ${sampler}`);
+  // Exact resume holds between nodes whose numerics equal these (docs/api.md "Numerics").
+  const numerics = info.numerics
+    ? Object.entries(info.numerics).map(([k, v]) => `${k}=${v}`).join(", ")
+    : "not recorded";
+  out.push(`numerics  ${numerics}`);
   out.push(
     `body      ${info.sealed ? "sealed (AES-256-GCM)" : "unsealed"}, compression ${info.compression}` +
       (info.chunkSize ? `, frames of ${info.chunkSize} bytes` : ""),

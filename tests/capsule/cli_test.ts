@@ -37,6 +37,7 @@ Deno.test("capsule CLI: inspect and verify a capsule of a fixture model, and ref
     assertEquals([ins.code, ins.last.ok, ins.last.fingerprint, ins.last.position], [0, true, fingerprint, 7]);
     assert(ins.stdout.includes("keys") && ins.stdout.includes("int8"));
     assertEquals([ins.last.version, ins.last.numerics], ["1.0", null]);
+    assert(ins.stdout.includes("numerics  not recorded"), ins.stdout);
 
     // A 1.1 capsule shows its numerics profile (and its section).
     const numerics = { backend: "cpu", kv: "f32" };
@@ -47,7 +48,7 @@ Deno.test("capsule CLI: inspect and verify a capsule of a fixture model, and ref
       "1.1",
       numerics,
     ]);
-    assert(withProfile.stdout.includes("numerics"));
+    assert(withProfile.stdout.includes("numerics  backend=cpu, kv=f32"), withProfile.stdout);
     await Deno.writeFile(file, bytes);
 
     const ok = await run("verify", file, "--model", model);
