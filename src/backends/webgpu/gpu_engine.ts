@@ -105,7 +105,6 @@ interface Readback {
   steps: number;
 }
 
-/** A chunk (or a lone readback) recorded and not yet submitted. */
 /**
  * One tensor of a state download. `f16`: the copy holds f16 values (an f16 KV cache), widened
  * exactly to f32 when parsed; `kv`: KV rows (the bulk of a long state).
@@ -126,6 +125,7 @@ function stagingDescriptor(bytes: number): GPUBufferDescriptor {
   };
 }
 
+/** A chunk (or a lone readback) recorded and not yet submitted. */
 interface Recorded extends Readback {
   cb: GPUCommandBuffer;
 }

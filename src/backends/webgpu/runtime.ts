@@ -1859,20 +1859,8 @@ export class DecodeRuntime {
       );
     }
     const grp = new KvGroup(index, cap, nslots);
-    const dev = this.device;
-    // Push, allocate and pop without an await between, so only this group's calls land in the scopes.
-    dev.pushErrorScope("out-of-memory");
-    dev.pushErrorScope("validation");
-    let thrown: unknown = null;
     try {
-      this.#allocGroup(grp);
-    } catch (e) {
-      thrown = e;
-    }
-    const validation = dev.popErrorScope(), oom = dev.popErrorScope();
-    try {
-      if (thrown) throw thrown;
-      const [invalid, outOfMemory] = await Promise.all([validation, oom]);
+      const { outOfMemory, invalid } = await this.#allocationErrors(() => this.#allocGroup(grp));
       const injected = this.oomNextGroup;
       this.oomNextGroup = false;
       if (outOfMemory || injected) {
@@ -1917,13 +1905,10 @@ export class DecodeRuntime {
    * On failure every buffer made is destroyed.
    */
   async createTransferBuffers(descs: GPUBufferDescriptor[], what: string): Promise<GPUBuffer[]> {
-    const dev = this.device;
-    // Push, create and pop without an await between, so only these calls land in the scopes.
-    dev.pushErrorScope("out-of-memory");
-    dev.pushErrorScope("validation");
-    const made = descs.map((d) => dev.createBuffer(d));
-    const validation = dev.popErrorScope(), oom = dev.popErrorScope();
-    const [invalid, outOfMemory] = await Promise.all([validation, oom]);
+    let made: GPUBuffer[] = [];
+    const { outOfMemory, invalid } = await this.#allocationErrors(() => {
+      made = descs.map((d) => this.device.createBuffer(d));
+    });
     const injected = this.oomNextTransfer;
     this.oomNextTransfer = false;
     if (outOfMemory || injected || invalid) {
@@ -1943,6 +1928,27 @@ export class DecodeRuntime {
       );
     }
     return made;
+  }
+
+  /**
+   * Run `make` (buffer creation) inside out-of-memory and validation error scopes and resolve with
+   * what they caught; what `make` throws is rethrown once the scopes are popped. Push, make and
+   * pop happen without an await between, so only `make`'s calls land in the scopes.
+   */
+  async #allocationErrors(make: () => void): Promise<{ outOfMemory: boolean; invalid: GPUError | null }> {
+    const dev = this.device;
+    dev.pushErrorScope("out-of-memory");
+    dev.pushErrorScope("validation");
+    let thrown: unknown = null;
+    try {
+      make();
+    } catch (e) {
+      thrown = e;
+    }
+    const validation = dev.popErrorScope(), oom = dev.popErrorScope();
+    const [invalid, outOfMemory] = await Promise.all([validation, oom]);
+    if (thrown) throw thrown;
+    return { outOfMemory: outOfMemory !== null, invalid };
   }
 
   /** Make a group's buffers and bind groups (inside {@link createGroup}'s error scopes). */
