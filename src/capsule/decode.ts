@@ -40,7 +40,7 @@ import {
   storedBodySize,
   VERSION_MAJOR,
 } from "./format.ts";
-import { decodeNumerics, type NumericsProfile } from "./numerics.ts";
+import { decodeNumerics, diffNumerics, type NumericsDiff, type NumericsProfile } from "./numerics.ts";
 import { ByteReader, type ByteSource } from "./reader.ts";
 import { deriveSealKeys, openFrame, sameBytes, sealAssociatedData, type SealOptions } from "./seal.ts";
 
@@ -65,6 +65,17 @@ export interface DecodedCapsule extends SessionSnapshot {
    * the capsule carries none. Exact resume holds only under an equal profile; the caller compares.
    */
   numerics: NumericsProfile | null;
+}
+
+/**
+ * How the numerics that produced `snapshot` differ from `here` (`[capsule's, here's]` per key), or
+ * null when they are equal. A snapshot read from a capsule ({@link DecodedCapsule}) carries them
+ * (null: the capsule records none, so every key differs); a snapshot a node made itself does not,
+ * and counts as made `here`.
+ */
+export function numericsChangedFrom(snapshot: SessionSnapshot, here: NumericsProfile): NumericsDiff | null {
+  if (!("numerics" in snapshot)) return null;
+  return diffNumerics((snapshot as DecodedCapsule).numerics ?? {}, here);
 }
 
 /** Largest piece the body walker reads at once. */

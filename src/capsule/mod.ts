@@ -14,7 +14,7 @@ export {
   type SizeCodecs,
   validateSnapshot,
 } from "./encode.ts";
-export { decodeCapsule, type DecodedCapsule, type DecodeOptions } from "./decode.ts";
+export { decodeCapsule, type DecodedCapsule, type DecodeOptions, numericsChangedFrom } from "./decode.ts";
 export {
   diffNumerics,
   MAX_NUMERICS_BYTES,

@@ -11,8 +11,8 @@
  * @module
  */
 import type { SessionSnapshot } from "../capsule/snapshot.ts";
-import type { DecodedCapsule } from "../capsule/decode.ts";
-import { diffNumerics, type NumericsDiff } from "../capsule/numerics.ts";
+import { numericsChangedFrom } from "../capsule/decode.ts";
+import type { NumericsDiff } from "../capsule/numerics.ts";
 import { CapsuleError } from "../errors.ts";
 import type { SessionMeta, SessionRecord, SessionStore } from "../store/types.ts";
 import { ifVersionConflict, NAME_PATTERN, sessionNotFound } from "../store/validate.ts";
@@ -93,23 +93,22 @@ export class Memory implements MemoryApi {
       }
       const snapshot = cache.get(this.tenant, id, record);
       if (snapshot) {
-        return { record: this.#sameModel(record), snapshot, numericsChanged: this.#changed(snapshot) };
+        return {
+          record: this.#sameModel(record),
+          snapshot,
+          numericsChanged: numericsChangedFrom(snapshot, this.capsule.engine.numerics),
+        };
       }
     }
     const got = await this.#get(id, ifVersion);
     this.#sameModel(got.record);
     const snapshot = await this.capsule.readCapsule(got.capsule);
     cache.put(this.tenant, id, got.record, snapshot, got.capsule.length);
-    return { record: got.record, snapshot, numericsChanged: this.#changed(snapshot) };
-  }
-
-  /**
-   * How the numerics that produced a loaded state differ from this engine's. A snapshot read from
-   * a capsule carries them (null: the capsule records none); one this process committed does not.
-   */
-  #changed(snapshot: SessionSnapshot): NumericsDiff | null {
-    if (!("numerics" in snapshot)) return null;
-    return diffNumerics((snapshot as DecodedCapsule).numerics ?? {}, this.capsule.engine.numerics);
+    return {
+      record: got.record,
+      snapshot,
+      numericsChanged: numericsChangedFrom(snapshot, this.capsule.engine.numerics),
+    };
   }
 
   #sameModel(record: SessionRecord): SessionRecord {

@@ -15,6 +15,7 @@ import type { SessionStore } from "../store/types.ts";
 import { CapsuleError } from "../errors.ts";
 import { importSealKey, type SealOptions } from "../capsule/seal.ts";
 import type { NumericsDiff } from "../capsule/numerics.ts";
+import { numericsChangedFrom } from "../capsule/decode.ts";
 import { Auth } from "./auth.ts";
 import { readBodyBytes, readJson } from "./body.ts";
 import { type Clock, Deadline, monotonic } from "./deadline.ts";
@@ -404,7 +405,7 @@ export function createApp(opts: AppOptions): Hono<AppEnv> {
     if (seal) {
       // Re-sealed for export, the capsule keeps the numerics of the node that produced its state.
       const stored = await service.decodeStored(got.capsule, id);
-      bytes = await service.encode(stored.snapshot, seal, stored.numerics);
+      bytes = await service.encode(stored, seal, stored.numerics);
     }
     metrics.capsuleBytes.observe({ op: "export" }, bytes.length);
     return c.body(bytes as Uint8Array<ArrayBuffer>, 200, {
@@ -425,7 +426,7 @@ export function createApp(opts: AppOptions): Hono<AppEnv> {
     }
     metrics.capsuleBytes.observe({ op: "import" }, bytes.length);
     const seal = await d.sealFor(tenant);
-    const { snapshot, numerics, numericsChanged } = await service.decodeUpload(bytes, seal ?? undefined);
+    const snapshot = await service.decodeUpload(bytes, seal ?? undefined);
     const current = await store.head(tenant, id);
     if (ifMatch !== undefined && current?.version !== ifMatch) {
       metrics.conflicts.inc();
@@ -436,9 +437,17 @@ export function createApp(opts: AppOptions): Hono<AppEnv> {
       );
     }
     // Sealed uploads are stored opened (the store is trusted); unsealed ones exactly as sent.
-    const rec = await service.commit(tenant, id, snapshot, current, seal ? { numerics } : { capsule: bytes });
+    const rec = await service.commit(
+      tenant,
+      id,
+      snapshot,
+      current,
+      seal ? { numerics: snapshot.numerics } : {
+        capsule: bytes,
+      },
+    );
     return c.json(
-      { ...sessionBody(rec), ...numericsBody(numericsChanged) },
+      { ...sessionBody(rec), ...numericsBody(numericsChangedFrom(snapshot, engine.numerics)) },
       current ? 200 : 201,
       current ? {} : { location: `/v1/sessions/${id}` },
     );

@@ -8,8 +8,8 @@
 import type { Engine } from "../engine/engine.ts";
 import type { SessionSnapshot } from "../capsule/snapshot.ts";
 import { encodeCapsuleBytes } from "../capsule/encode.ts";
-import { decodeCapsule } from "../capsule/decode.ts";
-import { diffNumerics, type NumericsDiff, type NumericsProfile } from "../capsule/numerics.ts";
+import { decodeCapsule, type DecodedCapsule, numericsChangedFrom } from "../capsule/decode.ts";
+import type { NumericsDiff, NumericsProfile } from "../capsule/numerics.ts";
 import type { SealOptions } from "../capsule/seal.ts";
 import type { SessionMeta, SessionRecord, SessionStore } from "../store/types.ts";
 import { ifVersionConflict, NAME_PATTERN, sessionNotFound } from "../store/validate.ts";
@@ -28,13 +28,6 @@ export interface LoadedSession {
    * key; the capsule side null for a capsule that records none), or null when they are equal: then
    * the session continues with exactly the tokens it would have produced where it was.
    */
-  numericsChanged: NumericsDiff | null;
-}
-
-/** A decoded capsule's state and how its numerics differ from this node's. */
-export interface DecodedSession {
-  snapshot: SessionSnapshot;
-  numerics: NumericsProfile | null;
   numericsChanged: NumericsDiff | null;
 }
 
@@ -62,11 +55,6 @@ export class SessionService {
   readonly #metrics: Metrics;
   readonly #cache: SnapshotCache;
   readonly #maxCapsuleBytes: number;
-  /**
-   * Numerics differences of states decoded from other nodes' capsules, kept with the cached
-   * snapshot until this node commits a state of its own.
-   */
-  readonly #changed = new WeakMap<SessionSnapshot, NumericsDiff>();
 
   constructor(opts: SessionServiceOptions) {
     this.engine = opts.engine;
@@ -104,7 +92,7 @@ export class SessionService {
       const snapshot = this.#cache.get(tenant, id, record);
       if (snapshot) {
         this.#metrics.resumes.inc({ source: "cache" });
-        return { record, snapshot, numericsChanged: this.#changed.get(snapshot) ?? null };
+        return { record, snapshot, numericsChanged: numericsChangedFrom(snapshot, this.engine.numerics) };
       }
     }
     const got = await this.store.get(tenant, id);
@@ -113,10 +101,14 @@ export class SessionService {
       this.#metrics.conflicts.inc();
       throw ifVersionConflict(id, ifVersion, got.record.version);
     }
-    const { snapshot, numericsChanged } = await this.decodeStored(got.capsule, id);
+    const snapshot = await this.decodeStored(got.capsule, id);
     this.#cache.put(tenant, id, got.record, snapshot, got.capsule.length);
     this.#metrics.resumes.inc({ source: "store" });
-    return { record: got.record, snapshot, numericsChanged };
+    return {
+      record: got.record,
+      snapshot,
+      numericsChanged: numericsChangedFrom(snapshot, this.engine.numerics),
+    };
   }
 
   /** The stored capsule bytes of the current version. */
@@ -146,24 +138,20 @@ export class SessionService {
     });
   }
 
-  /** How `numerics` (a capsule's; null when it records none) differs from this node's. */
-  #compare(numerics: NumericsProfile | null, source: "store" | "import"): NumericsDiff | null {
-    const diff = diffNumerics(numerics ?? {}, this.engine.numerics);
-    if (diff) this.#metrics.numericsChanges.inc({ source });
-    return diff;
+  /** Counts a decoded state that other numerics than this node's produced. */
+  #count(snapshot: DecodedCapsule, source: "store" | "import"): DecodedCapsule {
+    if (numericsChangedFrom(snapshot, this.engine.numerics)) this.#metrics.numericsChanges.inc({ source });
+    return snapshot;
   }
 
   /** Decodes a capsule from the store; a capsule this model cannot resume is reported, not hidden. */
-  async decodeStored(capsule: Uint8Array, id: string): Promise<DecodedSession> {
+  async decodeStored(capsule: Uint8Array, id: string): Promise<DecodedCapsule> {
     const m = this.engine.model;
     try {
-      const { numerics, ...snapshot } = await decodeCapsule(capsule, {
-        fingerprint: m.fingerprint,
-        config: m.config,
-      });
-      const numericsChanged = this.#compare(numerics, "store");
-      if (numericsChanged) this.#changed.set(snapshot, numericsChanged);
-      return { snapshot, numerics, numericsChanged };
+      return this.#count(
+        await decodeCapsule(capsule, { fingerprint: m.fingerprint, config: m.config }),
+        "store",
+      );
     } catch (e) {
       if (isCapsuleError(e) && e.code === "capsule_model_mismatch") {
         throw new CapsuleError(
@@ -179,18 +167,16 @@ export class SessionService {
    * Decodes a capsule a client uploaded: every capsule check, then the engine's own check that the
    * state can be resumed. `seal` is required when the node seals capsules.
    */
-  async decodeUpload(capsule: Uint8Array, seal?: SealOptions): Promise<DecodedSession> {
+  async decodeUpload(capsule: Uint8Array, seal?: SealOptions): Promise<DecodedCapsule> {
     const m = this.engine.model;
-    const { numerics, ...snapshot } = await decodeCapsule(capsule, {
+    const snapshot = await decodeCapsule(capsule, {
       fingerprint: m.fingerprint,
       config: m.config,
       maxBytes: this.#maxCapsuleBytes,
       ...(seal ? { seal } : {}),
     });
     this.engine.restore(snapshot); // throws state_mismatch / invalid_token_id on a state it cannot run
-    const numericsChanged = this.#compare(numerics, "import");
-    if (numericsChanged) this.#changed.set(snapshot, numericsChanged);
-    return { snapshot, numerics, numericsChanged };
+    return this.#count(snapshot, "import");
   }
 
   /**
