@@ -33,9 +33,9 @@ export interface InitReply {
 
 /**
  * Faults a test can inject (tests/webgpu/gpu_failure_test.ts; nothing else sends them): the next
- * KV group's allocation check reports out-of-memory (see DecodeRuntime.oomNextGroup), or the next
- * transfer buffers' check does (DecodeRuntime.oomNextTransfer), the device is
- * destroyed (its `lost` promise resolves), or a real invalid call raises an uncaptured error.
+ * KV group's allocation check reports out-of-memory (DecodeRuntime.oomNextGroup), or the next
+ * transfer buffers' check does (DecodeRuntime.oomNextTransfer); the device is destroyed (its
+ * `lost` promise resolves); or a real invalid call raises an uncaptured error.
  */
 export type GpuFault = "oom-next-kv-group" | "oom-next-transfer" | "destroy-device" | "uncaptured-error";
 
